@@ -1,0 +1,454 @@
+"""The llama.cpp backend: GGUF models through llama-cpp-python, with runtime LoRA swaps.
+
+Decoding goes through ``Llama.generate`` so its speed is llama-cpp-python's own; what this
+module adds per token is a dict lookup, UTF-8 assembly and the stop-string scan.
+
+Prefix caching: ``Llama.generate`` keeps the longest common token prefix of the KV cache and
+re-evaluates only the rest. The KV cache depends on the active adapter, so each switch stashes
+the current sequence's KV state under the adapter it was computed with and restores the new
+adapter's stash (or starts empty). KV is never reused across adapters.
+
+Log-probabilities are the model's raw ones: log-softmax over the full vocabulary of the
+logits that produced each token, before grammar, temperature or top-p were applied.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import llama_cpp
+import numpy as np
+
+from edge_agent.backends.base import (
+    Backend,
+    Chunk,
+    Done,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    Timings,
+    Usage,
+)
+from edge_agent.chat_template import CHATML_TEMPLATE, ChatTemplate
+from edge_agent.errors import AdapterError, AdapterMismatchError, BackendError, InvalidAdapterError
+
+if TYPE_CHECKING:
+    from edge_agent.modelfile import BaseModelIdentity
+
+logger = logging.getLogger(__name__)
+
+KV_CACHE_TYPES = {
+    "f32": llama_cpp.GGML_TYPE_F32,
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q5_1": llama_cpp.GGML_TYPE_Q5_1,
+    "q5_0": llama_cpp.GGML_TYPE_Q5_0,
+    "q4_1": llama_cpp.GGML_TYPE_Q4_1,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+    "iq4_nl": llama_cpp.GGML_TYPE_IQ4_NL,
+}
+MAX_STASHED_PREFIXES = 4  # KV stashes kept for inactive adapters, least recently used dropped
+
+# llama.cpp logs to stderr by default; route it into `logging` at DEBUG so the CLI stays
+# clean, and keep the last errors to explain a failed load.
+_recent_errors: deque[str] = deque(maxlen=8)
+_GGML_LOG_LEVEL_ERROR = 3
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _on_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    line = text.decode("utf-8", errors="replace").rstrip()
+    if level == _GGML_LOG_LEVEL_ERROR and line:
+        _recent_errors.append(line)
+    logger.debug("%s", line)
+
+
+llama_cpp.llama_log_set(_on_llama_log, ctypes.c_void_p(0))
+
+
+@dataclass
+class _KVStash:
+    """One adapter's KV cache for sequence 0, and the tokens it holds."""
+
+    tokens: np.ndarray
+    state: ctypes.Array[ctypes.c_uint8]
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model loaded once; LoRA adapters load and switch without reloading it."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        flash_attn: bool = False,
+        use_mmap: bool = True,
+        use_mlock: bool = False,
+        kv_cache_type: str = "f16",
+        n_batch: int = 512,
+        seed: int = 0,
+    ) -> None:
+        from edge_agent.modelfile import identity_of, read_header
+
+        self._path = Path(model_path)
+        header = read_header(self._path)  # a bad file fails here, before llama.cpp reads it
+        self._identity = identity_of(header)
+        self._name = str(header.metadata.get("general.name") or self._path.stem)
+        self._seed = seed
+        self._llama = _load_llama(
+            self._path,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            n_gpu_layers=n_gpu_layers,
+            flash_attn=flash_attn,
+            use_mmap=use_mmap,
+            use_mlock=use_mlock,
+            type_k=_kv_type(kv_cache_type),
+            type_v=_kv_type(kv_cache_type),
+            n_batch=n_batch,
+        )
+        self._template = self._chat_template(header.chat_template)
+        self._vocab = self._llama._model.vocab
+        self._n_vocab = self._llama.n_vocab()
+        self._token_cache: dict[int, tuple[bytes, bool]] = {}
+        self._grammars: dict[str, llama_cpp.LlamaGrammar] = {}
+        self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora pointer
+        self._active: str | None = None
+        self._stashes: OrderedDict[str | None, _KVStash] = OrderedDict()
+
+    # -- contract ---------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> BaseModelIdentity:
+        return self._identity
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self._active
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._llama.n_ctx())
+
+    def render_prompt(
+        self, messages: Sequence[Message | dict[str, Any]], *, add_generation_prompt: bool = True
+    ) -> str:
+        """The exact prompt text this model sees; fine-tuning formats examples with it too."""
+        dicts = [m.to_template_dict() if isinstance(m, Message) else m for m in messages]
+        return self._template.render(dicts, add_generation_prompt=add_generation_prompt)
+
+    def tokenize_prompt(self, messages: Sequence[Message | dict[str, Any]]) -> list[int]:
+        text = self.render_prompt(messages)
+        bos = self._template.bos_token
+        # The template may already spell BOS; a second one shifts every position.
+        add_bos = bool(self._llama._model.add_bos_token()) and not (bos and text.startswith(bos))
+        tokens: list[int] = self._llama.tokenize(text.encode(), add_bos=add_bos, special=True)
+        return tokens
+
+    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
+        self._check_open()
+        started = time.perf_counter()
+        prompt = self.tokenize_prompt(request.messages)
+        room = self.n_ctx - len(prompt)
+        if room < 1:
+            raise BackendError(
+                f"the prompt is {len(prompt)} tokens but the context holds {self.n_ctx}; "
+                "shorten the conversation or raise context_size"
+            )
+        grammar = self._grammar(request.json_schema)
+        cached = self._reusable_prefix(prompt)
+        self._llama.set_seed(self._seed if request.seed is None else request.seed)
+        tokens = self._llama.generate(
+            prompt,
+            temp=request.temperature,
+            top_p=request.top_p,
+            top_k=0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+            grammar=grammar,
+        )
+        limit = min(request.max_tokens, room)
+        try:
+            yield from self._stream(tokens, request, limit, _Clock(started), len(prompt), cached)
+        finally:
+            tokens.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
+        for adapter in self._adapters.values():
+            llama_cpp.llama_adapter_lora_free(adapter)
+        self._adapters.clear()
+        self._stashes.clear()
+        self._llama.close()
+
+    # -- adapters ---------------------------------------------------------------------------
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Load a LoRA GGUF made for this base model; it stays inactive until ``use_adapter``."""
+        from edge_agent.adapters.export import adapter_identity
+
+        self._check_open()
+        if name in self._adapters:
+            raise AdapterError(f"an adapter named {name!r} is already loaded; pick another name")
+        path = Path(path)
+        _check_same_base(self._identity, adapter_identity(path), path)
+        _recent_errors.clear()
+        adapter = llama_cpp.llama_adapter_lora_init(self._llama.model, str(path).encode())
+        if not adapter:
+            raise InvalidAdapterError(
+                f"llama.cpp could not load the adapter {path.name}: {_last_errors()}; "
+                "re-export it with `edge-agent adapters export`"
+            )
+        self._adapters[name] = adapter
+
+    def use_adapter(self, name: str | None) -> None:
+        """Make ``name`` (or the bare base model, for None) the adapter for what follows."""
+        self._check_open()
+        if name is not None and name not in self._adapters:
+            loaded = ", ".join(sorted(self._adapters)) or "none"
+            raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {loaded})")
+        if name == self._active:
+            return
+        self._stash_kv()
+        if name is None:
+            llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
+        else:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[name])
+            llama_cpp.llama_set_adapters_lora(self._llama.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+        self._active = name
+        self._restore_kv(name)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _stream(
+        self,
+        tokens: Iterator[int],
+        request: GenerationRequest,
+        limit: int,
+        clock: _Clock,
+        n_prompt: int,
+        cached: int,
+    ) -> Iterator[Chunk]:
+        text_of = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        stops = _StopScanner(request.stop)
+        want_logprobs = request.logprobs
+        finish: FinishReason = "length"
+        n = 0
+        for token in tokens:
+            if n == 0:
+                clock.first_token()
+            if self._closed:
+                raise BackendError("the backend was closed during generation")
+            piece, is_eog = self._token_cache.get(token) or self._token_info(token)
+            if is_eog:
+                finish = "stop"
+                break
+            n += 1
+            logprob = (self._logprob(token),) if want_logprobs else ()
+            text, stopped = stops.feed(text_of(piece))
+            yield Chunk(text, (token,), logprob)
+            if stopped:
+                finish = "stop"
+                break
+            if n >= limit:
+                break
+        if n == 0:
+            clock.first_token()
+        tail = "" if finish == "stop" and stops.stopped else stops.feed(text_of(b"", True))[0]
+        usage = Usage(n_prompt, n, cached)
+        yield Done(tail + stops.flush(), finish_reason=finish, usage=usage, timings=clock.done())
+
+    def _token_info(self, token: int) -> tuple[bytes, bool]:
+        buf = ctypes.create_string_buffer(256)
+        size = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        info = (buf.raw[: max(size, 0)], bool(llama_cpp.llama_vocab_is_eog(self._vocab, token)))
+        self._token_cache[token] = info
+        return info
+
+    def _logprob(self, token: int) -> float:
+        raw = llama_cpp.llama_get_logits_ith(self._llama.ctx, -1)
+        logits = np.ctypeslib.as_array(raw, shape=(self._n_vocab,))
+        top = float(logits.max())
+        return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+
+    def _grammar(self, schema: dict[str, Any] | None) -> llama_cpp.LlamaGrammar | None:
+        if schema is None:
+            return None
+        import json
+
+        from edge_agent.backends._json_grammar import schema_to_gbnf
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            try:
+                gbnf = schema_to_gbnf(schema)
+            except (AssertionError, ValueError, KeyError, TypeError) as exc:
+                raise BackendError(f"cannot constrain output to this JSON schema: {exc}") from exc
+            self._grammars[key] = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+        return self._grammars[key]
+
+    def _reusable_prefix(self, prompt: list[int]) -> int:
+        """How many prompt tokens Llama.generate will take from the KV cache (mirrors it)."""
+        held = self._llama.input_ids[: self._llama.n_tokens]
+        width = min(len(held), len(prompt))
+        if width == 0:
+            return 0
+        diff = np.flatnonzero(held[:width] != np.asarray(prompt[:width], dtype=held.dtype))
+        common = int(diff[0]) if diff.size else width
+        if common < len(prompt):
+            return common
+        exact = len(held) == len(prompt) and not getattr(self._llama, "_requires_eval", True)
+        return common if exact else common - 1  # one token is replayed to refresh the logits
+
+    def _stash_kv(self) -> None:
+        """Save sequence 0's KV under the adapter that computed it, then empty the cache."""
+        n = self._llama.n_tokens
+        ctx = self._llama.ctx
+        if n > 0:
+            size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+            state = (ctypes.c_uint8 * size)()
+            written = llama_cpp.llama_state_seq_get_data(ctx, state, size, 0)
+            if written:
+                self._stashes[self._active] = _KVStash(self._llama.input_ids[:n].copy(), state)
+                self._stashes.move_to_end(self._active)
+            while len(self._stashes) > MAX_STASHED_PREFIXES:
+                self._stashes.popitem(last=False)
+        self._clear_kv()
+
+    def _restore_kv(self, name: str | None) -> None:
+        stash = self._stashes.pop(name, None)
+        if stash is None:
+            return
+        ctx = self._llama.ctx
+        if not llama_cpp.llama_state_seq_set_data(ctx, stash.state, len(stash.state), 0):
+            self._clear_kv()  # a cold cache is slower, never wrong
+            return
+        n = len(stash.tokens)
+        self._llama.input_ids[:n] = stash.tokens
+        self._llama.n_tokens = n
+        self._llama._requires_eval = True  # the restored state holds no fresh logits
+
+    def _clear_kv(self) -> None:
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._llama.ctx), True)
+        self._llama.n_tokens = 0
+        self._llama._requires_eval = True
+
+    def _chat_template(self, source: str | None) -> ChatTemplate:
+        model = self._llama._model
+        bos, eos = model.token_bos(), model.token_eos()
+        return ChatTemplate(
+            source or CHATML_TEMPLATE,
+            bos_token=model.token_get_text(bos) if bos >= 0 else "",
+            eos_token=model.token_get_text(eos) if eos >= 0 else "",
+        )
+
+
+class _Clock:
+    def __init__(self, started: float) -> None:
+        self._started = started
+        self._first = started
+
+    def first_token(self) -> None:
+        self._first = time.perf_counter()
+
+    def done(self) -> Timings:
+        now = time.perf_counter()
+        first_ms = (self._first - self._started) * 1000
+        return Timings(prompt_ms=first_ms, decode_ms=(now - self._first) * 1000,
+                       first_token_ms=first_ms)  # fmt: skip
+
+
+class _StopScanner:
+    """Holds back text that could be the start of a stop string until it is decided."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._held = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if not self._stops:
+            return text, False
+        buf = self._held + text
+        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
+        if hits:
+            self._held, self.stopped = "", True
+            return buf[: min(hits)], True
+        keep = max(_overlap(buf, s) for s in self._stops)
+        self._held = buf[len(buf) - keep :]
+        return buf[: len(buf) - keep], False
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``stop``."""
+    for k in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:k]):
+            return k
+    return 0
+
+
+def _kv_type(name: str) -> int:
+    try:
+        return int(KV_CACHE_TYPES[name])
+    except KeyError:
+        raise BackendError(
+            f"unknown kv_cache_type {name!r}; choose one of: {', '.join(KV_CACHE_TYPES)}"
+        ) from None
+
+
+def _load_llama(path: Path, **options: Any) -> llama_cpp.Llama:
+    _recent_errors.clear()
+    try:
+        return llama_cpp.Llama(model_path=str(path), verbose=False, **options)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise BackendError(
+            f"llama.cpp could not load {path.name}: {_last_errors() or exc}; "
+            "check the file, or lower context_size / n_gpu_layers if memory is short"
+        ) from exc
+
+
+def _last_errors() -> str:
+    return " / ".join(_recent_errors)
+
+
+def _identity_fields(identity: Any) -> dict[str, Any]:
+    if is_dataclass(identity) and not isinstance(identity, type):
+        return {f.name: getattr(identity, f.name) for f in fields(identity)}
+    dumped: dict[str, Any] = identity.model_dump()
+    return dumped
+
+
+def _check_same_base(ours: Any, theirs: Any, path: Path) -> None:
+    """Refuse an adapter trained on another base, naming the first field that differs."""
+    mine, other = _identity_fields(ours), _identity_fields(theirs)
+    for key, value in mine.items():
+        # None, "" and 0 mean "not recorded" (e.g. an adapter without a base name).
+        if value and other.get(key) and other[key] != value:
+            raise AdapterMismatchError(
+                f"adapter {path.name} was made for another base model: {key} is "
+                f"{other[key]!r} in the adapter but {value!r} in the loaded model; "
+                "use an adapter exported for this model"
+            )

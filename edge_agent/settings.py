@@ -1,0 +1,99 @@
+"""One typed settings model, read once at the edge of the program.
+
+Precedence, lowest to highest: built-in defaults < ``config.toml`` in the config dir <
+``EDGE_AGENT_*`` environment variables < CLI flags. ``EDGE_AGENT_HOME`` puts config, data
+and cache under one folder (tests and containers use it); otherwise the XDG / platform
+dirs from platformdirs apply.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from edge_agent.errors import ConfigError
+
+APP_NAME = "edge-agent"
+CONFIG_FILE_NAME = "config.toml"
+
+
+def _dirs() -> tuple[Path, Path, Path]:
+    """Config, data and cache dirs for this process."""
+    home = os.environ.get("EDGE_AGENT_HOME")
+    if home:
+        root = Path(home).expanduser()
+        return root / "config", root / "data", root / "cache"
+    return (
+        Path(platformdirs.user_config_dir(APP_NAME)),
+        Path(platformdirs.user_data_dir(APP_NAME)),
+        Path(platformdirs.user_cache_dir(APP_NAME)),
+    )
+
+
+def config_file_path() -> Path:
+    explicit = os.environ.get("EDGE_AGENT_CONFIG_FILE")
+    return Path(explicit).expanduser() if explicit else _dirs()[0] / CONFIG_FILE_NAME
+
+
+class Settings(BaseSettings):
+    """Everything a user can configure. Field names are the TOML keys and, upper-cased with
+    the ``EDGE_AGENT_`` prefix, the environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGE_AGENT_", extra="forbid")
+
+    profile: str = Field("auto", description="device profile name, or 'auto' to detect")
+    model: str | None = Field(None, description="catalog name or GGUF path; None = fit plan")
+    context_size: int | None = Field(None, ge=256, description="overrides the profile's")
+    threads: int | None = Field(None, ge=1, description="overrides the profile's")
+    offline: bool = Field(False, description="never touch the network (also HF_HUB_OFFLINE)")
+    profiles_dir: Path | None = Field(None, description="extra folder of device profile TOMLs")
+    config_dir: Path = Field(default_factory=lambda: _dirs()[0])
+    data_dir: Path = Field(default_factory=lambda: _dirs()[1])
+    cache_dir: Path = Field(default_factory=lambda: _dirs()[2])
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def is_offline(self) -> bool:
+        return self.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First source wins: CLI flags arrive as init kwargs.
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        return init_settings, env_settings, toml
+
+
+def load_settings(**cli_flags: Any) -> Settings:
+    """Settings from all sources; ``cli_flags`` set to None are treated as not given."""
+    given = {k: v for k, v in cli_flags.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(
+            f"invalid setting {where!r}: {first['msg']} "
+            f"(check {config_file_path()}, EDGE_AGENT_* variables and flags)"
+        ) from exc
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"cannot read {config_file_path()}: {exc}") from exc
