@@ -23,13 +23,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def model_options(func: F) -> F:
     """--model / --profile / --context-size / --threads, shared by commands that load one."""
     func = click.option("--threads", type=int, default=None, help="CPU threads")(func)
-    func = click.option(
-        "--context-size", type=int, default=None, help="context window in tokens"
-    )(func)
-    func = click.option("--profile", default=None, help="device profile name, or 'auto'")(func)
-    func = click.option("--model", "-m", default=None, help="catalog name or path to a GGUF")(
+    func = click.option("--context-size", type=int, default=None, help="context window in tokens")(
         func
     )
+    func = click.option("--profile", default=None, help="device profile name, or 'auto'")(func)
+    func = click.option("--model", "-m", default=None, help="catalog name or path to a GGUF")(func)
     return func
 
 
@@ -167,7 +165,10 @@ def models_list(as_json: bool, profile: str | None) -> None:
 
     settings = _settings(profile=profile)
     store = ModelStore(settings.models_dir, offline=settings.is_offline)
-    rows = [_model_row(c) for c in assess_catalog(settings, load_catalog(), store, resolve_device(settings))]
+    rows = [
+        _model_row(c)
+        for c in assess_catalog(settings, load_catalog(), store, resolve_device(settings))
+    ]
     if as_json:
         _echo_json(rows)
         return

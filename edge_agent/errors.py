@@ -2,15 +2,27 @@
 
     EdgeAgentError
     ├── ConfigError                 settings file, environment or flags are wrong
-    │   └── UnknownProfileError     no device profile by that name
+    │   ├── UnknownProfileError     no device profile by that name
+    │   ├── UnknownToolsetError     no toolset registered by that name
+    │   └── InventoryError          a home inventory or state file cannot be read
     ├── ModelError
     │   ├── ModelNotFoundError      not in the catalog, not on disk, not pullable offline
     │   ├── InvalidModelFileError   corrupt / truncated GGUF, wrong hash
     │   ├── ModelDoesNotFitError    the model needs more memory than the profile allows
     │   └── BackendError            the inference engine failed to load or generate
-    └── AdapterError
-        ├── InvalidAdapterError     the adapter file itself is broken
-        └── AdapterMismatchError    the adapter belongs to another base model
+    ├── AdapterError
+    │   ├── InvalidAdapterError     the adapter file itself is broken
+    │   └── AdapterMismatchError    the adapter belongs to another base model
+    ├── ToolError                   a tool call could not be made, or the tool failed
+    │   ├── ToolDefinitionError     a tool or toolset is defined wrongly (signature, schema, name)
+    │   ├── UnknownToolError        the call names a tool the toolset does not have
+    │   ├── ToolArgumentsError      the call's arguments fail the tool's schema
+    │   ├── ToolTimeoutError        the tool ran past its timeout
+    │   └── ToolExecutionError      the tool raised; the message is what the model is told
+    │       └── HomeTargetError     no entity, area, floor, timer or list matches the call
+    └── PolicyError                 the permission policy stopped a call
+        ├── PermissionDeniedError   denied: not enabled, a deny rule, or not asked for
+        └── ConfirmationRequiredError  allowed only after the user confirms
 
 Messages say what went wrong *and what to do next*; the CLI prints them as one line.
 """
@@ -29,6 +41,14 @@ class ConfigError(EdgeAgentError):
 
 
 class UnknownProfileError(ConfigError):
+    pass
+
+
+class UnknownToolsetError(ConfigError):
+    pass
+
+
+class InventoryError(ConfigError):
     pass
 
 
@@ -61,4 +81,44 @@ class InvalidAdapterError(AdapterError):
 
 
 class AdapterMismatchError(AdapterError):
+    pass
+
+
+class ToolError(EdgeAgentError):
+    exit_code = 5
+
+
+class ToolDefinitionError(ToolError):
+    pass
+
+
+class UnknownToolError(ToolError):
+    pass
+
+
+class ToolArgumentsError(ToolError):
+    pass
+
+
+class ToolTimeoutError(ToolError):
+    pass
+
+
+class ToolExecutionError(ToolError):
+    pass
+
+
+class HomeTargetError(ToolExecutionError):
+    pass
+
+
+class PolicyError(EdgeAgentError):
+    exit_code = 6
+
+
+class PermissionDeniedError(PolicyError):
+    pass
+
+
+class ConfirmationRequiredError(PolicyError):
     pass

@@ -7,15 +7,19 @@ profile's memory budget or raises ``ModelDoesNotFitError`` naming what would fit
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.catalog import Architecture, Catalog, CatalogEntry, Source
 from edge_agent.errors import ModelDoesNotFitError
 from edge_agent.profile import DetectedDevice, DeviceProfile, detect, load_profile, read_facts
 from edge_agent.settings import Settings
 from edge_agent.store import ModelStore
+
+if TYPE_CHECKING:
+    from edge_agent.modelfile import GGUFHeader
 
 MIN_CONTEXT = 512
 
@@ -103,7 +107,7 @@ def make_plan(
     threads = settings.threads or device.profile.resolved_threads(device.facts)
     if settings.model:
         entry = _requested_entry(settings.model, catalog)
-        cands = [_candidate(entry, settings, device.profile, budget, store)]
+        cands = [_candidate(entry, settings, device.profile, budget, store, shrink=True)]
     else:
         cands = [
             _candidate(e, settings, device.profile, budget, store)
@@ -137,10 +141,10 @@ def _requested_entry(model: str, catalog: Catalog) -> CatalogEntry:
 
 def entry_from_gguf(path: Path) -> CatalogEntry:
     """A catalog entry describing a GGUF the user pointed at, read from its header."""
-    from edge_agent.modelfile import read_header
+    from edge_agent.modelfile import identity_of, read_header
 
     header = read_header(path)
-    ident = header.identity
+    ident = identity_of(header)
     arch = Architecture(
         n_layer=ident.n_layer,
         n_embd=ident.n_embd,
@@ -155,8 +159,8 @@ def entry_from_gguf(path: Path) -> CatalogEntry:
         name=path.name,
         family=ident.architecture,
         base_model=ident.base_name,
-        parameters=header.parameter_count,
-        quantization=header.file_type_name,
+        parameters=sum(math.prod(t.shape) for t in header.tensors),
+        quantization=_dominant_type(header),
         file_size_mb=path.stat().st_size / (1024 * 1024),
         size_estimated=False,
         license="unknown",
@@ -165,17 +169,27 @@ def entry_from_gguf(path: Path) -> CatalogEntry:
     )
 
 
+def _dominant_type(header: GGUFHeader) -> str:
+    """The quantization most of the file's bytes are stored in (what a user calls its quant)."""
+    by_type: dict[str, int] = {}
+    for t in header.tensors:
+        by_type[t.type_name] = by_type.get(t.type_name, 0) + t.nbytes
+    return max(by_type, key=lambda k: by_type[k]) if by_type else "unknown"
+
+
 def _candidate(
     entry: CatalogEntry,
     settings: Settings,
     profile: DeviceProfile,
     budget: int,
     store: ModelStore,
+    *,
+    shrink: bool = False,
 ) -> Candidate:
-    """The entry at the largest context (halving from the wanted one) that fits the budget;
-    a context the user set explicitly is never shrunk."""
+    """The entry at the profile's context, or for a model the user asked for by name, at the
+    largest context (halving) that fits; a context the user set explicitly is never shrunk."""
     wanted = min(settings.context_size or profile.context_size, entry.arch.context_max)
-    floor = wanted if settings.context_size else min(MIN_CONTEXT, wanted)
+    floor = min(MIN_CONTEXT, wanted) if shrink and not settings.context_size else wanted
     ctx = wanted
     while True:
         ram = entry.ram_needed_mb(ctx, profile.kv_cache_type, profile.flash_attention)

@@ -220,7 +220,9 @@ def _hub_sha256(entry: CatalogEntry) -> str:
 
     src = entry.source
     try:
-        meta = get_hf_file_metadata(hf_hub_url(src.repo or "", src.file or "", revision=src.revision))
+        meta = get_hf_file_metadata(
+            hf_hub_url(src.repo or "", src.file or "", revision=src.revision)
+        )
     except Exception:  # noqa: BLE001 - no published hash just means "don't pin"
         return ""
     etag = (meta.etag or "").strip('"')

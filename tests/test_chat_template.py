@@ -37,8 +37,8 @@ def test_bos_and_eos_tokens_are_available() -> None:
 
 
 def test_trim_and_lstrip_blocks_like_hugging_face() -> None:
-    source = "{% for m in messages %}\n    {{ m['role'] }}\n{% endfor %}"
-    assert ChatTemplate(source).render(MESSAGES) == "system\nuser\n"
+    source = "{% for m in messages %}\n  {% if m %}{{ m['role'] }};{% endif %}\n{% endfor %}"
+    assert ChatTemplate(source).render(MESSAGES) == "system;user;"
 
 
 def test_tojson_does_not_html_escape() -> None:

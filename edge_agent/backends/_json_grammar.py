@@ -26,7 +26,7 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     return grammar
 
 
-class _BoundedIntConverter(SchemaConverter):  # type: ignore[misc]
+class _BoundedIntConverter(SchemaConverter):
     def visit(self, schema: dict[str, Any], name: str) -> str:
         if schema.get("type") == "integer" and any(k in schema for k in _BOUND_KEYS):
             lo, hi = _bounds(schema)

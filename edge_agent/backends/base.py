@@ -51,21 +51,22 @@ class GenerationRequest(BaseModel):
     logprobs: bool = False
 
 
-# Chunks are plain slotted dataclasses, not pydantic: one is built per token on the hot path.
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(BaseModel, frozen=True):
     prompt_tokens: int
     completion_tokens: int
-    cached_prompt_tokens: int  # prompt tokens served from the KV cache, not re-evaluated
+    cached_prompt_tokens: int = 0  # prompt tokens served from the KV cache, not re-evaluated
 
 
-@dataclass(frozen=True, slots=True)
-class Timings:
-    prompt_ms: float  # evaluating the uncached prompt tokens
-    decode_ms: float  # first token to last token
-    first_token_ms: float  # request start to first token
+class Timings(BaseModel, frozen=True):
+    prompt_ms: float = 0.0  # request start to first token: template, tokenize, prompt eval
+    decode_ms: float = 0.0  # first token to last token
+    first_token_ms: float = 0.0  # request start to first token, as a user feels it
 
 
+_NO_USAGE = Usage(prompt_tokens=0, completion_tokens=0)
+
+
+# Chunks are slotted dataclasses, not pydantic: one is built per token on the hot path.
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """A text delta. ``logprobs`` holds one value per token in ``token_ids`` when the request
@@ -81,12 +82,11 @@ class Done(Chunk):
     """The last chunk of every stream: may carry a final text delta, then the totals."""
 
     finish_reason: FinishReason = "stop"
-    usage: Usage = Usage(0, 0, 0)
-    timings: Timings = Timings(0.0, 0.0, 0.0)
+    usage: Usage = _NO_USAGE
+    timings: Timings = Timings()
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
+class Completion(BaseModel, frozen=True):
     text: str
     token_ids: tuple[int, ...]
     logprobs: tuple[float, ...]
@@ -113,9 +113,13 @@ class Backend(ABC):
             ids.extend(chunk.token_ids)
             logprobs.extend(chunk.logprobs)
             if isinstance(chunk, Done):
-                text = "".join(texts)
                 return Completion(
-                    text, tuple(ids), tuple(logprobs), chunk.finish_reason, chunk.usage, chunk.timings
+                    text="".join(texts),
+                    token_ids=tuple(ids),
+                    logprobs=tuple(logprobs),
+                    finish_reason=chunk.finish_reason,
+                    usage=chunk.usage,
+                    timings=chunk.timings,
                 )
         raise BackendError(f"{type(self).__name__} ended its stream without a Done chunk")
 

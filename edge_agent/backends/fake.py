@@ -50,8 +50,8 @@ class ScriptedBackend(Backend):
         for i, word in enumerate(words):
             yield Chunk(word, (i,), logprob)
         prompt_tokens = sum(len(_TOKEN.findall(m.content)) for m in request.messages)
-        usage = Usage(prompt_tokens, len(words), 0)
-        yield Done("", finish_reason=finish, usage=usage, timings=Timings(0.0, 0.0, 0.0))
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(words))
+        yield Done("", finish_reason=finish, usage=usage, timings=Timings())
 
     def load_adapter(self, name: str, path: Path) -> None:
         self._check_open()

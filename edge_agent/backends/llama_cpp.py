@@ -19,8 +19,8 @@ import ctypes
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from edge_agent.backends.base import (
     Usage,
 )
 from edge_agent.chat_template import CHATML_TEMPLATE, ChatTemplate
-from edge_agent.errors import AdapterError, AdapterMismatchError, BackendError, InvalidAdapterError
+from edge_agent.errors import AdapterError, BackendError, InvalidAdapterError
 
 if TYPE_CHECKING:
     from edge_agent.modelfile import BaseModelIdentity
@@ -63,7 +63,7 @@ _recent_errors: deque[str] = deque(maxlen=8)
 _GGML_LOG_LEVEL_ERROR = 3
 
 
-@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+@llama_cpp.llama_log_callback
 def _on_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     line = text.decode("utf-8", errors="replace").rstrip()
     if level == _GGML_LOG_LEVEL_ERROR and line:
@@ -127,6 +127,7 @@ class LlamaCppBackend(Backend):
         self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora pointer
         self._active: str | None = None
         self._stashes: OrderedDict[str | None, _KVStash] = OrderedDict()
+        self._live: Generator[int, Any, None] | None = None  # the llama stream in flight
 
     # -- contract ---------------------------------------------------------------------------
 
@@ -184,15 +185,22 @@ class LlamaCppBackend(Backend):
             grammar=grammar,
         )
         limit = min(request.max_tokens, room)
+        self._live = tokens
         try:
-            yield from self._stream(tokens, request, limit, _Clock(started), len(prompt), cached)
+            clock = _Clock(started)
+            yield from self._stream(
+                tokens, request, limit=limit, clock=clock, n_prompt=len(prompt), cached=cached
+            )
         finally:
             tokens.close()
+            self._live = None
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._live is not None:  # a stream left open must not touch the freed context
+            self._live.close()
         llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
         for adapter in self._adapters.values():
             llama_cpp.llama_adapter_lora_free(adapter)
@@ -204,13 +212,13 @@ class LlamaCppBackend(Backend):
 
     def load_adapter(self, name: str, path: Path) -> None:
         """Load a LoRA GGUF made for this base model; it stays inactive until ``use_adapter``."""
-        from edge_agent.adapters.export import adapter_identity
+        from edge_agent.adapters.export import require_same_base
 
         self._check_open()
         if name in self._adapters:
             raise AdapterError(f"an adapter named {name!r} is already loaded; pick another name")
         path = Path(path)
-        _check_same_base(self._identity, adapter_identity(path), path)
+        require_same_base(path, self._identity)  # llama.cpp checks only arch and shapes
         _recent_errors.clear()
         adapter = llama_cpp.llama_adapter_lora_init(self._llama.model, str(path).encode())
         if not adapter:
@@ -233,7 +241,9 @@ class LlamaCppBackend(Backend):
             llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
         else:
             adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[name])
-            llama_cpp.llama_set_adapters_lora(self._llama.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+            llama_cpp.llama_set_adapters_lora(
+                self._llama.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)
+            )
         self._active = name
         self._restore_kv(name)
 
@@ -243,6 +253,7 @@ class LlamaCppBackend(Backend):
         self,
         tokens: Iterator[int],
         request: GenerationRequest,
+        *,
         limit: int,
         clock: _Clock,
         n_prompt: int,
@@ -254,10 +265,7 @@ class LlamaCppBackend(Backend):
         finish: FinishReason = "length"
         n = 0
         for token in tokens:
-            if n == 0:
-                clock.first_token()
-            if self._closed:
-                raise BackendError("the backend was closed during generation")
+            clock.first_token()
             piece, is_eog = self._token_cache.get(token) or self._token_info(token)
             if is_eog:
                 finish = "stop"
@@ -271,10 +279,10 @@ class LlamaCppBackend(Backend):
                 break
             if n >= limit:
                 break
-        if n == 0:
-            clock.first_token()
+        if self._closed:
+            raise BackendError("the backend was closed during generation")
         tail = "" if finish == "stop" and stops.stopped else stops.feed(text_of(b"", True))[0]
-        usage = Usage(n_prompt, n, cached)
+        usage = Usage(prompt_tokens=n_prompt, completion_tokens=n, cached_prompt_tokens=cached)
         yield Done(tail + stops.flush(), finish_reason=finish, usage=usage, timings=clock.done())
 
     def _token_info(self, token: int) -> tuple[bytes, bool]:
@@ -365,16 +373,18 @@ class LlamaCppBackend(Backend):
 class _Clock:
     def __init__(self, started: float) -> None:
         self._started = started
-        self._first = started
+        self._first: float | None = None
 
     def first_token(self) -> None:
-        self._first = time.perf_counter()
+        if self._first is None:
+            self._first = time.perf_counter()
 
     def done(self) -> Timings:
         now = time.perf_counter()
-        first_ms = (self._first - self._started) * 1000
-        return Timings(prompt_ms=first_ms, decode_ms=(now - self._first) * 1000,
-                       first_token_ms=first_ms)  # fmt: skip
+        first = self._first or now
+        first_ms = (first - self._started) * 1000
+        decode_ms = (now - first) * 1000
+        return Timings(prompt_ms=first_ms, decode_ms=decode_ms, first_token_ms=first_ms)
 
 
 class _StopScanner:
@@ -432,23 +442,3 @@ def _load_llama(path: Path, **options: Any) -> llama_cpp.Llama:
 
 def _last_errors() -> str:
     return " / ".join(_recent_errors)
-
-
-def _identity_fields(identity: Any) -> dict[str, Any]:
-    if is_dataclass(identity) and not isinstance(identity, type):
-        return {f.name: getattr(identity, f.name) for f in fields(identity)}
-    dumped: dict[str, Any] = identity.model_dump()
-    return dumped
-
-
-def _check_same_base(ours: Any, theirs: Any, path: Path) -> None:
-    """Refuse an adapter trained on another base, naming the first field that differs."""
-    mine, other = _identity_fields(ours), _identity_fields(theirs)
-    for key, value in mine.items():
-        # None, "" and 0 mean "not recorded" (e.g. an adapter without a base name).
-        if value and other.get(key) and other[key] != value:
-            raise AdapterMismatchError(
-                f"adapter {path.name} was made for another base model: {key} is "
-                f"{other[key]!r} in the adapter but {value!r} in the loaded model; "
-                "use an adapter exported for this model"
-            )

@@ -1,0 +1,557 @@
+"""Tools an agent can call, grouped in toolsets, with validated arguments and a per-call effect.
+
+A tool comes from a typed Python function (signature + docstring → JSON schema via pydantic)
+or from data (a JSON schema, e.g. one per Home Assistant intent). Both end up the same: one
+pydantic model validates the arguments, and the schema the grammar and the prompt see is
+generated from that model, so what the decoder can emit and what validation accepts agree.
+Optional arguments are simply left out (never ``null``) and every object is closed
+(``additionalProperties: false``)::
+
+    from typing import Annotated, Literal
+    from pydantic import Field
+    from edge_agent.tools import Tool, Toolset, execute, get_toolset, register_toolset, tool
+    from edge_agent.types import Effect
+
+    @tool(effect=Effect.ACTUATING, timeout_s=2.0)
+    def set_light(
+        name: str,
+        brightness: Annotated[int, Field(ge=0, le=100)] = 100,
+        color: Literal["red", "white"] | None = None,
+    ) -> str:
+        \"\"\"Sets a light's brightness.
+
+        Args:
+            name: Name of the light.
+            brightness: Percent.
+        \"\"\"
+        return f"{name} at {brightness}%"
+
+    turn_off = Tool.from_schema(
+        "HassTurnOff", "Turns off a device", {"type": "object", "properties": {...}},
+        handler=lambda **args: ...,                       # called with the validated arguments
+        effect=lambda args: Effect.DANGEROUS if args.get("domain") == "lock" else Effect.ACTUATING,
+    )
+    demo = Toolset("demo", [set_light, turn_off], description="…", prompt="…")
+    register_toolset("demo", lambda: demo)              # built on the first get_toolset("demo")
+
+    t = get_toolset("demo").get("HassTurnOff")         # UnknownToolError names close matches
+    args = t.validate({"name": "front door", "domain": "lock"})  # ToolArgumentsError names fields
+    t.effect_of(args)                                   # Effect.DANGEROUS: the effect of this call
+    execute(t, args)                                    # worker thread; ToolTimeoutError, ...
+    get_toolset("demo").call_schema()                   # anyOf of {"name", "arguments"} objects
+
+A handler may raise a ``ToolError`` itself (``ToolExecutionError("no light named 'x'")``):
+its message reaches the model unchanged. Any other exception is wrapped.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import inspect
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Annotated, Any, Literal, TypeAlias, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
+
+from edge_agent.errors import (
+    ToolArgumentsError,
+    ToolDefinitionError,
+    ToolError,
+    ToolExecutionError,
+    ToolTimeoutError,
+    UnknownToolError,
+    UnknownToolsetError,
+)
+from edge_agent.toolsets import BUILTIN_TOOLSETS
+from edge_agent.types import Effect
+
+__all__ = [
+    "EffectRule",
+    "Tool",
+    "Toolset",
+    "available_toolsets",
+    "execute",
+    "get_toolset",
+    "register_toolset",
+    "tool",
+]
+
+JsonSchema: TypeAlias = dict[str, Any]
+EffectRule: TypeAlias = Effect | Callable[[Mapping[str, Any]], Effect]
+DEFAULT_TIMEOUT_S = 5.0
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+class Tool:
+    """One callable tool: a name, a description, an arguments model, a handler, an effect."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        arguments_model: type[BaseModel],
+        *,
+        handler: Callable[..., Any],
+        effect: EffectRule,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        if not _NAME.match(name):
+            raise ToolDefinitionError(f"tool name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
+        self.name = name
+        self.description = description
+        self.handler = handler
+        self.timeout_s = timeout_s
+        self._effect = effect
+        self._model = arguments_model
+        self._schema = _clean_parameters(name, arguments_model)
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[..., Any],
+        *,
+        effect: EffectRule,
+        name: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> Tool:
+        """A tool from a typed function; see the module docstring for what is read from it."""
+        summary, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
+        tool_name = name or fn.__name__
+        model = _model_from_signature(tool_name, fn, arg_docs)
+        return cls(tool_name, summary, model, handler=fn, effect=effect, timeout_s=timeout_s)
+
+    @classmethod
+    def from_schema(
+        cls,
+        name: str,
+        description: str,
+        schema: Mapping[str, Any],
+        *,
+        handler: Callable[..., Any],
+        effect: EffectRule,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> Tool:
+        """A tool from a JSON schema of its parameters (object of string, integer, number,
+        boolean, enum and arrays of those, with min/max bounds and lengths)."""
+        model = _model_from_schema(name, schema)
+        return cls(name, description, model, handler=handler, effect=effect, timeout_s=timeout_s)
+
+    def parameters_schema(self) -> JsonSchema:
+        """JSON schema of the arguments: properties in declaration order, closed object."""
+        return copy.deepcopy(self._schema)
+
+    def call_schema(self) -> JsonSchema:
+        """JSON schema of one call of this tool: ``{"name": <const>, "arguments": {...}}``."""
+        return {
+            "type": "object",
+            "properties": {"name": {"const": self.name}, "arguments": self.parameters_schema()},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+
+    def validate(self, arguments: Any) -> dict[str, Any]:
+        """The arguments checked and coerced, defaults filled in, unset optionals left out.
+
+        Raises ToolArgumentsError naming every bad field."""
+        if not isinstance(arguments, Mapping):
+            got = type(arguments).__name__
+            raise ToolArgumentsError(f"{self.name}: arguments must be an object, got {got}")
+        try:
+            parsed = self._model.model_validate(dict(arguments))
+        except ValidationError as exc:
+            raise ToolArgumentsError(_explain(self, exc)) from None
+        dumped = parsed.model_dump(by_alias=True)
+        return {k: v for k, v in dumped.items() if v is not None or k in self._required}
+
+    def effect_of(self, arguments: Mapping[str, Any]) -> Effect:
+        """What this call (these validated arguments) does to the world."""
+        if isinstance(self._effect, Effect):
+            return self._effect
+        return Effect(self._effect(arguments))
+
+    def run(self, arguments: Any) -> Any:
+        """Validate and call the handler in this thread, with no timeout (see `execute`)."""
+        return self.handler(**self.validate(arguments))
+
+    def describe_compact(self) -> str:
+        """One prompt line: ``Name(arg: type, opt?: "a"|"b") — description``."""
+        props = self._schema["properties"]
+        params = ", ".join(
+            f"{key}{'' if key in self._required else '?'}: {_render_type(prop)}"
+            for key, prop in props.items()
+        )
+        return f"{self.name}({params}) — {self.description}".rstrip(" —")
+
+    @property
+    def _required(self) -> list[str]:
+        required: list[str] = self._schema.get("required", [])
+        return required
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
+
+
+def tool(
+    effect: EffectRule, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Callable[[Callable[..., Any]], Tool]:
+    """Decorator: turn a typed function into a `Tool` (the function stays its handler)."""
+
+    def wrap(fn: Callable[..., Any]) -> Tool:
+        return Tool.from_function(fn, effect=effect, name=name, timeout_s=timeout_s)
+
+    return wrap
+
+
+def execute(tool: Tool, arguments: Any, timeout_s: float | None = None) -> Any:
+    """Validate, then run the handler in a worker thread and wait at most the timeout.
+
+    Python cannot kill a thread: a tool that hangs is abandoned (a daemon thread, so it never
+    holds up exit) and the caller gets ToolTimeoutError on time. Handler exceptions come back
+    as ToolExecutionError, unless the handler raised a ToolError meant for the model."""
+    args = tool.validate(arguments)
+    limit = tool.timeout_s if timeout_s is None else timeout_s
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = tool.handler(**args)
+        except BaseException as exc:  # contained: reported to the model, never crashes the loop
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        raise ToolTimeoutError(f"{tool.name} did not finish within {limit:g} s and was abandoned")
+    error = box.get("error")
+    if isinstance(error, ToolError):
+        raise error
+    if error is not None:
+        message = f"{tool.name} failed: {type(error).__name__}: {error}"
+        raise ToolExecutionError(message) from error
+    return box.get("result")
+
+
+class Toolset:
+    """A named group of tools with a short description and the prompt that introduces them."""
+
+    def __init__(
+        self, name: str, tools: Iterable[Tool], description: str = "", prompt: str = ""
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.prompt = prompt
+        self._tools: dict[str, Tool] = {}
+        for t in tools:
+            if t.name in self._tools:
+                raise ToolDefinitionError(f"toolset {name!r} has two tools named {t.name!r}")
+            self._tools[t.name] = t
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def get(self, name: str) -> Tool:
+        """The tool by name; UnknownToolError lists the closest names the toolset has."""
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise UnknownToolError(_unknown_tool_message(self, name)) from None
+
+    def subset(self, names: Iterable[str]) -> Toolset:
+        """The same toolset limited to `names` (e.g. the enabled ones), in this toolset's order."""
+        wanted = set(names)
+        for n in wanted:
+            self.get(n)
+        kept = [t for t in self._tools.values() if t.name in wanted]
+        return Toolset(self.name, kept, self.description, self.prompt)
+
+    def call_schema(self) -> JsonSchema:
+        """JSON schema of any one valid call: the union of the tools' call schemas."""
+        if not self._tools:
+            raise ToolDefinitionError(f"toolset {self.name!r} has no tools to call")
+        return {"anyOf": [t.call_schema() for t in self._tools.values()]}
+
+    def describe_compact(self) -> str:
+        """One line per tool, for the prompt."""
+        return "\n".join(t.describe_compact() for t in self._tools.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __repr__(self) -> str:
+        return f"Toolset({self.name!r}, {self.names})"
+
+
+def _unknown_tool_message(toolset: Toolset, name: str) -> str:
+    close = difflib.get_close_matches(name, toolset.names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else f"it has: {', '.join(toolset.names)}"
+    return f"no tool {name!r} in toolset {toolset.name!r}; {hint}"
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+ToolsetFactory: TypeAlias = Callable[[], Toolset]
+_factories: dict[str, ToolsetFactory] = {}
+_built: dict[str, Toolset] = {}
+_registry_lock = threading.Lock()
+
+
+def register_toolset(name: str, factory: Toolset | ToolsetFactory) -> None:
+    """Register a toolset, or a factory called on first use; a taken name is rejected."""
+    with _registry_lock:
+        if name in _factories or name in BUILTIN_TOOLSETS:
+            raise ToolDefinitionError(f"a toolset named {name!r} is already registered")
+        _factories[name] = (lambda: factory) if isinstance(factory, Toolset) else factory
+
+
+def get_toolset(name: str) -> Toolset:
+    """The toolset by name, built once on first use (built-in ones import their module then)."""
+    with _registry_lock:
+        if name not in _built:
+            _built[name] = _factory(name)()
+        return _built[name]
+
+
+def available_toolsets() -> list[str]:
+    return sorted({*BUILTIN_TOOLSETS, *_factories})
+
+
+def _factory(name: str) -> ToolsetFactory:
+    if name in _factories:
+        return _factories[name]
+    if name in BUILTIN_TOOLSETS:
+        module = importlib.import_module(BUILTIN_TOOLSETS[name])
+        factory: ToolsetFactory = module.toolset
+        return factory
+    known = ", ".join(available_toolsets())
+    raise UnknownToolsetError(f"no toolset named {name!r}; available: {known}")
+
+
+def _unregister_toolset(name: str) -> None:
+    """Tests only: forget a registered toolset."""
+    with _registry_lock:
+        _factories.pop(name, None)
+        _built.pop(name, None)
+
+
+# --- function → model -------------------------------------------------------------------------
+
+_ARGS_HEADERS = ("Args:", "Arguments:", "Parameters:")
+_ARG_LINE = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """The summary (first paragraph, one line) and the Google-style ``Args:`` entries."""
+    lines = doc.strip().splitlines()
+    summary_lines = []
+    for line in lines:
+        if not line.strip() or line.strip() in _ARGS_HEADERS:
+            break
+        summary_lines.append(line.strip())
+    return " ".join(summary_lines), _parse_args_section(lines)
+
+
+def _parse_args_section(lines: list[str]) -> dict[str, str]:
+    docs: dict[str, str] = {}
+    start = next((i for i, ln in enumerate(lines) if ln.strip() in _ARGS_HEADERS), None)
+    if start is None:
+        return docs
+    current = None
+    for line in lines[start + 1 :]:
+        if line.strip() and not line.startswith((" ", "\t")):
+            break  # the next section
+        match = _ARG_LINE.match(line.strip())
+        if match and (current is None or _indent(line) <= _indent_of_entries(lines, start)):
+            current = match.group(1)
+            docs[current] = match.group(2).strip()
+        elif current and line.strip():
+            docs[current] = f"{docs[current]} {line.strip()}".strip()
+    return docs
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _indent_of_entries(lines: list[str], header: int) -> int:
+    return next((_indent(ln) for ln in lines[header + 1 :] if ln.strip()), 0)
+
+
+def _model_from_signature(
+    tool_name: str, fn: Callable[..., Any], arg_docs: dict[str, str]
+) -> type[BaseModel]:
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
+    hints = _type_hints(tool_name, fn)
+    for i, param in enumerate(inspect.signature(fn).parameters.values()):
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise ToolDefinitionError(f"{tool_name}: parameter {param.name!r} must be by keyword")
+        if param.name not in hints:
+            raise ToolDefinitionError(f"{tool_name}: parameter {param.name!r} has no type")
+        default = ... if param.default is param.empty else param.default
+        doc: dict[str, Any] = (
+            {} if _described(hints[param.name]) else {"description": arg_docs.get(param.name)}
+        )
+        fields[f"f{i}"] = (hints[param.name], Field(default, alias=param.name, **doc))
+    return _create_arguments_model(tool_name, fields)
+
+
+def _described(hint: Any) -> bool:
+    """Whether an ``Annotated[..., Field(description=...)]`` hint already says what it is."""
+    metadata = get_args(hint)[1:] if get_origin(hint) is Annotated else ()
+    return any(isinstance(m, FieldInfo) and m.description for m in metadata)
+
+
+def _type_hints(tool_name: str, fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return inspect.get_annotations(fn, eval_str=True)
+    except Exception as exc:
+        raise ToolDefinitionError(f"{tool_name}: cannot read its type hints: {exc}") from exc
+
+
+def _create_arguments_model(
+    tool_name: str, fields: dict[str, tuple[Any, FieldInfo]]
+) -> type[BaseModel]:
+    # Fields get neutral names and the real one as alias: an argument may be called "schema",
+    # "json" or "model_id" without clashing with BaseModel's own attributes.
+    config = ConfigDict(extra="forbid", populate_by_name=False)
+    try:
+        return create_model(f"{tool_name}Arguments", __config__=config, **fields)  # type: ignore[call-overload]
+    except Exception as exc:
+        raise ToolDefinitionError(f"{tool_name}: unsupported parameters: {exc}") from exc
+
+
+# --- JSON schema → model ----------------------------------------------------------------------
+
+_SCALARS: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
+_PROPERTY_KEYS = {
+    "type", "description", "enum", "items", "default", "title", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
+}  # fmt: skip
+_BOUNDS = {
+    "minimum": "ge", "maximum": "le", "exclusiveMinimum": "gt", "exclusiveMaximum": "lt",
+    "minLength": "min_length", "maxLength": "max_length",
+    "minItems": "min_length", "maxItems": "max_length",
+}  # fmt: skip
+
+
+def _model_from_schema(tool_name: str, schema: Mapping[str, Any]) -> type[BaseModel]:
+    if schema.get("type", "object") != "object":
+        raise ToolDefinitionError(f"{tool_name}: parameters schema must be an object")
+    required = set(schema.get("required", []))
+    props: Mapping[str, Any] = schema.get("properties", {})
+    if missing := required - set(props):
+        raise ToolDefinitionError(f"{tool_name}: required {sorted(missing)} not in properties")
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
+    for i, (key, prop) in enumerate(props.items()):
+        where = f"{tool_name}.{key}"
+        default = ... if key in required else prop.get("default")
+        bounds = {_BOUNDS[k]: v for k, v in prop.items() if k in _BOUNDS}
+        info = Field(default, alias=key, description=prop.get("description"), **bounds)
+        fields[f"f{i}"] = (_annotation(where, prop), info)
+    return _create_arguments_model(tool_name, fields)
+
+
+def _annotation(where: str, prop: Mapping[str, Any]) -> Any:
+    if unknown := set(prop) - _PROPERTY_KEYS:
+        raise ToolDefinitionError(f"{where}: unsupported schema keywords {sorted(unknown)}")
+    if "enum" in prop:
+        if not prop["enum"]:
+            raise ToolDefinitionError(f"{where}: empty enum")
+        return Literal[tuple(prop["enum"])]
+    kind = prop.get("type")
+    if kind == "array":
+        if "items" not in prop:
+            raise ToolDefinitionError(f"{where}: array needs 'items'")
+        return list[_annotation(f"{where}[]", prop["items"])]  # type: ignore[misc]
+    if kind not in _SCALARS:
+        raise ToolDefinitionError(f"{where}: unsupported type {kind!r}")
+    return _SCALARS[kind]
+
+
+# --- model → the schema the grammar and prompt see --------------------------------------------
+
+
+def _clean_parameters(tool_name: str, model: type[BaseModel]) -> JsonSchema:
+    schema = model.model_json_schema(by_alias=True)
+    if "$defs" in schema:
+        raise ToolDefinitionError(
+            f"{tool_name}: nested models and Enum classes are not supported; use Literal[...]"
+        )
+    required = set(schema.get("required", []))
+    props = {
+        key: _clean_property(prop, optional=key not in required)
+        for key, prop in schema.get("properties", {}).items()
+    }
+    cleaned: JsonSchema = {"type": "object", "properties": props}
+    cleaned["required"] = [k for k in props if k in required]
+    cleaned["additionalProperties"] = False
+    return cleaned
+
+
+def _clean_property(prop: JsonSchema, optional: bool) -> JsonSchema:
+    prop = _strip_titles(prop)
+    if optional and prop.get("default", 0) is None:
+        # An optional argument is left out, not sent as null: the grammar never offers null.
+        del prop["default"]
+        alternatives = [a for a in prop.get("anyOf", []) if a != {"type": "null"}]
+        if "anyOf" in prop and len(alternatives) == 1:
+            del prop["anyOf"]
+            prop = {**alternatives[0], **prop}
+        elif "anyOf" in prop:
+            prop["anyOf"] = alternatives
+    return prop
+
+
+def _strip_titles(value: Any) -> Any:
+    if isinstance(value, dict):
+        # A string "title" is pydantic's label; a dict under "title" is a property so named.
+        return {
+            k: _strip_titles(v) for k, v in value.items() if k != "title" or isinstance(v, dict)
+        }
+    if isinstance(value, list):
+        return [_strip_titles(v) for v in value]
+    return value
+
+
+def _render_type(prop: Mapping[str, Any]) -> str:
+    if "enum" in prop:
+        return "|".join(json.dumps(v) for v in prop["enum"])
+    if "anyOf" in prop:
+        return "|".join(_render_type(alt) for alt in prop["anyOf"])
+    kind = prop.get("type")
+    if kind == "array":
+        return f"list[{_render_type(prop.get('items', {}))}]"
+    base = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
+    rendered = base.get(str(kind), "null" if kind == "null" else "any")
+    lo = prop.get("minimum", prop.get("exclusiveMinimum"))
+    hi = prop.get("maximum", prop.get("exclusiveMaximum"))
+    if lo is not None or hi is not None:
+        rendered += f" {'' if lo is None else lo}..{'' if hi is None else hi}"
+    return rendered
+
+
+def _explain(tool: Tool, exc: ValidationError) -> str:
+    allowed = ", ".join(tool.parameters_schema()["properties"]) or "none"
+    problems = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{field}: unknown argument (allowed: {allowed})")
+        elif err["type"] == "missing":
+            problems.append(f"{field}: required argument missing")
+        else:
+            problems.append(f"{field}: {err['msg']} (got {err['input']!r})")
+    return f"invalid arguments for {tool.name}: " + "; ".join(problems)
