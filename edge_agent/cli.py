@@ -7,6 +7,7 @@ traceback).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -63,35 +64,117 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
-# -- run ----------------------------------------------------------------------------------
+# -- run / chat ---------------------------------------------------------------------------
+def agent_options(func: F) -> F:
+    func = click.option("--yes", "-y", is_flag=True, help="approve calls that need confirming")(
+        func
+    )
+    func = click.option("--area", default=None, help="the speaker's area (e.g. Kitchen)")(func)
+    func = click.option(
+        "--tools", default=None, help="toolset: home (default), system, or none for plain chat"
+    )(func)
+    return func
+
+
 @cli.command()
 @click.argument("prompt")
 @model_options
-@click.option("--system", default=None, help="system prompt")
-@click.option("--max-tokens", type=int, default=256, show_default=True)
+@agent_options
+@click.option("--max-tokens", type=int, default=256, show_default=True, help="plain chat only")
 @json_option
-def run(prompt: str, system: str | None, max_tokens: int, as_json: bool, **flags: Any) -> None:
-    """Run one chat turn on the local model, streamed."""
+def run(prompt: str, yes: bool, max_tokens: int, as_json: bool, **flags: Any) -> None:
+    """One turn: the local model calls the toolset's tools (or chats with --tools none)."""
+    from edge_agent.runtime import open_runtime
+
     started = time.perf_counter()
-    settings = _settings(**flags)
-    plan, store = _plan(settings)
-    backend = _open_backend(plan, store)
+    with open_runtime(_settings(**flags)) as rt:
+        if rt.settings.tools == "none":
+            _chat_turn(rt, prompt, max_tokens, as_json, started)
+            return
+        result = rt.agent(rt.settings.tools, confirm=_confirmer(yes)).run(prompt)
+    _report(result, as_json)
+
+
+def _confirmer(yes: bool) -> Any:
+    """Ask y/N on a terminal; with --yes approve; with no terminal refuse (never hang)."""
+
+    def confirm(call: Any, decision: Any) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        args = ", ".join(f"{k}={v!r}" for k, v in call.arguments.items())
+        return click.confirm(f"{call.name}({args}): {decision.reason}. Allow?", default=False)
+
+    return confirm
+
+
+def _report(result: Any, as_json: bool) -> None:
+    from edge_agent.errors import ConfirmationRequiredError
+
+    if as_json:
+        _echo_json(_result_json(result))
+    else:
+        for outcome in result.tool_calls:
+            args = ", ".join(f"{k}={v!r}" for k, v in outcome.call.arguments.items())
+            detail = outcome.error or _short(outcome.result)
+            click.echo(f"→ {outcome.call.name}({args}) [{outcome.status}] {detail}")
+        if result.answer:
+            click.echo(result.answer)
+    if result.outcome == "needs_confirmation":
+        raise ConfirmationRequiredError(
+            "a call needs confirmation and none was given: re-run with --yes, or on a terminal"
+        )
+    if result.outcome == "failed":
+        raise _failure(result)
+
+
+def _failure(result: Any) -> Exception:
+    from edge_agent.errors import AgentFailedError
+
+    return AgentFailedError(result.error or "the turn failed")
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    data: dict[str, Any] = result.model_dump(mode="json")
+    data["tool_calls"] = [
+        {
+            "name": o["call"]["name"],
+            "arguments": o["call"]["arguments"],
+            "result": o["result"],
+            "status": o["status"],
+            "effect": o["effect"],
+            "error": o["error"],
+        }
+        for o in data["tool_calls"]
+    ]
+    return data
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _chat_turn(rt: Any, prompt: str, max_tokens: int, as_json: bool, started: float) -> None:
     from edge_agent.backends.base import GenerationRequest, Message
 
-    messages = [Message(role="system", content=system)] if system else []
-    messages.append(Message(role="user", content=prompt))
-    request = GenerationRequest(messages=messages, max_tokens=max_tokens)
-    with backend:
-        text, done = _stream(backend, request, echo=not as_json)
+    request = GenerationRequest(
+        messages=[Message(role="user", content=prompt)], max_tokens=max_tokens
+    )
+    text, done = _stream(rt.backend, request, echo=not as_json)
     if as_json:
-        _echo_json(_run_json(plan, text, done, started))
-
-
-def _open_backend(plan: Any, store: Any) -> Any:
-    from edge_agent.backends import open_backend
-
-    path = store.ensure(plan.entry) if plan.entry.source.kind != "path" else plan.entry.source.path
-    return open_backend(plan.profile.backend, model_path=path, **plan.backend_options())
+        usage = getattr(done, "usage", None)
+        _echo_json(
+            {
+                "answer": text,
+                "tool_calls": [],
+                "model": rt.model_name,
+                "adapter": rt.backend.active_adapter,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                "usage": usage.model_dump() if usage is not None else None,
+            }
+        )
 
 
 def _stream(backend: Any, request: Any, echo: bool) -> tuple[str, Any]:
@@ -109,16 +192,51 @@ def _stream(backend: Any, request: Any, echo: bool) -> tuple[str, Any]:
     return "".join(parts), done
 
 
-def _run_json(plan: Any, text: str, done: Any, started: float) -> dict[str, Any]:
-    usage = getattr(done, "usage", None)
-    return {
-        "answer": text,
-        "model": plan.entry.name,
-        "adapter": None,
-        "tool_calls": [],
-        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-        "usage": usage.model_dump() if usage is not None else None,
-    }
+@cli.command()
+@model_options
+@agent_options
+def chat(yes: bool, **flags: Any) -> None:
+    """Interactive turns with the agent (line editing and history; Ctrl-D to quit)."""
+    from edge_agent.runtime import open_runtime
+
+    settings = _settings(**flags)
+    _enable_history(settings.data_dir / "chat_history")
+    with open_runtime(settings) as rt:
+        agent = rt.agent(
+            settings.tools if settings.tools != "none" else "home", confirm=_confirmer(yes)
+        )
+        click.echo(f"{rt.model_name} with the {agent.toolset.name} tools; Ctrl-D quits")
+        while (line := _read_line()) is not None:
+            if line.strip():
+                _chat_reply(agent, line)
+
+
+def _read_line() -> str | None:
+    try:
+        return input("> ")
+    except EOFError:
+        click.echo()
+        return None
+
+
+def _chat_reply(agent: Any, line: str) -> None:
+    result = agent.run(line)
+    try:
+        _report(result, as_json=False)
+    except EdgeAgentError as exc:
+        click.echo(f"error: {exc}", err=True)
+
+
+def _enable_history(path: Any) -> None:
+    try:
+        import atexit
+        import readline
+    except ImportError:  # pragma: no cover - Windows without pyreadline
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # no history yet
+        readline.read_history_file(path)
+    atexit.register(readline.write_history_file, path)
 
 
 # -- profile ------------------------------------------------------------------------------

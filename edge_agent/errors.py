@@ -10,6 +10,7 @@
     │   ├── InvalidModelFileError   corrupt / truncated GGUF, wrong hash
     │   ├── ModelDoesNotFitError    the model needs more memory than the profile allows
     │   └── BackendError            the inference engine failed to load or generate
+    │       └── ContextLengthError  the prompt does not fit the model's context window
     ├── AdapterError
     │   ├── InvalidAdapterError     the adapter file itself is broken
     │   └── AdapterMismatchError    the adapter belongs to another base model
@@ -20,9 +21,12 @@
     │   ├── ToolTimeoutError        the tool ran past its timeout
     │   └── ToolExecutionError      the tool raised; the message is what the model is told
     │       └── HomeTargetError     no entity, area, floor, timer or list matches the call
-    └── PolicyError                 the permission policy stopped a call
-        ├── PermissionDeniedError   denied: not enabled, a deny rule, or not asked for
-        └── ConfirmationRequiredError  allowed only after the user confirms
+    ├── PolicyError                 the permission policy stopped a call
+    │   ├── PermissionDeniedError   denied: not enabled, a deny rule, or not asked for
+    │   └── ConfirmationRequiredError  allowed only after the user confirms
+    └── AgentError
+        └── AgentFailedError        a turn ended without an answer (invalid call after
+                                    repair, step limit, cancelled): the router may escalate
 
 Messages say what went wrong *and what to do next*; the CLI prints them as one line.
 """
@@ -69,6 +73,10 @@ class ModelDoesNotFitError(ModelError):
 
 
 class BackendError(ModelError):
+    pass
+
+
+class ContextLengthError(BackendError):
     pass
 
 
@@ -121,4 +129,12 @@ class PermissionDeniedError(PolicyError):
 
 
 class ConfirmationRequiredError(PolicyError):
+    pass
+
+
+class AgentError(EdgeAgentError):
+    exit_code = 7
+
+
+class AgentFailedError(AgentError):
     pass

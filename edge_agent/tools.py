@@ -30,6 +30,7 @@ Optional arguments are simply left out (never ``null``) and every object is clos
         "HassTurnOff", "Turns off a device", {"type": "object", "properties": {...}},
         handler=lambda **args: ...,                       # called with the validated arguments
         effect=lambda args: Effect.DANGEROUS if args.get("domain") == "lock" else Effect.ACTUATING,
+        grounding=Grounding(verbs=("off", "close", "shut"), synonyms={"light": ("lamp",)}),
     )
     demo = Toolset("demo", [set_light, turn_off], description="…", prompt="…")
     register_toolset("demo", lambda: demo)              # built on the first get_toolset("demo")
@@ -50,14 +51,13 @@ import copy
 import difflib
 import importlib
 import inspect
-import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Annotated, Any, Literal, TypeAlias, get_args, get_origin
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, ValidationError
 
 from edge_agent.errors import (
     ToolArgumentsError,
@@ -68,11 +68,20 @@ from edge_agent.errors import (
     UnknownToolError,
     UnknownToolsetError,
 )
+from edge_agent.tool_schema import (
+    JsonSchema,
+    clean_parameters,
+    model_from_schema,
+    model_from_signature,
+    parse_docstring,
+    render_type,
+)
 from edge_agent.toolsets import BUILTIN_TOOLSETS
 from edge_agent.types import Effect
 
 __all__ = [
     "EffectRule",
+    "Grounding",
     "Tool",
     "Toolset",
     "available_toolsets",
@@ -82,10 +91,24 @@ __all__ = [
     "tool",
 ]
 
-JsonSchema: TypeAlias = dict[str, Any]
 EffectRule: TypeAlias = Effect | Callable[[Mapping[str, Any]], Effect]
 DEFAULT_TIMEOUT_S = 5.0
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """Words that show a user's request asked for a call of this tool (see `policy.grounded`).
+
+    verbs: any one must appear in the request (e.g. "off", "close", "shut"); empty: derived
+        from the tool's name (HassTurnOff → "turn", "off").
+    targets: argument names whose values say what is acted on; None: every string argument.
+    synonyms: a word → other words a request may use for it ("light": ("lamp",)).
+    """
+
+    verbs: tuple[str, ...] = ()
+    targets: tuple[str, ...] | None = None
+    synonyms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class Tool:
@@ -100,6 +123,7 @@ class Tool:
         handler: Callable[..., Any],
         effect: EffectRule,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        grounding: Grounding | None = None,
     ) -> None:
         if not _NAME.match(name):
             raise ToolDefinitionError(f"tool name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
@@ -107,9 +131,10 @@ class Tool:
         self.description = description
         self.handler = handler
         self.timeout_s = timeout_s
+        self.grounding = grounding or Grounding()
         self._effect = effect
         self._model = arguments_model
-        self._schema = _clean_parameters(name, arguments_model)
+        self._schema = clean_parameters(name, arguments_model)
 
     @classmethod
     def from_function(
@@ -119,12 +144,16 @@ class Tool:
         effect: EffectRule,
         name: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        grounding: Grounding | None = None,
     ) -> Tool:
         """A tool from a typed function; see the module docstring for what is read from it."""
-        summary, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
+        summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
         tool_name = name or fn.__name__
-        model = _model_from_signature(tool_name, fn, arg_docs)
-        return cls(tool_name, summary, model, handler=fn, effect=effect, timeout_s=timeout_s)
+        model = model_from_signature(tool_name, fn, arg_docs)
+        return cls(
+            tool_name, summary, model, handler=fn, effect=effect, timeout_s=timeout_s,
+            grounding=grounding,
+        )  # fmt: skip
 
     @classmethod
     def from_schema(
@@ -136,11 +165,15 @@ class Tool:
         handler: Callable[..., Any],
         effect: EffectRule,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        grounding: Grounding | None = None,
     ) -> Tool:
         """A tool from a JSON schema of its parameters (object of string, integer, number,
         boolean, enum and arrays of those, with min/max bounds and lengths)."""
-        model = _model_from_schema(name, schema)
-        return cls(name, description, model, handler=handler, effect=effect, timeout_s=timeout_s)
+        model = model_from_schema(name, schema)
+        return cls(
+            name, description, model, handler=handler, effect=effect, timeout_s=timeout_s,
+            grounding=grounding,
+        )  # fmt: skip
 
     def parameters_schema(self) -> JsonSchema:
         """JSON schema of the arguments: properties in declaration order, closed object."""
@@ -183,7 +216,7 @@ class Tool:
         """One prompt line: ``Name(arg: type, opt?: "a"|"b") — description``."""
         props = self._schema["properties"]
         params = ", ".join(
-            f"{key}{'' if key in self._required else '?'}: {_render_type(prop)}"
+            f"{key}{'' if key in self._required else '?'}: {render_type(prop)}"
             for key, prop in props.items()
         )
         return f"{self.name}({params}) — {self.description}".rstrip(" —")
@@ -198,12 +231,17 @@ class Tool:
 
 
 def tool(
-    effect: EffectRule, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+    effect: EffectRule,
+    name: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    grounding: Grounding | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Decorator: turn a typed function into a `Tool` (the function stays its handler)."""
 
     def wrap(fn: Callable[..., Any]) -> Tool:
-        return Tool.from_function(fn, effect=effect, name=name, timeout_s=timeout_s)
+        return Tool.from_function(
+            fn, effect=effect, name=name, timeout_s=timeout_s, grounding=grounding
+        )
 
     return wrap
 
@@ -238,15 +276,26 @@ def execute(tool: Tool, arguments: Any, timeout_s: float | None = None) -> Any:
     return box.get("result")
 
 
+ContextFn: TypeAlias = Callable[[str, str | None], str | None]
+
+
 class Toolset:
     """A named group of tools with a short description and the prompt that introduces them."""
 
     def __init__(
-        self, name: str, tools: Iterable[Tool], description: str = "", prompt: str = ""
+        self,
+        name: str,
+        tools: Iterable[Tool],
+        description: str = "",
+        prompt: str = "",
+        context: ContextFn | None = None,
     ) -> None:
         self.name = name
         self.description = description
         self.prompt = prompt
+        # What the device knows that a request leaves out (the home's matching devices, the
+        # speaker's area): (request, area) -> text for the prompt, or None.
+        self.context = context
         self._tools: dict[str, Tool] = {}
         for t in tools:
             if t.name in self._tools:
@@ -345,202 +394,6 @@ def _unregister_toolset(name: str) -> None:
     with _registry_lock:
         _factories.pop(name, None)
         _built.pop(name, None)
-
-
-# --- function → model -------------------------------------------------------------------------
-
-_ARGS_HEADERS = ("Args:", "Arguments:", "Parameters:")
-_ARG_LINE = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-
-
-def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """The summary (first paragraph, one line) and the Google-style ``Args:`` entries."""
-    lines = doc.strip().splitlines()
-    summary_lines = []
-    for line in lines:
-        if not line.strip() or line.strip() in _ARGS_HEADERS:
-            break
-        summary_lines.append(line.strip())
-    return " ".join(summary_lines), _parse_args_section(lines)
-
-
-def _parse_args_section(lines: list[str]) -> dict[str, str]:
-    docs: dict[str, str] = {}
-    start = next((i for i, ln in enumerate(lines) if ln.strip() in _ARGS_HEADERS), None)
-    if start is None:
-        return docs
-    current = None
-    for line in lines[start + 1 :]:
-        if line.strip() and not line.startswith((" ", "\t")):
-            break  # the next section
-        match = _ARG_LINE.match(line.strip())
-        if match and (current is None or _indent(line) <= _indent_of_entries(lines, start)):
-            current = match.group(1)
-            docs[current] = match.group(2).strip()
-        elif current and line.strip():
-            docs[current] = f"{docs[current]} {line.strip()}".strip()
-    return docs
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
-
-
-def _indent_of_entries(lines: list[str], header: int) -> int:
-    return next((_indent(ln) for ln in lines[header + 1 :] if ln.strip()), 0)
-
-
-def _model_from_signature(
-    tool_name: str, fn: Callable[..., Any], arg_docs: dict[str, str]
-) -> type[BaseModel]:
-    fields: dict[str, tuple[Any, FieldInfo]] = {}
-    hints = _type_hints(tool_name, fn)
-    for i, param in enumerate(inspect.signature(fn).parameters.values()):
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
-            raise ToolDefinitionError(f"{tool_name}: parameter {param.name!r} must be by keyword")
-        if param.name not in hints:
-            raise ToolDefinitionError(f"{tool_name}: parameter {param.name!r} has no type")
-        default = ... if param.default is param.empty else param.default
-        doc: dict[str, Any] = (
-            {} if _described(hints[param.name]) else {"description": arg_docs.get(param.name)}
-        )
-        fields[f"f{i}"] = (hints[param.name], Field(default, alias=param.name, **doc))
-    return _create_arguments_model(tool_name, fields)
-
-
-def _described(hint: Any) -> bool:
-    """Whether an ``Annotated[..., Field(description=...)]`` hint already says what it is."""
-    metadata = get_args(hint)[1:] if get_origin(hint) is Annotated else ()
-    return any(isinstance(m, FieldInfo) and m.description for m in metadata)
-
-
-def _type_hints(tool_name: str, fn: Callable[..., Any]) -> dict[str, Any]:
-    try:
-        return inspect.get_annotations(fn, eval_str=True)
-    except Exception as exc:
-        raise ToolDefinitionError(f"{tool_name}: cannot read its type hints: {exc}") from exc
-
-
-def _create_arguments_model(
-    tool_name: str, fields: dict[str, tuple[Any, FieldInfo]]
-) -> type[BaseModel]:
-    # Fields get neutral names and the real one as alias: an argument may be called "schema",
-    # "json" or "model_id" without clashing with BaseModel's own attributes.
-    config = ConfigDict(extra="forbid", populate_by_name=False)
-    try:
-        return create_model(f"{tool_name}Arguments", __config__=config, **fields)  # type: ignore[call-overload]
-    except Exception as exc:
-        raise ToolDefinitionError(f"{tool_name}: unsupported parameters: {exc}") from exc
-
-
-# --- JSON schema → model ----------------------------------------------------------------------
-
-_SCALARS: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
-_PROPERTY_KEYS = {
-    "type", "description", "enum", "items", "default", "title", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
-}  # fmt: skip
-_BOUNDS = {
-    "minimum": "ge", "maximum": "le", "exclusiveMinimum": "gt", "exclusiveMaximum": "lt",
-    "minLength": "min_length", "maxLength": "max_length",
-    "minItems": "min_length", "maxItems": "max_length",
-}  # fmt: skip
-
-
-def _model_from_schema(tool_name: str, schema: Mapping[str, Any]) -> type[BaseModel]:
-    if schema.get("type", "object") != "object":
-        raise ToolDefinitionError(f"{tool_name}: parameters schema must be an object")
-    required = set(schema.get("required", []))
-    props: Mapping[str, Any] = schema.get("properties", {})
-    if missing := required - set(props):
-        raise ToolDefinitionError(f"{tool_name}: required {sorted(missing)} not in properties")
-    fields: dict[str, tuple[Any, FieldInfo]] = {}
-    for i, (key, prop) in enumerate(props.items()):
-        where = f"{tool_name}.{key}"
-        default = ... if key in required else prop.get("default")
-        bounds = {_BOUNDS[k]: v for k, v in prop.items() if k in _BOUNDS}
-        info = Field(default, alias=key, description=prop.get("description"), **bounds)
-        fields[f"f{i}"] = (_annotation(where, prop), info)
-    return _create_arguments_model(tool_name, fields)
-
-
-def _annotation(where: str, prop: Mapping[str, Any]) -> Any:
-    if unknown := set(prop) - _PROPERTY_KEYS:
-        raise ToolDefinitionError(f"{where}: unsupported schema keywords {sorted(unknown)}")
-    if "enum" in prop:
-        if not prop["enum"]:
-            raise ToolDefinitionError(f"{where}: empty enum")
-        return Literal[tuple(prop["enum"])]
-    kind = prop.get("type")
-    if kind == "array":
-        if "items" not in prop:
-            raise ToolDefinitionError(f"{where}: array needs 'items'")
-        return list[_annotation(f"{where}[]", prop["items"])]  # type: ignore[misc]
-    if kind not in _SCALARS:
-        raise ToolDefinitionError(f"{where}: unsupported type {kind!r}")
-    return _SCALARS[kind]
-
-
-# --- model → the schema the grammar and prompt see --------------------------------------------
-
-
-def _clean_parameters(tool_name: str, model: type[BaseModel]) -> JsonSchema:
-    schema = model.model_json_schema(by_alias=True)
-    if "$defs" in schema:
-        raise ToolDefinitionError(
-            f"{tool_name}: nested models and Enum classes are not supported; use Literal[...]"
-        )
-    required = set(schema.get("required", []))
-    props = {
-        key: _clean_property(prop, optional=key not in required)
-        for key, prop in schema.get("properties", {}).items()
-    }
-    cleaned: JsonSchema = {"type": "object", "properties": props}
-    cleaned["required"] = [k for k in props if k in required]
-    cleaned["additionalProperties"] = False
-    return cleaned
-
-
-def _clean_property(prop: JsonSchema, optional: bool) -> JsonSchema:
-    prop = _strip_titles(prop)
-    if optional and prop.get("default", 0) is None:
-        # An optional argument is left out, not sent as null: the grammar never offers null.
-        del prop["default"]
-        alternatives = [a for a in prop.get("anyOf", []) if a != {"type": "null"}]
-        if "anyOf" in prop and len(alternatives) == 1:
-            del prop["anyOf"]
-            prop = {**alternatives[0], **prop}
-        elif "anyOf" in prop:
-            prop["anyOf"] = alternatives
-    return prop
-
-
-def _strip_titles(value: Any) -> Any:
-    if isinstance(value, dict):
-        # A string "title" is pydantic's label; a dict under "title" is a property so named.
-        return {
-            k: _strip_titles(v) for k, v in value.items() if k != "title" or isinstance(v, dict)
-        }
-    if isinstance(value, list):
-        return [_strip_titles(v) for v in value]
-    return value
-
-
-def _render_type(prop: Mapping[str, Any]) -> str:
-    if "enum" in prop:
-        return "|".join(json.dumps(v) for v in prop["enum"])
-    if "anyOf" in prop:
-        return "|".join(_render_type(alt) for alt in prop["anyOf"])
-    kind = prop.get("type")
-    if kind == "array":
-        return f"list[{_render_type(prop.get('items', {}))}]"
-    base = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
-    rendered = base.get(str(kind), "null" if kind == "null" else "any")
-    lo = prop.get("minimum", prop.get("exclusiveMinimum"))
-    hi = prop.get("maximum", prop.get("exclusiveMaximum"))
-    if lo is not None or hi is not None:
-        rendered += f" {'' if lo is None else lo}..{'' if hi is None else hi}"
-    return rendered
 
 
 def _explain(tool: Tool, exc: ValidationError) -> str:

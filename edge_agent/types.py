@@ -63,6 +63,7 @@ class AgentResult(BaseModel):
     tool_calls: list[ToolOutcome] = Field(default_factory=list)
     outcome: Outcome = "answered"
     error: str | None = None
+    failure: Literal["invalid_call", "step_limit", "cancelled"] | None = None
     model: str
     adapter: str | None = None
     route: Literal["local", "escalated", "local_fallback"] = "local"

@@ -58,6 +58,9 @@ if ! compgen -G "$wheel_dir/llama_cpp_python-$llama_version-*.whl" >/dev/null; t
         -w "$wheel_dir" "llama-cpp-python==$llama_version"
 fi
 
+# Replace any llama-cpp-python already in the venv: it may be a build with other flags.
+.venv/bin/pip install -q --no-deps --force-reinstall "$wheel_dir"/llama_cpp_python-"$llama_version"-*.whl
+
 target="."
 [[ -n "$extras" ]] && target=".[$extras]"
 .venv/bin/pip install -q --find-links "$wheel_dir" -c constraints.txt -e "$target"

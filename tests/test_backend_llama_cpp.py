@@ -304,9 +304,24 @@ def smollm2(smollm2_path: Path) -> Iterator[LlamaCppBackend]:
 
 @pytest.mark.integration
 def test_smollm2_knows_paris(smollm2: LlamaCppBackend) -> None:
-    done = smollm2.complete(ask("What is the capital of France?", max_tokens=32))
+    # Without a system turn SmolLM2's own template inserts its stock "You are a helpful AI
+    # assistant named SmolLM..." prompt, after which this Q4_1 build answers "L'Étoile, la
+    # Cité, ..." for this one question (Berlin etc. still work); edge-agent always sends one.
+    question = ask("What is the capital of France?", system="You are a helpful assistant.")
+    done = smollm2.complete(question.model_copy(update={"max_tokens": 32}))
     assert "Paris" in done.text
     assert done.finish_reason == "stop"
+
+
+@pytest.mark.integration
+def test_smollm2_prompt_is_its_own_template(smollm2: LlamaCppBackend) -> None:
+    prompt = smollm2.render_prompt([Message(role="user", content="Hi")])
+    assert prompt == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+        "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    tokens = smollm2.tokenize_prompt([Message(role="user", content="Hi")])
+    assert tokens[0] == 1 and tokens.count(1) == 3  # <|im_start|> as one special token, no BOS
 
 
 @pytest.mark.integration

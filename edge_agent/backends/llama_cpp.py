@@ -1,12 +1,14 @@
 """The llama.cpp backend: GGUF models through llama-cpp-python, with runtime LoRA swaps.
 
-Decoding goes through ``Llama.generate`` so its speed is llama-cpp-python's own; what this
-module adds per token is a dict lookup, UTF-8 assembly and the stop-string scan.
+The decode loop is ``Llama.generate``'s, minus its per-token bookkeeping: ``Llama.eval`` for
+each token and a C sampler chain; per token this module adds a dict lookup, UTF-8 assembly
+and the stop-string scan. JSON schemas become a grammar that is only consulted to check the
+sampled token (see ``_llama_sampling``), so constrained decoding runs at nearly full speed.
 
-Prefix caching: ``Llama.generate`` keeps the longest common token prefix of the KV cache and
-re-evaluates only the rest. The KV cache depends on the active adapter, so each switch stashes
-the current sequence's KV state under the adapter it was computed with and restores the new
-adapter's stash (or starts empty). KV is never reused across adapters.
+Prefix caching: the longest common token prefix of the KV cache and the new prompt is kept
+and only the rest is evaluated. The KV cache depends on the active adapter, so each switch
+stashes sequence 0's KV state under the adapter it was computed with and restores the new
+adapter's stash (or starts empty): KV is never reused across adapters.
 
 Log-probabilities are the model's raw ones: log-softmax over the full vocabulary of the
 logits that produced each token, before grammar, temperature or top-p were applied.
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
+from edge_agent.backends._json_grammar import schema_to_gbnf
+from edge_agent.backends._llama_sampling import Grammar, Sampler
 from edge_agent.backends.base import (
     Backend,
     Chunk,
@@ -123,11 +128,10 @@ class LlamaCppBackend(Backend):
         self._vocab = self._llama._model.vocab
         self._n_vocab = self._llama.n_vocab()
         self._token_cache: dict[int, tuple[bytes, bool]] = {}
-        self._grammars: dict[str, llama_cpp.LlamaGrammar] = {}
+        self._grammars: dict[str, Grammar] = {}  # compiled once per schema
         self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora pointer
         self._active: str | None = None
         self._stashes: OrderedDict[str | None, _KVStash] = OrderedDict()
-        self._live: Generator[int, Any, None] | None = None  # the llama stream in flight
 
     # -- contract ---------------------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class LlamaCppBackend(Backend):
 
     def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
         self._check_open()
-        started = time.perf_counter()
+        clock = _Clock(time.perf_counter())
         prompt = self.tokenize_prompt(request.messages)
         room = self.n_ctx - len(prompt)
         if room < 1:
@@ -173,38 +177,27 @@ class LlamaCppBackend(Backend):
                 "shorten the conversation or raise context_size"
             )
         grammar = self._grammar(request.json_schema)
-        cached = self._reusable_prefix(prompt)
-        self._llama.set_seed(self._seed if request.seed is None else request.seed)
-        tokens = self._llama.generate(
-            prompt,
-            temp=request.temperature,
-            top_p=request.top_p,
-            top_k=0,
-            min_p=0.0,
-            repeat_penalty=1.0,
-            grammar=grammar,
-        )
-        limit = min(request.max_tokens, room)
-        self._live = tokens
+        seed = self._seed if request.seed is None else request.seed
+        sampler = Sampler(self._n_vocab, temperature=request.temperature, top_p=request.top_p,
+                          seed=seed)  # fmt: skip
         try:
-            clock = _Clock(started)
-            yield from self._stream(
-                tokens, request, limit=limit, clock=clock, n_prompt=len(prompt), cached=cached
-            )
+            cached = self._prefill(prompt)
+            limit = min(request.max_tokens, room)
+            yield from self._stream(sampler, grammar, request, limit, clock, (len(prompt), cached))
         finally:
-            tokens.close()
-            self._live = None
+            sampler.close()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._live is not None:  # a stream left open must not touch the freed context
-            self._live.close()
         llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
         for adapter in self._adapters.values():
             llama_cpp.llama_adapter_lora_free(adapter)
         self._adapters.clear()
+        for grammar in self._grammars.values():
+            grammar.close()
+        self._grammars.clear()
         self._stashes.clear()
         self._llama.close()
 
@@ -249,24 +242,44 @@ class LlamaCppBackend(Backend):
 
     # -- internals --------------------------------------------------------------------------
 
+    def _prefill(self, prompt: list[int]) -> int:
+        """Evaluate the prompt, reusing the KV cache's common prefix; return how much was reused."""
+        # At least the last prompt token is evaluated: its logits pick the first answer token.
+        keep = min(self._common_prefix(prompt), len(prompt) - 1)
+        memory = llama_cpp.llama_get_memory(self._llama.ctx)
+        if keep and not llama_cpp.llama_memory_seq_rm(memory, -1, keep, -1):
+            keep = 0  # e.g. recurrent models cannot cut their state: start over
+            self._clear_kv()
+        self._llama.n_tokens = keep
+        self._eval(prompt[keep:])
+        return keep
+
+    def _eval(self, tokens: Sequence[int]) -> None:
+        if self._closed:
+            raise BackendError("the backend was closed during generation")
+        try:
+            self._llama.eval(tokens)
+        except RuntimeError as exc:
+            raise BackendError(f"llama.cpp failed to evaluate the prompt: {exc}") from exc
+
     def _stream(
         self,
-        tokens: Iterator[int],
+        sampler: Sampler,
+        grammar: Grammar | None,
         request: GenerationRequest,
-        *,
         limit: int,
         clock: _Clock,
-        n_prompt: int,
-        cached: int,
+        counts: tuple[int, int],
     ) -> Iterator[Chunk]:
         text_of = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         stops = _StopScanner(request.stop)
-        want_logprobs = request.logprobs
+        ctx, want_logprobs, token_cache = self._llama.ctx, request.logprobs, self._token_cache
         finish: FinishReason = "length"
         n = 0
-        for token in tokens:
+        while n < limit:
+            token = sampler.sample(ctx, grammar)
             clock.first_token()
-            piece, is_eog = self._token_cache.get(token) or self._token_info(token)
+            piece, is_eog = token_cache.get(token) or self._token_info(token)
             if is_eog:
                 finish = "stop"
                 break
@@ -277,11 +290,10 @@ class LlamaCppBackend(Backend):
             if stopped:
                 finish = "stop"
                 break
-            if n >= limit:
-                break
-        if self._closed:
-            raise BackendError("the backend was closed during generation")
-        tail = "" if finish == "stop" and stops.stopped else stops.feed(text_of(b"", True))[0]
+            if n < limit:  # the last token's KV is only needed by a next request: skip it
+                self._eval((token,))
+        tail = "" if stops.stopped else stops.feed(text_of(b"", True))[0]
+        n_prompt, cached = counts
         usage = Usage(prompt_tokens=n_prompt, completion_tokens=n, cached_prompt_tokens=cached)
         yield Done(tail + stops.flush(), finish_reason=finish, usage=usage, timings=clock.done())
 
@@ -298,34 +310,27 @@ class LlamaCppBackend(Backend):
         top = float(logits.max())
         return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
 
-    def _grammar(self, schema: dict[str, Any] | None) -> llama_cpp.LlamaGrammar | None:
+    def _grammar(self, schema: dict[str, Any] | None) -> Grammar | None:
         if schema is None:
             return None
-        import json
-
-        from edge_agent.backends._json_grammar import schema_to_gbnf
-
         key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
+        grammar = self._grammars.get(key)
+        if grammar is None:
             try:
                 gbnf = schema_to_gbnf(schema)
             except (AssertionError, ValueError, KeyError, TypeError) as exc:
                 raise BackendError(f"cannot constrain output to this JSON schema: {exc}") from exc
-            self._grammars[key] = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
-        return self._grammars[key]
+            grammar = self._grammars[key] = Grammar(self._vocab, gbnf)
+        grammar.reset()
+        return grammar
 
-    def _reusable_prefix(self, prompt: list[int]) -> int:
-        """How many prompt tokens Llama.generate will take from the KV cache (mirrors it)."""
+    def _common_prefix(self, prompt: list[int]) -> int:
         held = self._llama.input_ids[: self._llama.n_tokens]
         width = min(len(held), len(prompt))
         if width == 0:
             return 0
         diff = np.flatnonzero(held[:width] != np.asarray(prompt[:width], dtype=held.dtype))
-        common = int(diff[0]) if diff.size else width
-        if common < len(prompt):
-            return common
-        exact = len(held) == len(prompt) and not getattr(self._llama, "_requires_eval", True)
-        return common if exact else common - 1  # one token is replayed to refresh the logits
+        return int(diff[0]) if diff.size else width
 
     def _stash_kv(self) -> None:
         """Save sequence 0's KV under the adapter that computed it, then empty the cache."""
@@ -353,12 +358,10 @@ class LlamaCppBackend(Backend):
         n = len(stash.tokens)
         self._llama.input_ids[:n] = stash.tokens
         self._llama.n_tokens = n
-        self._llama._requires_eval = True  # the restored state holds no fresh logits
 
     def _clear_kv(self) -> None:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._llama.ctx), True)
         self._llama.n_tokens = 0
-        self._llama._requires_eval = True
 
     def _chat_template(self, source: str | None) -> ChatTemplate:
         model = self._llama._model

@@ -131,7 +131,9 @@ def _filter(inventory: Inventory, target: Target) -> list[Entity]:
 
 def _nothing_matches(inventory: Inventory, target: Target) -> str:
     asked = ", ".join(f"{k}={v!r}" for k, v in target.model_dump(exclude_defaults=True).items())
-    pool = _filter(inventory, Target(domain=target.domain)) or inventory.entities
+    pool = _filter(inventory, Target(domain=target.domain))
+    if not pool:
+        return f"nothing matches {asked}: the home has no {' or '.join(target.domain)} entities"
     names = sorted({e.name for e in pool})
     listed = ", ".join(names[:_MAX_LISTED]) + (", ..." if len(names) > _MAX_LISTED else "")
-    return f"nothing in the home matches {asked or 'the request'}; candidates: {listed or 'none'}"
+    return f"nothing in the home matches {asked or 'the request'}; candidates: {listed}"

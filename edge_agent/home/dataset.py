@@ -139,7 +139,8 @@ def label_key(row: Row) -> str:
 
 
 def deduplicate(rows: Iterable[Row]) -> tuple[list[Row], list[str], list[str]]:
-    """(kept rows, duplicate ids, conflicting ids): one row per sentence, none if labels differ."""
+    """(kept rows, duplicate ids, conflicting ids): per sentence the row with the smallest id,
+    none if the labels differ."""
     groups: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         groups[sentence_key(row.sentence)].append(row)
@@ -148,8 +149,9 @@ def deduplicate(rows: Iterable[Row]) -> tuple[list[Row], list[str], list[str]]:
         if len({label_key(r) for r in group}) > 1:
             conflicting += [r.id for r in group]
             continue
-        kept.append(group[0])
-        duplicates += [r.id for r in group[1:]]
+        first, *others = sorted(group, key=lambda r: r.id)  # whatever order the rows came in
+        kept.append(first)
+        duplicates += [r.id for r in others]
     return kept, duplicates, conflicting
 
 

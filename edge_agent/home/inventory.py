@@ -171,7 +171,8 @@ def _entities(raws: list[dict[str, Any]]) -> list[Entity]:
 def _entity(raw: dict[str, Any]) -> Entity:
     name, aliases = expand_name(str(raw["name"]))
     entity_id = str(raw.get("id") or f"{raw['domain']}.{slug(name)}")
-    state, spoken = raw.get("state"), None
+    state: Any = raw.get("state")
+    spoken: Any = None
     if isinstance(state, dict):  # {in: what is said, out: the state value}
         state, spoken = state.get("out"), state.get("in")
     if state is None:

@@ -79,9 +79,13 @@ def retrieve(
 ) -> list[Entity]:
     """The k entities that best match the request, best first (ties by name, then id)."""
     request_words = set(words(request))
-    here = next((a.id for a in inventory.areas if area and a.name.casefold() == area.casefold()), None)
+    here = next(
+        (a.id for a in inventory.areas if area and a.name.casefold() == area.casefold()), None
+    )
     scored = [(_score(e, request_words, inventory, here), e) for e in inventory.entities]
-    ranked = sorted((s for s in scored if s[0] > 0), key=lambda s: (-round(s[0], 6), s[1].name, s[1].id))
+    ranked = sorted(
+        (s for s in scored if s[0] > 0), key=lambda s: (-round(s[0], 6), s[1].name, s[1].id)
+    )
     return [e for _, e in ranked[:k]]
 
 

@@ -38,6 +38,8 @@ def normalize(value: Any) -> Any:
 
 
 def values_match(expected: Any, predicted: Any) -> bool:
+    if isinstance(expected, bool) != isinstance(predicted, bool):
+        return False  # True == 1 in Python, not in a tool call
     want, got = normalize(expected), normalize(predicted)
     if isinstance(want, frozenset) and not isinstance(got, frozenset):
         return got in want  # one of the accepted alternatives

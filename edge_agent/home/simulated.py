@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,12 @@ class SimulatedHome(HomeBackend):
 
     def __init__(self, inventory: Inventory | None = None, state_path: str | Path | None = None):
         self._home = (inventory or Inventory.default()).model_copy(deep=True)
-        if not any(e.domain == "todo" and fold(e.name) == "shopping list" for e in self._home.entities):
+        if not any(
+            e.domain == "todo" and fold(e.name) == "shopping list" for e in self._home.entities
+        ):
             self._home.entities.append(SHOPPING_LIST.model_copy(deep=True))
         self._path = Path(state_path) if state_path else None
+        self._lock = threading.RLock()  # tool handlers run in worker threads
         if self._path and self._path.exists():
             self._load(self._path)
         else:
@@ -80,14 +84,17 @@ class SimulatedHome(HomeBackend):
     ) -> list[Entity]:
         if (domain, service) not in _STATE_AFTER:
             raise HomeTargetError(f"{domain} entities do not support {service!r}")
-        changed = [self._apply(domain, service, eid, data or {}) for eid in entity_ids]
-        self._save()
+        with self._lock:
+            changed = [self._apply(domain, service, eid, data or {}) for eid in entity_ids]
+            self._save()
         return changed
 
     def search_media(self, query: str, media_class: str | None = None) -> MediaItem | None:
         wanted = fold(query)
         for item in self._home.media:
-            if fold(item.title) == wanted and (media_class is None or item.media_class in (None, media_class)):
+            if fold(item.title) == wanted and (
+                media_class is None or item.media_class in (None, media_class)
+            ):
                 return item
         return None
 
@@ -95,13 +102,15 @@ class SimulatedHome(HomeBackend):
         return list(self._home.timers)
 
     def put_timer(self, timer: Timer) -> Timer:
-        self._home.timers = [t for t in self._home.timers if t.id != timer.id] + [timer]
-        self._save()
+        with self._lock:
+            self._home.timers = [t for t in self._home.timers if t.id != timer.id] + [timer]
+            self._save()
         return timer
 
     def remove_timer(self, timer_id: str) -> None:
-        self._home.timers = [t for t in self._home.timers if t.id != timer_id]
-        self._save()
+        with self._lock:
+            self._home.timers = [t for t in self._home.timers if t.id != timer_id]
+            self._save()
 
     def _apply(self, domain: str, service: str, entity_id: str, data: dict[str, Any]) -> Entity:
         entity = self._home.entity(entity_id)

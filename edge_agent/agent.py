@@ -1,0 +1,278 @@
+"""The agent loop: the model proposes a call, the policy decides, the tool runs, repeat.
+
+    request ─► prompt (system + tools, user + device context) ─► constrained generation
+        ─► parse + validate (one repair attempt) ─► policy (allow / confirm / deny)
+        ─► execute (timeout, exceptions contained) ─► result fed back as data ─► …
+        ─► answer, or a typed failure the router can escalate
+
+Every output is constrained to the union of the enabled tools' call schemas plus a plain
+answer, so an unknown tool or a malformed call cannot come out of the decoder; validation
+still catches what a grammar cannot express (cross-field rules), once repaired, then fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from edge_agent import prompt
+from edge_agent.backends.base import Backend, Done, GenerationRequest, Message, Usage
+from edge_agent.errors import ToolArgumentsError, ToolError, ToolTimeoutError, UnknownToolError
+from edge_agent.policy import Decision, Policy
+from edge_agent.tools import Tool, Toolset, execute
+from edge_agent.types import AgentResult, ToolCall, ToolOutcome
+
+ConfirmFn = Callable[[ToolCall, Decision], bool]
+ContextFn = Callable[[str, str | None], str | None]
+Failure = Literal["invalid_call", "step_limit", "cancelled"]
+
+
+class AgentConfig(BaseModel):
+    max_steps: int = Field(4, ge=1, description="model generations per turn")
+    max_tokens: int = Field(160, ge=8, description="per generation")
+    repair_attempts: int = Field(1, ge=0)
+    tool_timeout_s: float = Field(5.0, gt=0)
+    stop_after_call: bool = Field(
+        False, description="end the turn after a successful call; its result is the answer"
+    )
+    area: str | None = Field(None, description="the speaker's area when the request has none")
+
+
+class Agent:
+    """Runs turns of one toolset on one backend. One turn at a time (a lock serialises them):
+    a device holds a single model context."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        toolset: Toolset,
+        *,
+        policy: Policy | None = None,
+        config: AgentConfig | None = None,
+        context: ContextFn | None = None,
+        confirm: ConfirmFn | None = None,
+        adapter: str | None = None,
+        model_name: str | None = None,
+    ):
+        self.backend = backend
+        self.toolset = toolset
+        self.policy = policy or Policy()
+        self.config = config or AgentConfig()
+        self.context = context or toolset.context
+        self.confirm = confirm
+        self.adapter = adapter
+        self.model_name = model_name or backend.model_name
+        self._schema = prompt.output_schema(toolset)
+        self._lock = threading.Lock()
+
+    # -- public API -----------------------------------------------------------------------
+    def run(
+        self,
+        text: str,
+        *,
+        area: str | None = None,
+        confirmed: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> AgentResult:
+        """One turn. ``confirmed=True`` pre-approves calls the policy wants confirmed (the
+        user already said yes, e.g. `--yes` or a server confirmation id)."""
+        with self._lock:
+            turn = _Turn(self, text, area or self.config.area, confirmed, cancel)
+            return turn.run()
+
+    async def arun(self, text: str, **kwargs: Any) -> AgentResult:
+        """The same turn for asyncio daemons; the model runs in a worker thread."""
+        return await asyncio.to_thread(self.run, text, **kwargs)
+
+    def tool(self, name: str) -> Tool:
+        return self.toolset.get(name)
+
+
+class _Turn:
+    """The state of one turn; a class so each step is a small method."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        text: str,
+        area: str | None,
+        confirmed: bool,
+        cancel: threading.Event | None,
+    ):
+        self.agent = agent
+        self.cancel = cancel or threading.Event()
+        self.confirmed = confirmed
+        self.area = area
+        self.started = time.perf_counter()
+        self.result = AgentResult(request=text, model=agent.model_name, adapter=agent.adapter)
+        context = agent.context(text, area) if agent.context else None
+        self.messages = prompt.messages_for(
+            text, agent.toolset, context=context, adapted=agent.adapter is not None
+        )
+        self.repairs_left = agent.config.repair_attempts
+        self.tool_results_seen = 0
+
+    def run(self) -> AgentResult:
+        try:
+            self._loop()
+        finally:
+            self.result.latency_ms = (time.perf_counter() - self.started) * 1000
+        return self.result
+
+    def _loop(self) -> None:
+        for _ in range(self.agent.config.max_steps):
+            if self.cancel.is_set():
+                return self._fail("cancelled", "the turn was cancelled")
+            output = self._generate()
+            if output is None:
+                return None  # cancelled mid-generation
+            step_done = self._handle(output)
+            if step_done:
+                return None
+        self._fail("step_limit", f"no answer within {self.agent.config.max_steps} steps")
+
+    # -- one step -------------------------------------------------------------------------
+    def _generate(self) -> str | None:
+        request = GenerationRequest(
+            messages=self.messages,
+            max_tokens=self.agent.config.max_tokens,
+            json_schema=self.agent._schema,
+            logprobs=True,
+        )
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        for chunk in self.agent.backend.generate(request):
+            parts.append(chunk.text)
+            if isinstance(chunk, Done):
+                self._account(chunk)
+            elif self.cancel.is_set():
+                self._fail("cancelled", "the turn was cancelled during generation")
+                return None
+        self.result.steps += 1
+        self._time("generate_ms", t0)
+        return "".join(parts)
+
+    def _handle(self, output: str) -> bool:
+        """Act on one model output; True when the turn is over."""
+        try:
+            parsed = prompt.parse_output(output)
+            if isinstance(parsed, str):
+                self.result.answer = parsed
+                return True
+            tool = self.agent.tool(parsed.name)
+            parsed.arguments = tool.validate(parsed.arguments)
+        except (ToolArgumentsError, UnknownToolError) as exc:
+            return self._repair(output, str(exc))
+        return self._call(parsed, tool, output)
+
+    def _repair(self, output: str, problem: str) -> bool:
+        if self.repairs_left <= 0:
+            self._fail("invalid_call", f"the model's call was invalid after repair: {problem}")
+            return True
+        self.repairs_left -= 1
+        self.messages += [
+            Message(role="assistant", content=output),
+            Message(role="user", content=f"That call is invalid: {problem}. Reply again."),
+        ]
+        return False
+
+    def _call(self, call: ToolCall, tool: Tool, output: str) -> bool:
+        decision = self.agent.policy.decide_call(
+            call,
+            tool,
+            self.agent.toolset.names,
+            user_request=self.result.request,
+            origin_step=self.tool_results_seen,
+            context=[self.area] if self.area else [],
+        )
+        if decision.action == "confirm" and not self._confirmed(call, decision):
+            self._record(call, tool, "needs_confirmation", error=decision.reason)
+            self.result.outcome = "needs_confirmation"
+            self.result.confirmation_id = call.id
+            return True
+        if decision.action == "deny":
+            outcome = self._record(call, tool, "denied", error=decision.reason)
+        else:
+            outcome = self._execute(call, tool)
+        return self._after_call(call, outcome)
+
+    def _confirmed(self, call: ToolCall, decision: Decision) -> bool:
+        if self.confirmed:
+            return True
+        return bool(self.agent.confirm and self.agent.confirm(call, decision))
+
+    def _execute(self, call: ToolCall, tool: Tool) -> ToolOutcome:
+        t0 = time.perf_counter()
+        try:
+            limit = min(tool.timeout_s, self.agent.config.tool_timeout_s)
+            value = execute(tool, call.arguments, timeout_s=limit)
+        except ToolError as exc:
+            status = "timeout" if isinstance(exc, ToolTimeoutError) else "error"
+            return self._record(call, tool, status, error=str(exc), started=t0)
+        return self._record(call, tool, "ok", result=value, started=t0)
+
+    def _after_call(self, call: ToolCall, outcome: ToolOutcome) -> bool:
+        if outcome.status == "ok" and self.agent.config.stop_after_call:
+            self.result.answer = _spoken(outcome.result)
+            return True
+        self.tool_results_seen += 1
+        self.messages += [
+            Message(role="assistant", content=prompt.call_json(call, self.agent.toolset)),
+            Message(role="tool", content=prompt.tool_result_content(outcome.result, outcome.error)),
+        ]
+        return False
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _record(
+        self,
+        call: ToolCall,
+        tool: Tool,
+        status: Any,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        started: float | None = None,
+    ) -> ToolOutcome:
+        elapsed = (time.perf_counter() - started) * 1000 if started else 0.0
+        outcome = ToolOutcome(
+            call=call,
+            effect=tool.effect_of(call.arguments),
+            status=status,
+            result=result,
+            error=error,
+            duration_ms=elapsed,
+        )
+        self.result.tool_calls.append(outcome)
+        return outcome
+
+    def _fail(self, kind: Failure, message: str) -> None:
+        self.result.outcome = "failed"
+        self.result.failure = kind
+        self.result.error = message
+
+    def _account(self, done: Done) -> None:
+        u = self.result.usage
+        self.result.usage = Usage(
+            prompt_tokens=u.prompt_tokens + done.usage.prompt_tokens,
+            completion_tokens=u.completion_tokens + done.usage.completion_tokens,
+            cached_prompt_tokens=u.cached_prompt_tokens + done.usage.cached_prompt_tokens,
+        )
+        self.result.timings["first_token_ms"] = self.result.timings.get(
+            "first_token_ms", done.timings.first_token_ms
+        )
+
+    def _time(self, key: str, t0: float) -> None:
+        elapsed = (time.perf_counter() - t0) * 1000
+        self.result.timings[key] = self.result.timings.get(key, 0.0) + elapsed
+
+
+def _spoken(result: Any) -> str:
+    """A short answer from a tool result: its ``speech`` if it has one, else the value."""
+    if isinstance(result, dict) and isinstance(result.get("speech"), str):
+        return str(result["speech"])
+    return prompt.dumps(result) if not isinstance(result, str) else result

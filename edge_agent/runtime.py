@@ -1,0 +1,83 @@
+"""Open the device runtime from settings: fit plan → model file → backend → toolset → agent.
+
+What the CLI, the server and an embedding daemon share, so all three load a model the same
+way. ``Runtime`` owns the backend; close it (or use ``with``) to free the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from edge_agent.agent import Agent, AgentConfig, ConfirmFn
+from edge_agent.backends.base import Backend
+from edge_agent.catalog import load_catalog
+from edge_agent.plan import FitPlan, make_plan
+from edge_agent.policy import Policy
+from edge_agent.settings import Settings
+from edge_agent.store import ModelStore
+from edge_agent.tools import Toolset, get_toolset
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    plan: FitPlan
+    backend: Backend
+
+    @property
+    def model_name(self) -> str:
+        return self.plan.entry.name
+
+    def toolset(self, name: str) -> Toolset:
+        if name == "home":
+            from edge_agent.toolsets.home import home_toolset
+
+            return home_toolset(state_path=self.settings.data_dir / "home_state.json")
+        return get_toolset(name)
+
+    def agent(
+        self,
+        toolset: str | Toolset = "home",
+        *,
+        confirm: ConfirmFn | None = None,
+        config: AgentConfig | None = None,
+    ) -> Agent:
+        tools = self.toolset(toolset) if isinstance(toolset, str) else toolset
+        policy = Policy.from_toml(self.settings.policy_file) if self.settings.policy_file else None
+        return Agent(
+            self.backend,
+            tools,
+            policy=policy,
+            config=config or AgentConfig(area=self.settings.area),
+            confirm=confirm,
+            adapter=self.backend.active_adapter,
+            model_name=self.model_name,
+        )
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    """Plan for this device, verify the model file, and load it into the profile's backend."""
+    from edge_agent.backends import open_backend
+
+    store = ModelStore(settings.models_dir, offline=settings.is_offline)
+    plan = make_plan(settings, load_catalog(), store)
+    entry = plan.entry
+    path = Path(entry.source.path or "") if entry.source.kind == "path" else store.ensure(entry)
+    backend = open_backend(plan.profile.backend, model_path=path, **plan.backend_options())
+    return Runtime(settings, plan, backend)
