@@ -24,9 +24,15 @@
     ├── PolicyError                 the permission policy stopped a call
     │   ├── PermissionDeniedError   denied: not enabled, a deny rule, or not asked for
     │   └── ConfirmationRequiredError  allowed only after the user confirms
-    └── AgentError
-        └── AgentFailedError        a turn ended without an answer (invalid call after
-                                    repair, step limit, cancelled): the router may escalate
+    ├── AgentError
+    │   └── AgentFailedError        a turn ended without an answer (invalid call after
+    │                               repair, step limit, cancelled): the router may escalate
+    └── LogError                    the interaction log cannot be opened, read or written
+        ├── LogKeyError             wrong or missing master key / passphrase; nothing written
+        ├── LogIntegrityError       a record or the database failed its checks (tampered,
+        │                           truncated, damaged): `edge-agent log verify` lists them
+        └── LogFullError            the disk (or the log's page limit) is full: the record
+                                    was dropped and counted in `edge-agent log status`
 
 Messages say what went wrong *and what to do next*; the CLI prints them as one line.
 """
@@ -137,4 +143,20 @@ class AgentError(EdgeAgentError):
 
 
 class AgentFailedError(AgentError):
+    pass
+
+
+class LogError(EdgeAgentError):
+    exit_code = 8
+
+
+class LogKeyError(LogError):
+    pass
+
+
+class LogIntegrityError(LogError):
+    pass
+
+
+class LogFullError(LogError):
     pass

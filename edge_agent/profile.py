@@ -13,13 +13,13 @@ import os
 import platform
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from edge_agent.errors import ConfigError, UnknownProfileError

@@ -399,7 +399,9 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     if first.get("type") == "json_invalid":
-        message, param = f"the request body is not valid JSON: {first.get('ctx', {})}", None
+        ctx = first.get("ctx")
+        reason = ctx.get("error", "") if isinstance(ctx, dict) else ""
+        message, param = f"the request body is not valid JSON: {reason}".rstrip(": "), None
     else:
         param = ".".join(loc) or None
         message = f"{param}: {first['msg']}" if param else f"request body: {first['msg']}"

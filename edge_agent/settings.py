@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,10 +63,31 @@ class Settings(BaseSettings):
     config_dir: Path = Field(default_factory=lambda: _dirs()[0])
     data_dir: Path = Field(default_factory=lambda: _dirs()[1])
     cache_dir: Path = Field(default_factory=lambda: _dirs()[2])
+    log_enabled: bool = Field(True, description="record every agent turn in the sealed log")
+    log_budget_mb: float = Field(256.0, gt=0, description="disk budget of the interaction log")
+    log_period_days: int = Field(7, ge=1, description="records per data key: one key a period")
+    log_retention_days: int | None = Field(
+        90, ge=1, description="crypto-shred periods older than this; None = keep (budget only)"
+    )
+    log_key_source: Literal["auto", "keyring", "passphrase", "file"] = Field(
+        "auto", description="master key: OS keyring if any, else a 0600 key file ('auto')"
+    )
+    log_passphrase: SecretStr | None = Field(
+        None, description="for log_key_source='passphrase' (EDGE_AGENT_LOG_PASSPHRASE)"
+    )
 
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "log" / "interactions.db"
+
+    @property
+    def log_key_dir(self) -> Path:
+        """Kept apart from the data dir so a copy of the log alone does not carry its key."""
+        return self.config_dir / "keys"
 
     @property
     def is_offline(self) -> bool:

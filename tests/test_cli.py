@@ -92,7 +92,14 @@ def test_console_script_never_prints_a_traceback(tmp_path):
 @pytest.mark.integration
 def test_run_answers_on_the_default_model(capsys):
     code, out, _ = run_cli(
-        capsys, "run", "What is the capital of France?", "--json", "--profile", "generic-x86-64"
+        capsys,
+        "run",
+        "What is the capital of France?",
+        "--json",
+        "--tools",
+        "none",
+        "--profile",
+        "generic-x86-64",
     )
     assert code == 0
     data = json.loads(out)
@@ -104,6 +111,6 @@ def test_run_answers_on_the_default_model(capsys):
 @pytest.mark.integration
 def test_run_streams_plain_text(capsys):
     code, out, _ = run_cli(
-        capsys, "run", "Say hello.", "--max-tokens", "8", "--profile", "generic-x86-64"
+        capsys, "run", "Say hello.", "--tools", "none", "--max-tokens", "8", "--profile", "generic-x86-64"
     )
     assert code == 0 and out.strip()

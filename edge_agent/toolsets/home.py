@@ -19,8 +19,8 @@ from edge_agent.home.backend import HomeBackend
 from edge_agent.home.dataset import intent_definitions
 from edge_agent.home.intents import DANGEROUS_COVERS, DANGEROUS_DOMAINS, HomeIntents, is_dangerous
 from edge_agent.home.inventory import Inventory
-from edge_agent.home.simulated import SimulatedHome
 from edge_agent.home.retrieve import context_block
+from edge_agent.home.simulated import SimulatedHome
 from edge_agent.tools import Grounding, Tool, Toolset
 from edge_agent.types import Effect
 

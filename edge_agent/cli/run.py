@@ -1,0 +1,188 @@
+"""`edge-agent run` and `edge-agent chat`: agent turns on this device."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from edge_agent.cli._common import F, echo_json, json_option, model_options, settings_from
+from edge_agent.errors import EdgeAgentError
+
+
+def agent_options(func: F) -> F:
+    func = click.option("--yes", "-y", is_flag=True, help="approve calls that need confirming")(
+        func
+    )
+    func = click.option("--area", default=None, help="the speaker's area (e.g. Kitchen)")(func)
+    func = click.option(
+        "--tools", default=None, help="toolset: home (default), system, or none for plain chat"
+    )(func)
+    return func
+
+
+@click.command()
+@click.argument("prompt")
+@model_options
+@agent_options
+@click.option("--max-tokens", type=int, default=256, show_default=True, help="plain chat only")
+@json_option
+def run(prompt: str, yes: bool, max_tokens: int, as_json: bool, **flags: Any) -> None:
+    """One turn: the local model calls the toolset's tools (or chats with --tools none)."""
+    from edge_agent.runtime import open_runtime
+
+    started = time.perf_counter()
+    with open_runtime(settings_from(**flags)) as rt:
+        if rt.settings.tools == "none":
+            _chat_turn(rt, prompt, max_tokens, as_json, started)
+            return
+        result = rt.agent(rt.settings.tools, confirm=_confirmer(yes)).run(prompt)
+    _report(result, as_json)
+
+
+def _confirmer(yes: bool) -> Any:
+    """Ask y/N on a terminal; with --yes approve; with no terminal refuse (never hang)."""
+
+    def confirm(call: Any, decision: Any) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        args = ", ".join(f"{k}={v!r}" for k, v in call.arguments.items())
+        return click.confirm(f"{call.name}({args}): {decision.reason}. Allow?", default=False)
+
+    return confirm
+
+
+def _report(result: Any, as_json: bool) -> None:
+    from edge_agent.errors import ConfirmationRequiredError
+
+    if as_json:
+        echo_json(_result_json(result))
+    else:
+        for outcome in result.tool_calls:
+            args = ", ".join(f"{k}={v!r}" for k, v in outcome.call.arguments.items())
+            detail = outcome.error or _short(outcome.result)
+            click.echo(f"→ {outcome.call.name}({args}) [{outcome.status}] {detail}")
+        if result.answer:
+            click.echo(result.answer)
+    if result.outcome == "needs_confirmation":
+        raise ConfirmationRequiredError(
+            "a call needs confirmation and none was given: re-run with --yes, or on a terminal"
+        )
+    if result.outcome == "failed":
+        raise _failure(result)
+
+
+def _failure(result: Any) -> Exception:
+    from edge_agent.errors import AgentFailedError
+
+    return AgentFailedError(result.error or "the turn failed")
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    data: dict[str, Any] = result.model_dump(mode="json")
+    data["tool_calls"] = [
+        {
+            "name": o["call"]["name"],
+            "arguments": o["call"]["arguments"],
+            "result": o["result"],
+            "status": o["status"],
+            "effect": o["effect"],
+            "error": o["error"],
+        }
+        for o in data["tool_calls"]
+    ]
+    return data
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _chat_turn(rt: Any, prompt: str, max_tokens: int, as_json: bool, started: float) -> None:
+    from edge_agent.backends.base import GenerationRequest, Message
+
+    request = GenerationRequest(
+        messages=[Message(role="user", content=prompt)], max_tokens=max_tokens
+    )
+    text, done = _stream(rt.backend, request, echo=not as_json)
+    if as_json:
+        usage = getattr(done, "usage", None)
+        echo_json(
+            {
+                "answer": text,
+                "tool_calls": [],
+                "model": rt.model_name,
+                "adapter": rt.backend.active_adapter,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                "usage": usage.model_dump() if usage is not None else None,
+            }
+        )
+
+
+def _stream(backend: Any, request: Any, echo: bool) -> tuple[str, Any]:
+    parts: list[str] = []
+    done = None
+    for chunk in backend.generate(request):
+        if chunk.text:
+            parts.append(chunk.text)
+            if echo:
+                click.echo(chunk.text, nl=False)
+        if getattr(chunk, "finish_reason", None):
+            done = chunk
+    if echo:
+        click.echo()
+    return "".join(parts), done
+
+
+@click.command()
+@model_options
+@agent_options
+def chat(yes: bool, **flags: Any) -> None:
+    """Interactive turns with the agent (line editing and history; Ctrl-D to quit)."""
+    from edge_agent.runtime import open_runtime
+
+    settings = settings_from(**flags)
+    _enable_history(settings.data_dir / "chat_history")
+    with open_runtime(settings) as rt:
+        agent = rt.agent(
+            settings.tools if settings.tools != "none" else "home", confirm=_confirmer(yes)
+        )
+        click.echo(f"{rt.model_name} with the {agent.toolset.name} tools; Ctrl-D quits")
+        while (line := _read_line()) is not None:
+            if line.strip():
+                _chat_reply(agent, line)
+
+
+def _read_line() -> str | None:
+    try:
+        return input("> ")
+    except EOFError:
+        click.echo()
+        return None
+
+
+def _chat_reply(agent: Any, line: str) -> None:
+    result = agent.run(line)
+    try:
+        _report(result, as_json=False)
+    except EdgeAgentError as exc:
+        click.echo(f"error: {exc}", err=True)
+
+
+def _enable_history(path: Any) -> None:
+    try:
+        import atexit
+        import readline
+    except ImportError:  # pragma: no cover - Windows without pyreadline
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # no history yet
+        readline.read_history_file(path)
+    atexit.register(readline.write_history_file, path)

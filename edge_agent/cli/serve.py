@@ -1,0 +1,40 @@
+"""`edge-agent serve`: the OpenAI-compatible API on this device."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from edge_agent.cli._common import model_options, settings_from
+
+
+@click.command()
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--api-key",
+    default=None,
+    help="required when binding beyond 127.0.0.1 (or EDGE_AGENT_API_KEY)",
+)
+@click.option(
+    "--toolsets", default="home,system", show_default=True, help="served as edge-agent/<name>"
+)
+def serve(host: str, port: int, api_key: str | None, toolsets: str, **flags: Any) -> None:
+    """Serve /v1/chat/completions and /v1/models (OpenAI-compatible, streaming)."""
+    from edge_agent.runtime import open_runtime
+    from edge_agent.server import create_app
+    from edge_agent.server import serve as run_server
+
+    key = api_key or os.environ.get("EDGE_AGENT_API_KEY")
+    with open_runtime(settings_from(**flags)) as rt:
+        agents = {name: _factory(rt, name) for name in toolsets.split(",") if name}
+        app = create_app(rt.backend, toolsets=agents, model_name=rt.model_name, api_key=key)
+        click.echo(f"serving {rt.model_name} on http://{host}:{port}/v1", err=True)
+        run_server(app, host=host, port=port, api_key=key)
+
+
+def _factory(rt: Any, name: str) -> Any:
+    return lambda: rt.agent(name)
