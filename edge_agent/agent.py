@@ -13,23 +13,38 @@ still catches what a grammar cannot express (cross-field rules), once repaired, 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from edge_agent import prompt
 from edge_agent.backends.base import Backend, Done, GenerationRequest, Message, Usage
-from edge_agent.errors import ToolArgumentsError, ToolError, ToolTimeoutError, UnknownToolError
+from edge_agent.errors import (
+    EdgeAgentError,
+    ToolArgumentsError,
+    ToolError,
+    ToolTimeoutError,
+    UnknownToolError,
+)
 from edge_agent.policy import Decision, Policy
 from edge_agent.tools import Tool, Toolset, execute
 from edge_agent.types import AgentResult, ToolCall, ToolOutcome
 
+logger = logging.getLogger(__name__)
+
 ConfirmFn = Callable[[ToolCall, Decision], bool]
 ContextFn = Callable[[str, str | None], str | None]
 Failure = Literal["invalid_call", "step_limit", "cancelled"]
+
+
+class InteractionLog(Protocol):
+    """Where turns are recorded (``logstore.LogStore``); ``record`` returns once committed."""
+
+    def record(self, result: AgentResult, *, messages: list[Message]) -> str: ...
 
 
 class AgentConfig(BaseModel):
@@ -58,6 +73,7 @@ class Agent:
         confirm: ConfirmFn | None = None,
         adapter: str | None = None,
         model_name: str | None = None,
+        log: InteractionLog | None = None,
     ):
         self.backend = backend
         self.toolset = toolset
@@ -67,6 +83,7 @@ class Agent:
         self.confirm = confirm
         self.adapter = adapter
         self.model_name = model_name or backend.model_name
+        self.log = log
         self._schema = prompt.output_schema(toolset)
         self._lock = threading.Lock()
 
@@ -83,7 +100,9 @@ class Agent:
         user already said yes, e.g. `--yes` or a server confirmation id)."""
         with self._lock:
             turn = _Turn(self, text, area or self.config.area, confirmed, cancel)
-            return turn.run()
+            result = turn.run()
+        self._record(result, turn.messages)
+        return result
 
     async def arun(self, text: str, **kwargs: Any) -> AgentResult:
         """The same turn for asyncio daemons; the model runs in a worker thread."""
@@ -91,6 +110,16 @@ class Agent:
 
     def tool(self, name: str) -> Tool:
         return self.toolset.get(name)
+
+    def _record(self, result: AgentResult, messages: list[Message]) -> None:
+        """Write the turn through to the sealed log; a log failure (disk full, a bad key) is
+        counted by the log and never fails the turn."""
+        if self.log is None:
+            return
+        try:
+            self.log.record(result, messages=messages)
+        except EdgeAgentError as exc:
+            logger.warning("interaction %s not logged: %s", result.id, exc)
 
 
 class _Turn:

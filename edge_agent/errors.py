@@ -27,12 +27,22 @@
     ├── AgentError
     │   └── AgentFailedError        a turn ended without an answer (invalid call after
     │                               repair, step limit, cancelled): the router may escalate
-    └── LogError                    the interaction log cannot be opened, read or written
-        ├── LogKeyError             wrong or missing master key / passphrase; nothing written
-        ├── LogIntegrityError       a record or the database failed its checks (tampered,
-        │                           truncated, damaged): `edge-agent log verify` lists them
-        └── LogFullError            the disk (or the log's page limit) is full: the record
-                                    was dropped and counted in `edge-agent log status`
+    ├── LogError                    the interaction log cannot be opened, read or written
+    │   ├── LogKeyError             wrong or missing master key / passphrase; nothing written
+    │   ├── LogIntegrityError       a record or the database failed its checks (tampered,
+    │   │                           truncated, damaged): `edge-agent log verify` lists them
+    │   └── LogFullError            the disk (or the log's page limit) is full: the record
+    │                               was dropped and counted in `edge-agent log status`
+    └── SyncError                   sync is off, or a push to the host failed; nothing synced
+        ├── EnrollmentError         not enrolled, enrollment refused (token used, expired or
+        │                           wrong), or the host no longer accepts this device's
+        │                           credential: run `edge-agent sync enroll` again
+        ├── PinMismatchError        the host's certificate is not the one pinned at
+        │                           enrollment: nothing was sent (a changed host, or a MITM)
+        ├── HostUnreachableError    the host did not answer, or kept failing, within the
+        │                           retries; records stay unsynced for the next run
+        └── BatchRejectedError      the host refused a batch as a whole (4xx); its records
+                                    stay on the device
 
 Messages say what went wrong *and what to do next*; the CLI prints them as one line.
 """
@@ -159,4 +169,24 @@ class LogIntegrityError(LogError):
 
 
 class LogFullError(LogError):
+    pass
+
+
+class SyncError(EdgeAgentError):
+    exit_code = 9
+
+
+class EnrollmentError(SyncError):
+    pass
+
+
+class PinMismatchError(SyncError):
+    pass
+
+
+class HostUnreachableError(SyncError):
+    pass
+
+
+class BatchRejectedError(SyncError):
     pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from edge_agent.agent import Agent, AgentConfig, ConfirmFn
 from edge_agent.backends.base import Backend
@@ -19,12 +20,16 @@ from edge_agent.settings import Settings
 from edge_agent.store import ModelStore
 from edge_agent.tools import Toolset, get_toolset
 
+if TYPE_CHECKING:
+    from edge_agent.logstore import LogStore
+
 
 @dataclass
 class Runtime:
     settings: Settings
     plan: FitPlan
     backend: Backend
+    _log: LogStore | None = None
 
     @property
     def model_name(self) -> str:
@@ -54,10 +59,21 @@ class Runtime:
             confirm=confirm,
             adapter=self.backend.active_adapter,
             model_name=self.model_name,
+            log=self.log(),
         )
+
+    def log(self) -> LogStore | None:
+        """The sealed interaction log, opened on first use (None when logging is off)."""
+        if self._log is None and self.settings.log_enabled:
+            from edge_agent.logstore import open_log
+
+            self._log = open_log(self.settings)
+        return self._log
 
     def close(self) -> None:
         self.backend.close()
+        if self._log is not None:
+            self._log.close()
 
     def __enter__(self) -> Runtime:
         return self

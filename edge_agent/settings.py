@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: _dirs()[2])
     log_enabled: bool = Field(True, description="record every agent turn in the sealed log")
     log_budget_mb: float = Field(256.0, gt=0, description="disk budget of the interaction log")
-    log_period_days: int = Field(7, ge=1, description="records per data key: one key a period")
+    log_period_days: int = Field(7, ge=1, description="days of records sealed under one data key")
     log_retention_days: int | None = Field(
         90, ge=1, description="crypto-shred periods older than this; None = keep (budget only)"
     )
@@ -75,6 +75,20 @@ class Settings(BaseSettings):
     log_passphrase: SecretStr | None = Field(
         None, description="for log_key_source='passphrase' (EDGE_AGENT_LOG_PASSPHRASE)"
     )
+    sync_enabled: bool = Field(False, description="push anonymized turns to the enrolled host")
+    sync_host_url: str | None = Field(
+        None, description="overrides the enrolled host URL (the pinned certificate still applies)"
+    )
+    sync_interval_s: float = Field(300.0, gt=0, description="how often a running agent syncs")
+    sync_batch_records: int = Field(200, ge=1, le=1000, description="records per batch at most")
+    sync_batch_kb: int = Field(256, ge=1, description="compressed batch size at most, in KiB")
+    sync_queue_batches: int = Field(
+        4, ge=1, description="anonymized batches held in memory at most (the log holds the rest)"
+    )
+    sync_max_kbps: float | None = Field(
+        None, gt=0, description="average upload rate limit in KiB/s; None = unlimited"
+    )
+    sync_timeout_s: float = Field(30.0, gt=0, description="per request, connect and read")
 
     @property
     def models_dir(self) -> Path:
@@ -88,6 +102,11 @@ class Settings(BaseSettings):
     def log_key_dir(self) -> Path:
         """Kept apart from the data dir so a copy of the log alone does not carry its key."""
         return self.config_dir / "keys"
+
+    @property
+    def enrollment_path(self) -> Path:
+        """The sync credential and the pinned host certificate (0600)."""
+        return self.config_dir / "sync" / "enrollment.json"
 
     @property
     def is_offline(self) -> bool:

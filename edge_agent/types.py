@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from edge_agent.backends.base import Usage
+from edge_agent.backends.base import Message, Usage
 
 
 class Effect(StrEnum):
@@ -72,3 +72,25 @@ class AgentResult(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=lambda: Usage(prompt_tokens=0, completion_tokens=0))
     confirmation_id: str | None = None
+
+
+class Feedback(BaseModel):
+    """What the user said about a turn, when they said anything."""
+
+    rating: Literal["up", "down"] | None = None
+    comment: str | None = None
+
+
+class Interaction(BaseModel):
+    """One logged turn: the agent's result plus what the log adds (the prompt messages the
+    model saw, feedback, when it was recorded, whether the sync client has sent it)."""
+
+    result: AgentResult
+    messages: list[Message] = Field(default_factory=list)
+    feedback: Feedback | None = None
+    recorded_at: float = 0.0
+    synced: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.result.id

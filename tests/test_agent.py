@@ -235,3 +235,34 @@ def test_canonical_call_json_orders_required_first():
         prompt.call_json(call, TOOLS)
         == '{"name": "set_light", "arguments": {"name": "k", "brightness": 5}}'
     )
+
+
+def test_turns_are_written_through_to_the_sealed_log(tmp_path, monkeypatch):
+    from edge_agent.logstore import open_log
+    from edge_agent.settings import load_settings
+
+    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
+    log = open_log(load_settings())
+    a = Agent(
+        ScriptedBackend(['{"name": "set_light", "arguments": {"name": "kitchen"}}']),
+        TOOLS,
+        config=AgentConfig(stop_after_call=True),
+        log=log,
+    )
+    result = a.run("turn the kitchen light on")
+    stored = log.get(result.id)
+    assert stored.result.tool_calls[0].call.arguments == {"name": "kitchen", "brightness": 100}
+    assert stored.messages[1].content.startswith("turn the kitchen light on")
+    assert b"kitchen" not in (tmp_path / "data").joinpath("log", "interactions.db").read_bytes()
+    log.close()
+
+
+def test_a_failing_log_never_fails_the_turn():
+    from edge_agent.errors import LogFullError
+
+    class FullLog:
+        def record(self, result, *, messages):
+            raise LogFullError("disk full")
+
+    a = Agent(ScriptedBackend(['{"answer": "ok"}']), TOOLS, log=FullLog())
+    assert a.run("hello").answer == "ok"

@@ -111,6 +111,14 @@ def test_run_answers_on_the_default_model(capsys):
 @pytest.mark.integration
 def test_run_streams_plain_text(capsys):
     code, out, _ = run_cli(
-        capsys, "run", "Say hello.", "--tools", "none", "--max-tokens", "8", "--profile", "generic-x86-64"
+        capsys,
+        "run",
+        "Say hello.",
+        "--tools",
+        "none",
+        "--max-tokens",
+        "8",
+        "--profile",
+        "generic-x86-64",
     )
     assert code == 0 and out.strip()

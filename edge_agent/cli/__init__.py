@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from edge_agent.cli import models, run, serve
+from edge_agent.cli import anonymize, host, log, models, run, serve, sync
 from edge_agent.errors import EdgeAgentError
 
 
@@ -28,7 +28,11 @@ cli.add_command(run.run)
 cli.add_command(run.chat)
 cli.add_command(models.profile)
 cli.add_command(models.models)
+cli.add_command(anonymize.anonymize)
+cli.add_command(log.log)
 cli.add_command(serve.serve)
+cli.add_command(sync.sync)
+cli.add_command(host.host)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,10 @@ import click
 from edge_agent.cli._common import F, echo_json, json_option, model_options, settings_from
 from edge_agent.errors import EdgeAgentError
 
+# Without a system message SmolLM2's template inserts its own stock one, after which the
+# Q4_1 model answers "capital of France?" with a list of Paris landmarks; a short one fixes it.
+CHAT_SYSTEM = "You are a helpful assistant."
+
 
 def agent_options(func: F) -> F:
     func = click.option("--yes", "-y", is_flag=True, help="approve calls that need confirming")(
@@ -108,9 +112,8 @@ def _short(value: Any, limit: int = 120) -> str:
 def _chat_turn(rt: Any, prompt: str, max_tokens: int, as_json: bool, started: float) -> None:
     from edge_agent.backends.base import GenerationRequest, Message
 
-    request = GenerationRequest(
-        messages=[Message(role="user", content=prompt)], max_tokens=max_tokens
-    )
+    messages = [Message(role="system", content=CHAT_SYSTEM), Message(role="user", content=prompt)]
+    request = GenerationRequest(messages=messages, max_tokens=max_tokens)
     text, done = _stream(rt.backend, request, echo=not as_json)
     if as_json:
         usage = getattr(done, "usage", None)
