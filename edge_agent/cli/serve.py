@@ -28,12 +28,22 @@ def serve(host: str, port: int, api_key: str | None, toolsets: str, **flags: Any
     from edge_agent.server import create_app
     from edge_agent.server import serve as run_server
 
+    from edge_agent.sync import worker_for
+
     key = api_key or os.environ.get("EDGE_AGENT_API_KEY")
     with open_runtime(settings_from(**flags)) as rt:
         agents = {name: _factory(rt, name) for name in toolsets.split(",") if name}
         app = create_app(rt.backend, toolsets=agents, model_name=rt.model_name, api_key=key)
+        log = rt.log()
+        worker = worker_for(rt.settings, log) if log else None  # None: off or not enrolled
+        if worker:
+            worker.start()
         click.echo(f"serving {rt.model_name} on http://{host}:{port}/v1", err=True)
-        run_server(app, host=host, port=port, api_key=key)
+        try:
+            run_server(app, host=host, port=port, api_key=key)
+        finally:
+            if worker:
+                worker.stop()  # before the runtime closes the log
 
 
 def _factory(rt: Any, name: str) -> Any:

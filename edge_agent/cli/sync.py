@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from datetime import datetime
 from typing import Any
@@ -78,10 +79,13 @@ def _print_report(report: Any, as_json: bool) -> None:
     "as `edge-agent host enroll-token` prints it",
 )
 def enroll_cmd(host_url: str, token: str, pin: str | None) -> None:
-    """Enroll this device with the host at HOST_URL using a one-time TOKEN."""
+    """Enroll this device with the host at HOST_URL using a one-time TOKEN ('-': read it from
+    stdin, which keeps it out of the shell history)."""
     from edge_agent.sync import enroll
 
     settings = settings_from()
+    if token == "-":
+        token = sys.stdin.readline().strip()
     enrollment = enroll(host_url, token, pin=pin, timeout_s=settings.sync_timeout_s)
     enrollment.save(settings.enrollment_path)
     if pin is None:

@@ -1,0 +1,325 @@
+"""The host's ingest service: devices enroll with a one-time token, then push anonymized
+batches over HTTPS (`edge-agent host serve`).
+
+    POST /v1/enroll           {token, cert_sha256} → credential, limits (token spent)
+    POST /v1/batches          Bearer credential, Idempotency-Key, gzip JSON → BatchResult
+    GET  /v1/batches/{key}    this device's answer for a key (404 for any other device's)
+    GET  /v1/device           this device: records stored, credential expiry
+    GET  /metrics             Prometheus (Bearer metrics_token when one is set)
+
+Errors are JSON ``{"detail": …}``: 400 unreadable body, 401 credential, 409 key reused for
+another body, 413 too large, 415 encoding, 422 schema (``records`` lists the bad indices),
+429 daily quota (Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import re
+import socket
+import threading
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from edge_agent.errors import ConfigError
+from edge_agent.host.metrics import IngestMetrics
+from edge_agent.host.store import (
+    DAY_S,
+    Incoming,
+    IngestStore,
+    KeyConflict,
+    Quota,
+    QuotaExceeded,
+    TokenRefused,
+)
+from edge_agent.sync import wire
+
+_KEY = re.compile(wire.KEY_PATTERN)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    db_path: Path
+    cert_sha256: str  # the certificate devices pin: reported at enrollment
+    max_body_bytes: int = 2**20  # on the wire
+    max_decoded_bytes: int = 8 * 2**20  # after gunzip: a gzip bomb stops here
+    max_batch_records: int = 1000
+    quota: Quota = field(default_factory=Quota)
+    credential_ttl_days: float = 365.0
+    retention_days: float | None = 180.0
+    trusted_root: dict[str, Any] | None = None  # the adapter repository's root of trust
+    metrics_token: str | None = None
+
+    @property
+    def limits(self) -> wire.Limits:
+        return wire.Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_decoded_bytes=self.max_decoded_bytes,
+            max_batch_records=self.max_batch_records,
+        )
+
+
+def create_app(config: IngestConfig, *, clock: Callable[[], float] = time.time) -> FastAPI:
+    store = IngestStore(config.db_path, clock=clock)
+    metrics = IngestMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if config.retention_days is not None:  # before serving: no race with the first requests
+            await run_in_threadpool(store.apply_retention, config.retention_days)
+        task = asyncio.create_task(_retention_loop(store, config.retention_days))
+        try:
+            yield
+        finally:
+            task.cancel()
+            store.close()
+
+    app = FastAPI(title="edge-agent ingest", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.store, app.state.config, app.state.metrics = store, config, metrics
+    metrics.instrument(app)
+
+    @app.exception_handler(_Unprocessable)
+    async def unprocessable(_: Request, exc: _Unprocessable) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "records": exc.records}, status_code=422)
+
+    _routes(app, store, config, metrics)
+    return app
+
+
+def serve(app: FastAPI, *, host: str, port: int, certfile: Path, keyfile: Path) -> None:
+    """Serve HTTPS until interrupted."""
+    uvicorn.run(app, host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile)
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    app: FastAPI, certfile: Path, keyfile: Path, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[str]:
+    """Serve HTTPS from a daemon thread (tests, embedding); yields ``https://HOST:PORT``.
+    Leaving the block stops it within a second, open requests or not."""
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not server.started:
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    raise ConfigError("the ingest server did not start; see the log for why")
+                time.sleep(0.01)
+            yield f"https://{host}:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
+async def _retention_loop(store: IngestStore, days: float | None) -> None:
+    while days is not None:
+        await asyncio.sleep(3600)
+        await run_in_threadpool(store.apply_retention, days)
+
+
+def _device(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The device a Bearer credential belongs to, or a 401."""
+    state = request.app.state
+    scheme, _, credential = (authorization or "").partition(" ")
+    device_id = state.store.authenticate(credential) if scheme.lower() == "bearer" else None
+    if device_id is None:
+        state.metrics.auth_failures.inc()
+        raise HTTPException(
+            401,
+            "unknown, forged or expired credential: enroll the device again",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return str(device_id)
+
+
+Device = Annotated[str, Depends(_device)]
+
+
+def _routes(app: FastAPI, store: IngestStore, config: IngestConfig, metrics: IngestMetrics) -> None:
+    _enroll_route(app, store, config, metrics)
+
+    @app.post("/v1/batches")
+    async def push(
+        request: Request,
+        device_id: Device,
+        key: Annotated[str, Header(alias=wire.KEY_HEADER)],
+    ) -> Response:
+        if not _KEY.match(key):
+            raise HTTPException(400, f"{wire.KEY_HEADER} must match {wire.KEY_PATTERN}")
+        raw = await _read_limited(request, config.max_body_bytes)
+        body = _decoded(raw, request.headers.get("content-encoding"), config.max_decoded_bytes)
+        batch = _validated(body, config.max_batch_records)
+        incoming = Incoming(
+            device_id=device_id,
+            key=key,
+            wire_bytes=len(raw),
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            records=[
+                (r.id, r.recorded_at, r.model_dump_json(exclude={"synced"})) for r in batch.records
+            ],
+        )
+        result, replayed = await run_in_threadpool(_ingest, store, incoming, config.quota)
+        metrics.count(result, replayed, len(raw))
+        headers = {wire.REPLAYED_HEADER: "true"} if replayed else {}
+        return JSONResponse(result.model_dump(), headers=headers)
+
+    _device_routes(app, store)
+    _ops_routes(app, store, config, metrics)
+
+
+def _enroll_route(
+    app: FastAPI, store: IngestStore, config: IngestConfig, metrics: IngestMetrics
+) -> None:
+    @app.post("/v1/enroll")
+    async def enroll(body: wire.EnrollRequest) -> wire.EnrollResponse:
+        if not hmac.compare_digest(body.cert_sha256, config.cert_sha256):
+            # The token is not spent: the device talked to something else first.
+            raise HTTPException(
+                400,
+                f"you pinned sha256:{body.cert_sha256}, but this host's "
+                f"certificate is sha256:{config.cert_sha256}: a TLS proxy?",
+            )
+        try:
+            ttl = config.credential_ttl_days * DAY_S
+            device_id, credential, expires = await run_in_threadpool(store.redeem, body.token, ttl)
+        except TokenRefused as exc:
+            metrics.enrollments.labels("refused").inc()
+            raise HTTPException(401, str(exc)) from exc
+        metrics.enrollments.labels("ok").inc()
+        return wire.EnrollResponse(
+            device_id=device_id,
+            credential=credential,
+            expires_at=expires,
+            cert_sha256=config.cert_sha256,
+            limits=config.limits,
+            trusted_root=config.trusted_root,
+        )
+
+
+def _device_routes(app: FastAPI, store: IngestStore) -> None:
+    @app.get("/v1/batches/{key}")
+    def batch(key: str, device_id: Device) -> wire.BatchResult:
+        result = store.batch_result(device_id, key)
+        if result is None:  # another device's key looks exactly like a missing one
+            raise HTTPException(404, f"no batch {key} from this device")
+        return result
+
+    @app.get("/v1/device")
+    def whoami(device_id: Device) -> dict[str, Any]:
+        found = [d for d in store.devices() if d["id"] == device_id]
+        return found[0] if found else {"id": device_id}
+
+
+def _ops_routes(
+    app: FastAPI, store: IngestStore, config: IngestConfig, metrics: IngestMetrics
+) -> None:
+    @app.get("/metrics")
+    def prometheus(authorization: Annotated[str | None, Header()] = None) -> Response:
+        wanted = config.metrics_token
+        if wanted and not hmac.compare_digest(authorization or "", f"Bearer {wanted}"):
+            raise HTTPException(401, "metrics need the metrics token")
+        return metrics.render(store)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+
+def _ingest(store: IngestStore, incoming: Incoming, quota: Quota) -> tuple[wire.BatchResult, bool]:
+    try:
+        return store.ingest(incoming, quota)
+    except KeyConflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except QuotaExceeded as exc:
+        raise HTTPException(
+            429, str(exc), headers={"Retry-After": str(int(exc.retry_after_s) + 1)}
+        ) from exc
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` (before it is all read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the batch is {declared} bytes; this host's limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"the batch passes {limit} bytes, this host's limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decoded(raw: bytes, encoding: str | None, limit: int) -> bytes:
+    if encoding in (None, "", "identity"):
+        body = raw
+    elif encoding == "gzip":
+        inflate = zlib.decompressobj(wbits=31)
+        try:
+            body = inflate.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            raise HTTPException(400, f"the gzip body is damaged: {exc}") from exc
+        if not inflate.eof and len(body) <= limit:
+            raise HTTPException(400, "the gzip body is truncated")
+    else:
+        raise HTTPException(415, f"Content-Encoding {encoding!r}: send gzip or identity")
+    if len(body) > limit:
+        raise HTTPException(413, f"the batch unpacks past {limit} bytes, this host's limit")
+    return body
+
+
+def _validated(body: bytes, max_records: int) -> wire.WireBatch:
+    try:
+        batch = wire.WireBatch.model_validate_json(body)
+    except ValidationError as exc:
+        raise _schema_error(exc) from exc
+    if len(batch.records) > max_records:
+        raise HTTPException(413, f"{len(batch.records)} records; this host takes {max_records}")
+    return batch
+
+
+def _schema_error(exc: ValidationError) -> HTTPException:
+    errors = exc.errors(include_url=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return HTTPException(400, f"the batch is not JSON: {errors[0]['msg']}")
+    per_record = [
+        e["loc"][1]
+        for e in errors
+        if len(e["loc"]) > 1 and e["loc"][0] == "records" and isinstance(e["loc"][1], int)
+    ]
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "batch"
+    detail = f"the batch fails the schema ({len(errors)} errors), first at {where}: {first['msg']}"
+    # Name the bad records when only records are bad: the device holds those back, sends the rest.
+    return _Unprocessable(detail, sorted(set(per_record)) if len(per_record) == len(errors) else [])
+
+
+class _Unprocessable(HTTPException):
+    def __init__(self, detail: str, records: list[int]) -> None:
+        super().__init__(422, detail)
+        self.records = records
