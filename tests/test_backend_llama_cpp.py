@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from edge_agent.errors import (
     AdapterError,
     AdapterMismatchError,
     BackendError,
+    ContextLengthError,
     InvalidAdapterError,
     InvalidModelFileError,
 )
@@ -132,6 +134,61 @@ def test_logprobs_are_the_raw_model_ones(tiny: LlamaCppBackend) -> None:
     assert tiny.complete(ask("hello", max_tokens=12)).logprobs == ()
 
 
+def test_logprobs_match_llama_cpp_pythons_own(tiny: LlamaCppBackend, tiny_path: Path) -> None:
+    import llama_cpp
+
+    request = ask("hello", max_tokens=8, logprobs=True)
+    ours = tiny.complete(request)
+    raw = llama_cpp.Llama(str(tiny_path), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+    out = raw.create_completion(tiny.tokenize_prompt(request.messages), max_tokens=8,
+                                temperature=0.0, logprobs=1)  # fmt: skip
+    raw.close()
+    expected = out["choices"][0]["logprobs"]["token_logprobs"][: len(ours.logprobs)]
+    np.testing.assert_allclose(ours.logprobs, expected, atol=1e-4)
+
+
+def grammar_in_chain_tokens(path: Path, prompt: list[int], limit: int) -> list[int]:
+    """Greedy tokens from llama-cpp-python itself, its grammar applied to the full vocab."""
+    import llama_cpp
+
+    from edge_agent.backends._json_grammar import schema_to_gbnf
+
+    raw = llama_cpp.Llama(str(path), n_ctx=1024, n_threads=2, verbose=False)
+    grammar = llama_cpp.LlamaGrammar.from_string(schema_to_gbnf(SCHEMA))
+    tokens: list[int] = []
+    for token in raw.generate(prompt, temp=0.0, grammar=grammar):
+        if llama_cpp.llama_vocab_is_eog(raw._model.vocab, token) or len(tokens) == limit:
+            break
+        tokens.append(token)
+    raw.close()
+    return tokens
+
+
+def count_full_grammar_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from edge_agent.backends._llama_sampling import Sampler
+
+    calls: list[int] = []
+    original = Sampler._constrained
+
+    def spy(self: Sampler, *args: Any) -> int:
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(Sampler, "_constrained", spy)
+    return calls
+
+
+def test_grammar_check_then_resample_equals_full_grammar(
+    tiny: LlamaCppBackend, tiny_path: Path
+) -> None:
+    tiny.jump_forward = False  # forced tokens would differ from llama.cpp's own decoding
+    request = ask("pick", json_schema=SCHEMA, max_tokens=40)
+    ours = tiny.complete(request)
+    prompt = tiny.tokenize_prompt(request.messages)
+    assert list(ours.token_ids) == grammar_in_chain_tokens(tiny_path, prompt, 40)
+    check_schema_output(ours.text)
+
+
 def test_json_schema_output_validates(tiny: LlamaCppBackend) -> None:
     for seed in range(3):
         done = tiny.complete(ask("pick", json_schema=SCHEMA, temperature=1.0, seed=seed))
@@ -230,7 +287,7 @@ def test_bad_kv_cache_type(tiny_path: Path) -> None:
 def test_prompt_longer_than_context(tiny_path: Path) -> None:
     with (
         LlamaCppBackend(tiny_path, n_ctx=64, n_batch=64) as backend,
-        pytest.raises(BackendError, match="context holds"),
+        pytest.raises(ContextLengthError, match="context holds"),
     ):
         backend.complete(ask("x " * 200))
 
@@ -339,6 +396,19 @@ def test_smollm2_json_schema(smollm2: LlamaCppBackend) -> None:
     check_schema_output(smollm2.complete(request).text)
     check_schema_output(smollm2.complete(ask("Pick one.", json_schema=SCHEMA, temperature=0.8,
                                              seed=7)).text)  # fmt: skip
+
+
+@pytest.mark.integration
+def test_smollm2_grammar_fast_path_is_exact(
+    smollm2: LlamaCppBackend, smollm2_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes = count_full_grammar_passes(monkeypatch)
+    monkeypatch.setattr(smollm2, "jump_forward", False)  # compare token by token decoding
+    request = ask("Pick a colour and a count as JSON.", json_schema=SCHEMA, max_tokens=40)
+    ours = smollm2.complete(request)
+    prompt = smollm2.tokenize_prompt(request.messages)
+    assert list(ours.token_ids) == grammar_in_chain_tokens(smollm2_path, prompt, 40)
+    assert len(passes) < len(ours.token_ids)  # most tokens were accepted by the cheap check
 
 
 @pytest.mark.integration

@@ -2,7 +2,9 @@
 
 llama-cpp-python's converter ignores ``minimum``/``maximum`` on integers, so an output could
 parse yet fail validation. Bounded integers here become a digit-by-digit alternation that
-only spells numbers inside the range.
+only spells numbers inside the range. Its string characters also admit raw control
+characters, which ``json.loads`` rejects; they are excluded here as llama.cpp's own
+converter does.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
 _BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _UNBOUNDED = 10**15 - 1  # far beyond anything a tool argument needs; keeps the rule small
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 
 def schema_to_gbnf(schema: dict[str, Any]) -> str:
@@ -23,7 +27,7 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "schema")
     converter.visit(resolved, "")
     grammar: str = converter.format_grammar()
-    return grammar
+    return grammar.replace(_LOOSE_CHAR, _JSON_CHAR, 1)
 
 
 class _BoundedIntConverter(SchemaConverter):

@@ -36,10 +36,14 @@ class Grammar:
         llama_cpp.llama_sampler_reset(self.handle)
 
     def allows(self, token: int) -> bool:
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
+        self._one[0] = llama_cpp.llama_token_data(token, 1.0, 0.0)
         self._one_array.size, self._one_array.selected = 1, -1
         llama_cpp.llama_sampler_apply(self.handle, ctypes.byref(self._one_array))
         return not math.isinf(self._one[0].logit)
+
+    def accept(self, token: int) -> None:
+        """Advance the grammar past ``token`` (which ``allows`` must have passed)."""
+        llama_cpp.llama_sampler_accept(self.handle, token)
 
     def close(self) -> None:
         if self.handle:

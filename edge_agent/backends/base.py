@@ -70,7 +70,9 @@ _NO_USAGE = Usage(prompt_tokens=0, completion_tokens=0)
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """A text delta. ``logprobs`` holds one value per token in ``token_ids`` when the request
-    asked for them, else it is empty."""
+    asked for them, else it is empty. Tokens a JSON schema forced (jump-forward decoding feeds
+    them without asking the model) were not chosen and get 0.0: confidence measures should
+    use the chosen tokens only, i.e. skip the zeros."""
 
     text: str
     token_ids: tuple[int, ...] = ()

@@ -3,7 +3,8 @@
 The decode loop is ``Llama.generate``'s, minus its per-token bookkeeping: ``Llama.eval`` for
 each token and a C sampler chain; per token this module adds a dict lookup, UTF-8 assembly
 and the stop-string scan. JSON schemas become a grammar that is only consulted to check the
-sampled token (see ``_llama_sampling``), so constrained decoding runs at nearly full speed.
+sampled token (see ``_llama_sampling``), so constrained decoding runs at nearly full speed,
+and text the schema forces is fed in one batch instead of decoded (see ``_jump_forward``).
 
 Prefix caching: the longest common token prefix of the KV cache and the new prompt is kept
 and only the rest is evaluated. The KV cache depends on the active adapter, so each switch
@@ -11,7 +12,8 @@ stashes sequence 0's KV state under the adapter it was computed with and restore
 adapter's stash (or starts empty): KV is never reused across adapters.
 
 Log-probabilities are the model's raw ones: log-softmax over the full vocabulary of the
-logits that produced each token, before grammar, temperature or top-p were applied.
+logits that produced each token, before grammar, temperature or top-p were applied; a token
+forced by jump-forward was not chosen and gets 0.0.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import llama_cpp
 import numpy as np
 
 from edge_agent.backends._json_grammar import schema_to_gbnf
+from edge_agent.backends._jump_forward import Automaton, JumpForward
 from edge_agent.backends._llama_sampling import Grammar, Sampler
 from edge_agent.backends.base import (
     Backend,
@@ -43,7 +46,7 @@ from edge_agent.backends.base import (
     Usage,
 )
 from edge_agent.chat_template import CHATML_TEMPLATE, ChatTemplate
-from edge_agent.errors import AdapterError, BackendError, InvalidAdapterError
+from edge_agent.errors import AdapterError, BackendError, ContextLengthError, InvalidAdapterError
 
 if TYPE_CHECKING:
     from edge_agent.modelfile import BaseModelIdentity
@@ -103,6 +106,7 @@ class LlamaCppBackend(Backend):
         kv_cache_type: str = "f16",
         n_batch: int = 512,
         seed: int = 0,
+        jump_forward: bool = True,
     ) -> None:
         from edge_agent.modelfile import identity_of, read_header
 
@@ -111,6 +115,7 @@ class LlamaCppBackend(Backend):
         self._identity = identity_of(header)
         self._name = str(header.metadata.get("general.name") or self._path.stem)
         self._seed = seed
+        self.jump_forward = jump_forward  # feed schema-forced text in one batch; see module doc
         self._llama = _load_llama(
             self._path,
             n_ctx=n_ctx,
@@ -128,7 +133,9 @@ class LlamaCppBackend(Backend):
         self._vocab = self._llama._model.vocab
         self._n_vocab = self._llama.n_vocab()
         self._token_cache: dict[int, tuple[bytes, bool]] = {}
+        self._logprob_buf = np.empty(self._n_vocab, dtype=np.float32)
         self._grammars: dict[str, Grammar] = {}  # compiled once per schema
+        self._automata: dict[str, Automaton] = {}  # jump-forward oracles, built once per schema
         self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora pointer
         self._active: str | None = None
         self._stashes: OrderedDict[str | None, _KVStash] = OrderedDict()
@@ -172,20 +179,30 @@ class LlamaCppBackend(Backend):
         prompt = self.tokenize_prompt(request.messages)
         room = self.n_ctx - len(prompt)
         if room < 1:
-            raise BackendError(
+            raise ContextLengthError(
                 f"the prompt is {len(prompt)} tokens but the context holds {self.n_ctx}; "
                 "shorten the conversation or raise context_size"
             )
-        grammar = self._grammar(request.json_schema)
+        grammar, jump = self._constraints(request.json_schema)
         seed = self._seed if request.seed is None else request.seed
         sampler = Sampler(self._n_vocab, temperature=request.temperature, top_p=request.top_p,
                           seed=seed)  # fmt: skip
         try:
-            cached = self._prefill(prompt)
+            cached = self._reuse_prefix(prompt)
             limit = min(request.max_tokens, room)
-            yield from self._stream(sampler, grammar, request, limit, clock, (len(prompt), cached))
+            counts = (len(prompt), cached)
+            yield from self._stream(
+                request, sampler, (grammar, jump), prompt[cached:],
+                limit=limit, clock=clock, counts=counts,
+            )  # fmt: skip
         finally:
             sampler.close()
+
+    def clear_cache(self) -> None:
+        """Drop the active adapter's prefix KV cache: the next request evaluates its whole
+        prompt (benchmarks measure the uncached cost with it)."""
+        self._check_open()
+        self._clear_kv()
 
     def close(self) -> None:
         if self._closed:
@@ -242,8 +259,9 @@ class LlamaCppBackend(Backend):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _prefill(self, prompt: list[int]) -> int:
-        """Evaluate the prompt, reusing the KV cache's common prefix; return how much was reused."""
+    def _reuse_prefix(self, prompt: list[int]) -> int:
+        """Keep the KV cache's common prefix with the prompt; return its length. The rest is
+        evaluated by ``_stream``, in one batch with any text the schema forces first."""
         # At least the last prompt token is evaluated: its logits pick the first answer token.
         keep = min(self._common_prefix(prompt), len(prompt) - 1)
         memory = llama_cpp.llama_get_memory(self._llama.ctx)
@@ -251,7 +269,6 @@ class LlamaCppBackend(Backend):
             keep = 0  # e.g. recurrent models cannot cut their state: start over
             self._clear_kv()
         self._llama.n_tokens = keep
-        self._eval(prompt[keep:])
         return keep
 
     def _eval(self, tokens: Sequence[int]) -> None:
@@ -264,42 +281,84 @@ class LlamaCppBackend(Backend):
 
     def _stream(
         self,
-        sampler: Sampler,
-        grammar: Grammar | None,
         request: GenerationRequest,
+        sampler: Sampler,
+        constraints: tuple[Grammar | None, JumpForward | None],
+        pending: list[int],
+        *,
         limit: int,
         clock: _Clock,
         counts: tuple[int, int],
     ) -> Iterator[Chunk]:
-        text_of = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        run = _Run(request.logprobs, *constraints)
         stops = _StopScanner(request.stop)
-        ctx, want_logprobs, token_cache = self._llama.ctx, request.logprobs, self._token_cache
         finish: FinishReason = "length"
         n = 0
+        batch = pending  # tokens whose KV is still to compute: the prompt's rest, then ours
         while n < limit:
-            token = sampler.sample(ctx, grammar)
-            clock.first_token()
-            piece, is_eog = token_cache.get(token) or self._token_info(token)
-            if is_eog:
+            step = self._forced(run, limit - n) if run.jump is not None else None
+            if step is None:
+                self._eval(batch)
+                step, batch = self._chosen(run, sampler), []
+                clock.first_token()
+                if step is None:  # end of generation
+                    finish = "stop"
+                    break
+            n += len(step.tokens)
+            batch += step.tokens  # the last step's KV is only needed by a next request: skipped
+            text, stopped = stops.feed(step.text)
+            if step.tokens:
+                yield Chunk(text, step.tokens, step.logprobs)
+            if stopped or step.complete:
                 finish = "stop"
                 break
-            n += 1
-            logprob = (self._logprob(token),) if want_logprobs else ()
-            text, stopped = stops.feed(text_of(piece))
-            yield Chunk(text, (token,), logprob)
-            if stopped:
-                finish = "stop"
-                break
-            if n < limit:  # the last token's KV is only needed by a next request: skip it
-                self._eval((token,))
-        tail = "" if stops.stopped else stops.feed(text_of(b"", True))[0]
+        tail = "" if stops.stopped else stops.feed(run.text_of(b"", True))[0]
         n_prompt, cached = counts
         usage = Usage(prompt_tokens=n_prompt, completion_tokens=n, cached_prompt_tokens=cached)
         yield Done(tail + stops.flush(), finish_reason=finish, usage=usage, timings=clock.done())
 
+    def _chosen(self, run: _Run, sampler: Sampler) -> _Step | None:
+        """The model's next token, or None when it ends the generation."""
+        token = sampler.sample(self._llama.ctx, run.grammar)
+        piece, is_eog = self._token_cache.get(token) or self._token_info(token)
+        if is_eog:
+            return None
+        text = run.text_of(piece)
+        if run.jump is not None:
+            run.jump.observe(token, piece, text)
+        return _Step((token,), text, (self._logprob(token),) if run.logprobs else ())
+
+    def _forced(self, run: _Run, budget: int) -> _Step | None:
+        """The tokens the schema forces now, each checked against and accepted into the grammar;
+        None when the model must choose."""
+        assert run.jump is not None and run.grammar is not None
+        plan = run.jump.next(budget)
+        if plan is None:
+            return None
+        taken: list[int] = []
+        texts: list[str] = []
+        for token in plan.tokens:
+            if not run.grammar.allows(token):  # the oracle and the grammar disagree: decode
+                run.jump.stop()
+                break
+            run.grammar.accept(token)
+            piece = self._piece(token)
+            texts.append(run.text_of(piece))
+            run.jump.observe(token, piece, texts[-1])
+            taken.append(token)
+        complete = plan.complete and len(taken) == len(plan.tokens)
+        if not taken and not complete:
+            return None
+        logprobs = (0.0,) * len(taken) if run.logprobs else ()  # forced, not chosen
+        return _Step(tuple(taken), "".join(texts), logprobs, complete)
+
     def _token_info(self, token: int) -> tuple[bytes, bool]:
-        buf = ctypes.create_string_buffer(256)
+        """The token's text bytes and whether it ends generation, computed once per token id."""
+        buf = ctypes.create_string_buffer(64)
         size = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if size < 0:  # a longer piece: llama.cpp reports the size it needs
+            buf = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         info = (buf.raw[: max(size, 0)], bool(llama_cpp.llama_vocab_is_eog(self._vocab, token)))
         self._token_cache[token] = info
         return info
@@ -308,11 +367,15 @@ class LlamaCppBackend(Backend):
         raw = llama_cpp.llama_get_logits_ith(self._llama.ctx, -1)
         logits = np.ctypeslib.as_array(raw, shape=(self._n_vocab,))
         top = float(logits.max())
-        return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+        shifted = np.subtract(logits, top, out=self._logprob_buf)
+        return float(logits[token]) - top - float(np.log(np.exp(shifted, out=shifted).sum()))
 
-    def _grammar(self, schema: dict[str, Any] | None) -> Grammar | None:
+    def _constraints(
+        self, schema: dict[str, Any] | None
+    ) -> tuple[Grammar | None, JumpForward | None]:
+        """The schema's grammar (reset) and, with jump-forward on, a fresh oracle walk."""
         if schema is None:
-            return None
+            return None, None
         key = json.dumps(schema, sort_keys=True)
         grammar = self._grammars.get(key)
         if grammar is None:
@@ -322,7 +385,19 @@ class LlamaCppBackend(Backend):
                 raise BackendError(f"cannot constrain output to this JSON schema: {exc}") from exc
             grammar = self._grammars[key] = Grammar(self._vocab, gbnf)
         grammar.reset()
-        return grammar
+        if not self.jump_forward:
+            return grammar, None
+        automaton = self._automata.get(key)
+        if automaton is None:
+            automaton = self._automata[key] = Automaton(schema)
+        return grammar, JumpForward(automaton.cursor(), self._tokenize_text, self._piece)
+
+    def _tokenize_text(self, text: bytes) -> list[int]:
+        tokens: list[int] = self._llama.tokenize(text, add_bos=False, special=False)
+        return tokens
+
+    def _piece(self, token: int) -> bytes:
+        return (self._token_cache.get(token) or self._token_info(token))[0]
 
     def _common_prefix(self, prompt: list[int]) -> int:
         held = self._llama.input_ids[: self._llama.n_tokens]
@@ -371,6 +446,26 @@ class LlamaCppBackend(Backend):
             bos_token=model.token_get_text(bos) if bos >= 0 else "",
             eos_token=model.token_get_text(eos) if eos >= 0 else "",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """Tokens produced in one step: one chosen by the model, or a run of forced ones."""
+
+    tokens: tuple[int, ...]
+    text: str
+    logprobs: tuple[float, ...]
+    complete: bool = False  # the output is finished: stop without asking the model
+
+
+class _Run:
+    """Per-request decoding state shared by the steps."""
+
+    def __init__(self, logprobs: bool, grammar: Grammar | None, jump: JumpForward | None) -> None:
+        self.logprobs = logprobs
+        self.grammar = grammar
+        self.jump = jump
+        self.text_of = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
 
 
 class _Clock:

@@ -7,8 +7,9 @@ all of them alike:
   full         prefix KV cache + jump-forward (the default runtime)
   no-jump      prefix cache only: every token of the call decoded one by one
   no-cache     jump-forward only: the whole prompt evaluated for every request
-Latency is request → validated tool call (prompt eval of what is not cached + decoding),
-warm (the first request of each mode is a warm-up and not counted). Accuracy is scored on
+Latency is request → validated tool call (context retrieval, prompt eval of what is not
+cached, decoding, parsing and validation; the simulated tool's own run excluded), warm (the
+first request of each mode is a warm-up and not counted). Accuracy is scored on
 the first call: right tool, and exact call (name + arguments, case-folded, numbers numeric,
 lists as sets). Expect the *base* model to be poor: the flywheel (issue 6) fixes that.
 """
@@ -22,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge_agent import prompt
 from edge_agent.agent import Agent, AgentConfig
+from edge_agent.backends import GenerationRequest, Message
 from edge_agent.backends.llama_cpp import LlamaCppBackend
 from edge_agent.catalog import load_catalog
 from edge_agent.home.dataset import load_split
@@ -59,13 +62,25 @@ def open_backend(args: argparse.Namespace) -> LlamaCppBackend:
 
 
 def run_row(backend, row, mode: dict, adapter: str | None):
-    if not mode["cache"]:
+    toolset = home_toolset(inventory=row.inventory())
+    if mode["cache"]:
+        forget_last_request(backend, toolset, adapter)
+    else:
         backend.clear_cache()
     backend.jump_forward = mode["jump_forward"]
     config = AgentConfig(max_steps=1, repair_attempts=0, stop_after_call=True)
-    agent = Agent(backend, home_toolset(inventory=row.inventory()), config=config, adapter=adapter)
+    agent = Agent(backend, toolset, config=config, adapter=adapter)
     result = agent.run(row.sentence, area=row.speaker_area, confirmed=True)
-    return first_call(result), result.timings.get("generate_ms", 0.0), result.usage
+    ms = result.latency_ms - sum(o.duration_ms for o in result.tool_calls)
+    return first_call(result), ms, result.usage
+
+
+def forget_last_request(backend, toolset, adapter: str | None) -> None:
+    """Leave only the shared system prompt reusable, as after any other command: modes run
+    the same row back to back, and the second would otherwise find its whole prompt cached."""
+    system = Message(role="system", content=prompt.system_prompt(toolset, adapted=bool(adapter)))
+    other = [system, Message(role="user", content="-")]
+    backend.complete(GenerationRequest(messages=other, max_tokens=1))
 
 
 def main() -> int:
@@ -77,23 +92,26 @@ def main() -> int:
     adapter = "bench" if args.adapter else None
     preds = {m: {} for m in modes}
     lat = {m: [] for m in modes}
+    tokens = {m: [] for m in modes}
     for mode in modes.values():  # warm-up: fills the prefix cache, pages the model in
         run_row(backend, rows[0], mode, adapter)
     started = time.perf_counter()
     for i, row in enumerate(rows):
         for m, mode in modes.items():
-            call, ms, _ = run_row(backend, row, mode, adapter)
+            call, ms, usage = run_row(backend, row, mode, adapter)
             preds[m][row.id] = call
             lat[m].append(ms)
+            tokens[m].append(usage.completion_tokens)
         if not args.json and (i + 1) % 20 == 0:
             print(f"  {i + 1}/{len(rows)} rows", file=sys.stderr)
-    report = {m: summarize(preds[m], lat[m], rows) for m in modes}
+    report = {m: summarize(preds[m], lat[m], rows) | mean_tokens(tokens[m]) for m in modes}
     report["_meta"] = {
         "rows": len(rows),
         "split": args.split,
         "adapter": str(args.adapter) if args.adapter else None,
         "threads": args.threads,
         "wall_s": round(time.perf_counter() - started, 1),
+        "same_call_as_first_mode": same_calls(preds, rows),
     }
     print(json.dumps(report, indent=2) if args.json else table(report))
     return 0
@@ -113,13 +131,30 @@ def summarize(preds, latencies, rows) -> dict:
     }
 
 
+def mean_tokens(counts: list[int]) -> dict:
+    return {"mean_tokens": round(sum(counts) / max(len(counts), 1), 1)}
+
+
+def same_calls(preds: dict, rows) -> dict:
+    """Per mode, the share of rows whose call equals the first mode's (jump-forward changes
+    the text the model sees, so it may change its choices)."""
+    first, *others = preds
+    same = lambda a, b: (a and a.name, a and a.arguments) == (b and b.name, b and b.arguments)  # noqa: E731
+    return {m: round(sum(same(preds[first][r.id], preds[m][r.id]) for r in rows) / len(rows), 3)
+            for m in others}  # fmt: skip
+
+
 def table(report: dict) -> str:
-    lines = [f"{'mode':10} {'right tool':>10} {'exact':>7} {'p50 ms':>8} {'p95 ms':>8}"]
+    lines = [
+        f"{'mode':10} {'right tool':>10} {'exact':>7} {'p50 ms':>8} {'p95 ms':>8} {'tokens':>7}"
+    ]
     for m, r in report.items():
         if m.startswith("_"):
             continue
         acc = f"{r['right_tool']:>10.1%} {r['exact']:>7.1%}"
-        lines.append(f"{m:10} {acc} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f}")
+        lines.append(
+            f"{m:10} {acc} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['mean_tokens']:>7.1f}"
+        )
     lines.append(json.dumps(report["_meta"]))
     return "\n".join(lines)
 
