@@ -234,13 +234,17 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
     model = args.model or default_model()
+    # Cold start first, while this process is small: a forked child's peak RSS (ru_maxrss)
+    # includes the parent's pages it shared before exec, so measured after the in-process
+    # benchmarks have loaded models it would report the parent's size, not the CLI's.
+    cold = bench_cold_start(model, args.threads, args.cold_reps)
     result = {
         "model": model.name,
         "threads": args.threads,
         "load_avg": round(os.getloadavg()[0], 2),  # other work on the box skews absolute numbers
         "decode": bench_decode(model, args.threads, args.tokens, args.reps),
         "switch": bench_switch(model, args.threads, args.switches, args.adapter),
-        "cold_start": bench_cold_start(model, args.threads, args.cold_reps),
+        "cold_start": cold,
     }
     if args.json:
         print(json.dumps(result, indent=2))
