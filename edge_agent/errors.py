@@ -43,6 +43,8 @@
         │                           retries; records stay unsynced for the next run
         └── BatchRejectedError      the host refused a batch as a whole (4xx); its records
                                     stay on the device
+    └── FlywheelError               a host-side flywheel turn cannot run (too little curated
+                                    data, a missing host extra); nothing is promoted
 
 Messages say what went wrong *and what to do next*; the CLI prints them as one line.
 """
@@ -190,3 +192,7 @@ class HostUnreachableError(SyncError):
 
 class BatchRejectedError(SyncError):
     pass
+
+
+class FlywheelError(EdgeAgentError):
+    exit_code = 10

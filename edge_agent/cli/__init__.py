@@ -31,8 +31,8 @@ cli.add_command(models.models)
 cli.add_command(anonymize.anonymize)
 cli.add_command(log.log)
 cli.add_command(serve.serve)
-cli.add_command(sync.sync)
 cli.add_command(host.host)
+cli.add_command(sync.sync)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""`edge-agent host`: the host side: ingest synced turns from enrolled devices."""
+"""`edge-agent host`: the host side: ingest synced turns from enrolled devices, and train on them
+(`host train` needs the `[host]` extra)."""
 
 from __future__ import annotations
 
@@ -123,3 +124,70 @@ def forget(device_id: str) -> None:
         f"forgot {device_id}: {gone['records']} records, {gone['batches']} batches; "
         "its credential no longer works"
     )
+
+
+@host.command("train")
+@click.option("--rows", type=click.Choice(["split"]), default=None,
+              help="train on the committed HA split, as if a teacher had labelled it")  # fmt: skip
+@click.option("--interactions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="JSONL of logged interactions (or curated records)")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("flywheel"))
+@click.option("--model", "-m", default=None, help="base GGUF path (default: the catalog default)")
+@click.option("--incumbent", type=click.Path(exists=True, path_type=Path), default=None,
+              help="the adapter to beat (default: the bare base model)")  # fmt: skip
+@click.option("--epochs", type=float, default=None)
+@click.option("--learning-rate", type=float, default=None)
+@click.option("--rank", type=int, default=None)
+@click.option("--first-layer", type=int, default=None, help="LoRA on this layer and above")
+@click.option("--max-steps", type=int, default=None)
+@click.option("--margin", type=float, default=0.02, help="exact-match gain needed to promote")
+@json_option
+def train(
+    *,
+    rows: str | None,
+    interactions: Path | None,
+    out: Path,
+    model: str | None,
+    incumbent: Path | None,
+    margin: float,
+    as_json: bool,
+    **overrides: Any,
+) -> None:
+    """Curate → fine-tune a LoRA → export to GGUF → gate it through llama.cpp."""
+    from edge_agent.host.curate import curate, curate_split
+    from edge_agent.host.finetune import TrainConfig
+    from edge_agent.host.pipeline import read_records, run_turn
+
+    if (rows is None) == (interactions is None):
+        raise click.UsageError("give exactly one of --rows split or --interactions FILE")
+    curated = curate_split() if interactions is None else curate(read_records(interactions))
+    config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    result = run_turn(curated, _model_path(model), out, config=config, incumbent=incumbent,
+                      margin=margin, progress=not as_json)  # fmt: skip
+    if as_json:
+        echo_json(result.summary | {"adapter": str(result.adapter)})
+        return
+    _print_summary(result.summary, result.adapter, result.promoted)
+
+
+def _model_path(model: str | None) -> Path:
+    if model:
+        return Path(model)
+    from edge_agent.catalog import load_catalog
+    from edge_agent.cli._common import settings_from
+    from edge_agent.store import ModelStore
+
+    settings = settings_from()
+    store = ModelStore(settings.models_dir, offline=settings.is_offline)
+    return store.ensure(load_catalog().default())
+
+
+def _print_summary(summary: dict[str, Any], adapter: Path, promoted: bool) -> None:
+    new, old = summary["candidate"], summary["incumbent"]
+    click.echo(f"data      {summary['data']}")
+    click.echo(f"minutes   {summary['minutes']}")
+    click.echo(f"before    right tool {old['right_tool']:.1%}  exact {old['exact']:.1%}")
+    click.echo(f"after     right tool {new['right_tool']:.1%}  exact {new['exact']:.1%}")
+    verdict = "PROMOTE" if promoted else "KEEP INCUMBENT"
+    click.echo(f"gate      {verdict}: {summary['reason']}")
+    click.echo(f"adapter   {adapter}  (report: {adapter.parent / 'gate.json'})")

@@ -27,7 +27,6 @@ def serve(host: str, port: int, api_key: str | None, toolsets: str, **flags: Any
     from edge_agent.runtime import open_runtime
     from edge_agent.server import create_app
     from edge_agent.server import serve as run_server
-
     from edge_agent.sync import worker_for
 
     key = api_key or os.environ.get("EDGE_AGENT_API_KEY")

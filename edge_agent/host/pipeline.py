@@ -1,0 +1,131 @@
+"""One flywheel turn: curate → fine-tune → export → gate, timed stage by stage."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import FlywheelError
+from edge_agent.host.curate import Curated, Record, record_from_interaction
+from edge_agent.host.finetune import TrainConfig, TrainResult, finetune
+from edge_agent.types import Interaction
+
+ADAPTER_FILE = "home.gguf"
+
+
+@dataclass
+class TurnResult:
+    out_dir: Path
+    adapter: Path  # the exported GGUF
+    promoted: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def read_records(path: Path) -> list[Record]:
+    """JSONL of logged `Interaction`s or of `Record`s (one per line, either kind)."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        data = json.loads(line)
+        is_log = "result" in data
+        records.append(
+            record_from_interaction(Interaction.model_validate(data))
+            if is_log
+            else Record.model_validate(data)
+        )
+    return records
+
+
+def export_adapter(adapter_dir: Path, model_path: Path, out: Path) -> Path:
+    """The peft save as a llama.cpp LoRA GGUF (float32: the parity-tested dtype)."""
+    from edge_agent.adapters.export import export_lora_gguf, load_peft_adapter
+    from edge_agent.modelfile import identity_of, read_header
+
+    state, alpha, _rank = load_peft_adapter(adapter_dir)
+    identity = identity_of(read_header(model_path))
+    return export_lora_gguf(state, alpha=alpha, identity=identity, path=out, dtype="f32")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.minutes: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.minutes[name] = round((time.perf_counter() - started) / 60, 2)
+
+
+def run_turn(
+    curated: Curated,
+    model_path: Path,
+    out_dir: Path,
+    *,
+    config: TrainConfig | None = None,
+    incumbent: Path | None = None,
+    margin: float = 0.02,
+    progress: bool = True,
+) -> TurnResult:
+    """Train on `curated.train` (validation for model selection), gate on `curated.eval`."""
+    from edge_agent.host import gate
+
+    if not curated.train or not curated.eval:
+        raise FlywheelError(
+            f"curation left {len(curated.train)} training and {len(curated.eval)} eval "
+            "records; log more successful calls before training"
+        )
+    clock = _Clock()
+    config = config or TrainConfig()
+    with clock.stage("train"):
+        trained = _train(curated, model_path, out_dir, config, progress)
+    with clock.stage("export"):
+        adapter = export_adapter(trained.adapter_dir, model_path, out_dir / ADAPTER_FILE)
+    with clock.stage("gate"):
+        rows = [r.as_row() for r in curated.eval]
+        new = gate.evaluate_adapter(model_path, rows, adapter)
+        old = gate.evaluate_adapter(model_path, rows, incumbent)
+        decision = gate.decide({"home": new.report}, {"home": old.report}, margin=margin)
+    summary = _summary(curated, trained, config, clock.minutes) | {
+        "candidate": new.summary(), "incumbent": old.summary(),
+        "incumbent_adapter": str(incumbent) if incumbent else None,
+    }  # fmt: skip
+    gate.write_report(out_dir, decision, new.report, old.report, turn=summary)
+    return TurnResult(out_dir, adapter, decision.promote, summary | decision.to_dict())
+
+
+def _train(
+    curated: Curated, model_path: Path, out_dir: Path, config: TrainConfig, progress: bool
+) -> TrainResult:
+    from edge_agent.host.examples import Tokenizer, build_examples
+    from edge_agent.toolsets.home import home_toolset
+
+    tokenizer = Tokenizer(model_path)
+    try:
+        toolset = home_toolset()  # only its schemas matter here: they fix the key order
+        train = build_examples(curated.train, toolset, tokenizer)
+        validation = build_examples(curated.validation, toolset, tokenizer)
+        pad = tokenizer.end_of_turn
+    finally:
+        tokenizer.close()
+    return finetune(model_path, train, out_dir / "train", config=config,
+                    validation=validation, pad_id=pad, progress=progress)  # fmt: skip
+
+
+def _summary(
+    curated: Curated, trained: TrainResult, config: TrainConfig, minutes: dict[str, float]
+) -> dict[str, Any]:
+    return {
+        "data": curated.summary(),
+        "train": config.to_dict() | {
+            "steps": trained.steps, "tokens_per_s": round(trained.tokens_per_s, 1),
+            "train_loss": trained.train_loss, "validation_loss": trained.validation_loss,
+        },
+        "minutes": minutes | {"total": round(sum(minutes.values()), 2)},
+    }  # fmt: skip
