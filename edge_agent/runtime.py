@@ -6,7 +6,7 @@ way. ``Runtime`` owns the backend; close it (or use ``with``) to free the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ class Runtime:
     plan: FitPlan
     backend: Backend
     _log: LogStore | None = None
+    _loaded: set[str] = field(default_factory=set)
 
     @property
     def model_name(self) -> str:
@@ -51,16 +52,34 @@ class Runtime:
     ) -> Agent:
         tools = self.toolset(toolset) if isinstance(toolset, str) else toolset
         policy = Policy.from_toml(self.settings.policy_file) if self.settings.policy_file else None
+        adapted = self.use_skill_adapter(tools.name) is not None
+        # An adapter is trained on single commands: its call is the turn, the result its answer.
+        default = AgentConfig(area=self.settings.area, stop_after_call=adapted)
         return Agent(
             self.backend,
             tools,
             policy=policy,
-            config=config or AgentConfig(area=self.settings.area),
+            config=config or default,
             confirm=confirm,
             adapter=self.backend.active_adapter,
             model_name=self.model_name,
             log=self.log(),
         )
+
+    def use_skill_adapter(self, skill: str) -> str | None:
+        """Activate the shipped adapter trained for this toolset on this base, if any; a
+        toolset without one runs on the bare base model with the full tool list prompt."""
+        from edge_agent.adapters.shipped import adapter_for
+
+        shipped = adapter_for(skill, self.backend.identity) if self.settings.adapters else None
+        if shipped is None:
+            self.backend.use_adapter(None)
+            return None
+        if shipped.name not in self._loaded:
+            self.backend.load_adapter(shipped.name, shipped.verified_path())
+            self._loaded.add(shipped.name)
+        self.backend.use_adapter(shipped.name)
+        return shipped.name
 
     def log(self) -> LogStore | None:
         """The sealed interaction log, opened on first use (None when logging is off)."""

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     tools: str = Field("home", description="toolset for `run`/`chat`; 'none' = plain chat")
     area: str | None = Field(None, description="the area this device stands in (the speaker's)")
     policy_file: Path | None = Field(None, description="permission policy TOML")
+    adapters: bool = Field(True, description="use the adapter trained for a toolset, if any")
     config_dir: Path = Field(default_factory=lambda: _dirs()[0])
     data_dir: Path = Field(default_factory=lambda: _dirs()[1])
     cache_dir: Path = Field(default_factory=lambda: _dirs()[2])

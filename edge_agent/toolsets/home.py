@@ -198,6 +198,20 @@ def home_context(intents: HomeIntents) -> Callable[[str, str | None], str | None
     return context
 
 
+def _with_speech(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Add a short spoken reply to an action's result, as HA's intents answer."""
+
+    def speak(**args: Any) -> Any:
+        result = handler(**args)
+        if isinstance(result, dict) and "done" in result and "speech" not in result:
+            names = [str(e.get("name")) for e in result.get("entities", []) if isinstance(e, dict)]
+            done = str(result.get("done", "done"))
+            result["speech"] = f"{done.capitalize()}: {', '.join(names)}" if names else done
+        return result
+
+    return speak
+
+
 def home_toolset(
     inventory: Inventory | None = None,
     state_path: str | Path | None = None,
@@ -208,7 +222,7 @@ def home_toolset(
     test home) persisted to `state_path` (in memory if None)."""
     home = backend or SimulatedHome(inventory, state_path)
     intents = HomeIntents(home, speaker_area)
-    table = handlers(intents)
+    table = {name: _with_speech(fn) for name, fn in handlers(intents).items()}
     tools = [
         Tool.from_schema(
             name,
