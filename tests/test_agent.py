@@ -3,10 +3,8 @@
 import asyncio
 import threading
 import time
-from typing import Annotated, Literal
 
 import pytest
-from pydantic import Field
 
 from edge_agent import prompt
 from edge_agent.agent import Agent, AgentConfig
@@ -14,31 +12,7 @@ from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.policy import Policy
 from edge_agent.tools import Toolset, tool
 from edge_agent.types import Effect
-
-STATE: dict[str, object] = {}
-
-
-@tool(effect=Effect.ACTUATING)
-def set_light(name: str, brightness: Annotated[int, Field(ge=0, le=100)] = 100) -> dict:
-    """Sets a light's brightness.
-
-    Args:
-        name: The light.
-        brightness: Percent.
-    """
-    STATE[name] = brightness
-    return {"speech": f"{name} set to {brightness}%"}
-
-
-@tool(effect=Effect.DANGEROUS)
-def unlock(name: Literal["front door", "back door"]) -> str:
-    """Unlocks a door.
-
-    Args:
-        name: The door.
-    """
-    STATE[name] = "unlocked"
-    return f"{name} unlocked"
+from tests.demo_tools import STATE, set_light, unlock
 
 
 @tool(effect=Effect.READ_ONLY)

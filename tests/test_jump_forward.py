@@ -18,6 +18,7 @@ from edge_agent.backends import GenerationRequest, Message
 from edge_agent.backends._jump_forward import Automaton, Forced
 from edge_agent.backends.llama_cpp import LlamaCppBackend
 from edge_agent.errors import ContextLengthError
+from tests.test_backend_llama_cpp import SCHEMA
 from tests.tinymodel import TinyModel
 
 LIGHT_SET = {
@@ -69,15 +70,7 @@ CONST_ONLY = {
     "required": ["name", "arguments"],
     "additionalProperties": False,
 }
-COLOR = {
-    "type": "object",
-    "properties": {
-        "color": {"enum": ["red", "green", "blue"]},
-        "count": {"type": "integer", "minimum": 1, "maximum": 12},
-    },
-    "required": ["color", "count"],
-    "additionalProperties": False,
-}
+COLOR = SCHEMA  # the backend tests' enum + bounded-integer schema
 
 # Canonical serializations (json.dumps, required keys first) of values TOOLS allows.
 CANONICAL = [

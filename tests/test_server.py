@@ -7,12 +7,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import httpx
 import openai
 import pytest
-from pydantic import Field
 
 from edge_agent import prompt
 from edge_agent.agent import Agent
@@ -20,34 +19,8 @@ from edge_agent.backends.base import Backend, Chunk, Done, GenerationRequest, Me
 from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.errors import ConfigError
 from edge_agent.server import create_app, serve, serve_in_thread
-from edge_agent.tools import Toolset, tool
-from edge_agent.types import Effect
-
-STATE: dict[str, object] = {}
-
-
-@tool(effect=Effect.ACTUATING)
-def set_light(name: str, brightness: Annotated[int, Field(ge=0, le=100)] = 100) -> dict:
-    """Sets a light's brightness.
-
-    Args:
-        name: The light.
-        brightness: Percent.
-    """
-    STATE[name] = brightness
-    return {"speech": f"{name} set to {brightness}%"}
-
-
-@tool(effect=Effect.DANGEROUS)
-def unlock(name: Literal["front door", "back door"]) -> str:
-    """Unlocks a door.
-
-    Args:
-        name: The door.
-    """
-    STATE[name] = "unlocked"
-    return f"{name} unlocked"
-
+from edge_agent.tools import Toolset
+from tests.demo_tools import STATE, set_light, unlock
 
 DEMO = Toolset("demo", [set_light, unlock], description="lights and doors")
 WEATHER = {
