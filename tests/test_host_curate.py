@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edge_agent.backends.base import Message
 from edge_agent.home.dataset import load_split
 from edge_agent.host.curate import (
     Record,
     curate,
+    curate_against,
     curate_split,
+    held_out_split,
     normalize_request,
     record_from_interaction,
+    records_from_store,
     split_part,
 )
 from edge_agent.types import AgentResult, Effect, Interaction, ToolCall, ToolOutcome
@@ -81,3 +86,40 @@ def test_split_rows_become_teacher_labels_with_the_devices_context() -> None:
     first = out.train[0]
     assert first.call == parts["train"][0].call().model_copy(update={"id": first.call.id})
     assert first.context and first.context.startswith("Speaker area:")
+
+
+def test_curate_against_a_fixed_eval_set_drops_its_requests_from_training() -> None:
+    held_out = [rec(900, "turn on the kitchen light"), rec(901, "open the blinds")]
+    logged = [rec(i, f"turn on lamp {i}") for i in range(60)] + [
+        rec(100, "Turn on the kitchen light!"),  # a near-duplicate of an eval request
+        rec(101, "turn on lamp 3", status="denied"),
+    ]
+    out = curate_against(logged, held_out, validation=0.2)
+    assert [r.id for r in out.eval] == ["r900", "r901"]
+    trained = {r.key for r in out.train + out.validation}
+    assert normalize_request("turn on the kitchen light") not in trained
+    assert len(out.train) + len(out.validation) == 60
+    assert 0 < len(out.validation) < 30
+    assert out.dropped == {"leak": 1, "unsafe": 1}
+
+
+def test_store_records_come_back_as_records(tmp_path: Path) -> None:
+    from edge_agent.host.store import Incoming, IngestStore, Quota
+
+    store = IngestStore(tmp_path / "ingest.db")
+    try:
+        device, _secret, _expires = store.redeem(store.create_token(60), 3600)
+        turn = Interaction(result=AgentResult(request="turn on the fan", model="m", tool_calls=[
+            ToolOutcome(call=ON, effect=Effect.ACTUATING, status="ok")]))  # fmt: skip
+        body = turn.model_dump_json()
+        store.ingest(Incoming(device, "k1", "0" * 64, len(body), [(turn.id, 1.0, body)]), Quota())
+        (record,) = records_from_store(store)
+    finally:
+        store.close()
+    assert (record.request, record.call, record.status) == ("turn on the fan", ON, "ok")
+
+
+def test_held_out_split_is_the_committed_test_part() -> None:
+    ids = {r.id for r in held_out_split()}
+    assert ids <= {row.id for row in load_split("test")}
+    assert len(ids) >= 200

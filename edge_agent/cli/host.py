@@ -131,6 +131,9 @@ def forget(device_id: str) -> None:
               help="train on the committed HA split, as if a teacher had labelled it")  # fmt: skip
 @click.option("--interactions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="JSONL of logged interactions (or curated records)")  # fmt: skip
+@click.option("--from-store", is_flag=True, help="train on what enrolled devices synced here")
+@click.option("--eval", "eval_on", type=click.Choice(["curated", "split"]), default="curated",
+              help="gate on held-out curated data, or on the committed HA test split")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("flywheel"))
 @click.option("--model", "-m", default=None, help="base GGUF path (default: the catalog default)")
 @click.option("--incumbent", type=click.Path(exists=True, path_type=Path), default=None,
@@ -146,6 +149,8 @@ def train(
     *,
     rows: str | None,
     interactions: Path | None,
+    from_store: bool,
+    eval_on: str,
     out: Path,
     model: str | None,
     incumbent: Path | None,
@@ -154,13 +159,19 @@ def train(
     **overrides: Any,
 ) -> None:
     """Curate → fine-tune a LoRA → export to GGUF → gate it through llama.cpp."""
-    from edge_agent.host.curate import curate, curate_split
     from edge_agent.host.finetune import TrainConfig
-    from edge_agent.host.pipeline import read_records, run_turn
+    from edge_agent.host.pipeline import gather, run_turn
 
-    if (rows is None) == (interactions is None):
-        raise click.UsageError("give exactly one of --rows split or --interactions FILE")
-    curated = curate_split() if interactions is None else curate(read_records(interactions))
+    if [rows is not None, interactions is not None, from_store].count(True) != 1:
+        raise click.UsageError(
+            "give exactly one of --rows split, --interactions FILE, --from-store"
+        )
+    store = _store() if from_store else None
+    try:
+        curated = gather(rows=rows, interactions=interactions, store=store, eval_on=eval_on)
+    finally:
+        if store is not None:
+            store.close()
     config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     result = run_turn(curated, _model_path(model), out, config=config, incumbent=incumbent,
                       margin=margin, progress=not as_json)  # fmt: skip

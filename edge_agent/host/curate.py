@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +24,9 @@ from edge_agent.home.inventory import Inventory
 from edge_agent.home.retrieve import context_block
 from edge_agent.prompt import dumps
 from edge_agent.types import CallStatus, Interaction, ToolCall
+
+if TYPE_CHECKING:
+    from edge_agent.host.store import IngestStore
 
 Route = Literal["local", "escalated", "local_fallback"]
 SPLIT_SEED = 20250704
@@ -114,6 +117,14 @@ def record_from_interaction(interaction: Interaction) -> Record:
     )  # fmt: skip
 
 
+def records_from_store(store: IngestStore) -> list[Record]:
+    """Every interaction the fleet has synced, as records (anonymized on the devices)."""
+    return [
+        record_from_interaction(Interaction.model_validate_json(row["body"]))
+        for row in store.records()
+    ]
+
+
 def _context_of(interaction: Interaction) -> str | None:
     request = interaction.result.request
     users = [m.content for m in interaction.messages if m.role == "user"]
@@ -199,6 +210,31 @@ def curate(
         part = split_part(record.key, seed, (validation, evaluation))
         getattr(out, part).append(record)
     return out
+
+
+def curate_against(
+    records: Iterable[Record],
+    held_out: Sequence[Record],
+    *,
+    seed: int = SPLIT_SEED,
+    validation: float = 0.1,
+) -> Curated:
+    """The field flywheel gated on a fixed eval set the host keeps (e.g. the committed HA test
+    split): logged records become train/validation; any request in the eval set is dropped."""
+    out = Curated(eval=list(held_out))
+    keys = {r.key for r in held_out}
+    for record in dedupe(keep(records, out.dropped), out.dropped):
+        if record.key in keys:
+            out.dropped["leak"] = out.dropped.get("leak", 0) + 1
+            continue
+        part = split_part(record.key, seed, (validation, 0.0))
+        getattr(out, part).append(record)
+    return out
+
+
+def held_out_split() -> list[Record]:
+    """The committed HA test split as labelled records: the headline's held-out eval set."""
+    return dedupe(keep(records_from_rows(load_split("test")), {}), {})
 
 
 def curate_split(rows: dict[str, Sequence[Row]] | None = None) -> Curated:

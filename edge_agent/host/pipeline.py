@@ -8,12 +8,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import FlywheelError
 from edge_agent.host.curate import Curated, Record, record_from_interaction
 from edge_agent.host.finetune import TrainConfig, TrainResult, finetune
 from edge_agent.types import Interaction
+
+if TYPE_CHECKING:
+    from edge_agent.host.store import IngestStore
 
 ADAPTER_FILE = "home.gguf"
 
@@ -40,6 +43,30 @@ def read_records(path: Path) -> list[Record]:
             else Record.model_validate(data)
         )
     return records
+
+
+def gather(
+    *,
+    rows: str | None = None,
+    interactions: Path | None = None,
+    store: IngestStore | None = None,
+    eval_on: str = "curated",
+) -> Curated:
+    """Curated data from one source: the committed HA split, a JSONL file, or the ingest store.
+    ``eval_on="split"`` gates on the committed HA test split instead of a held-out part."""
+    from edge_agent.host import curate as c
+
+    if rows is not None:
+        return c.curate_split()
+    if interactions is not None:
+        records = read_records(interactions)
+    elif store is not None:
+        records = c.records_from_store(store)
+    else:
+        raise FlywheelError("nothing to train on: give the split, a JSONL file or the store")
+    if eval_on == "split":
+        return c.curate_against(records, c.held_out_split())
+    return c.curate(records)
 
 
 def export_adapter(adapter_dir: Path, model_path: Path, out: Path) -> Path:
