@@ -4,16 +4,22 @@
     ├── ConfigError                 settings file, environment or flags are wrong
     │   ├── UnknownProfileError     no device profile by that name
     │   ├── UnknownToolsetError     no toolset registered by that name
-    │   └── InventoryError          a home inventory or state file cannot be read
+    │   ├── InventoryError          a home inventory or state file cannot be read
+    │   └── DatasetError            a benchmark data file (BFCL) is missing or malformed
     ├── ModelError
     │   ├── ModelNotFoundError      not in the catalog, not on disk, not pullable offline
-    │   ├── InvalidModelFileError   corrupt / truncated GGUF, wrong hash
+    │   ├── InvalidModelFileError   corrupt / truncated GGUF or embedder folder, wrong hash
     │   ├── ModelDoesNotFitError    the model needs more memory than the profile allows
     │   └── BackendError            the inference engine failed to load or generate
     │       └── ContextLengthError  the prompt does not fit the model's context window
     ├── AdapterError
     │   ├── InvalidAdapterError     the adapter file itself is broken
-    │   └── AdapterMismatchError    the adapter belongs to another base model
+    │   ├── AdapterMismatchError    the adapter belongs to another base model
+    │   ├── AdapterRejectedError    a pulled adapter failed its canary on this device; the
+    │   │                           last known good adapter stays
+    │   └── AdapterVerificationError  a downloaded adapter or its TUF metadata failed
+    │                               verification (signature, hash, length, rollback,
+    │                               expiry, mix-and-match, oversize); nothing installed
     ├── ToolError                   a tool call could not be made, or the tool failed
     │   ├── ToolDefinitionError     a tool or toolset is defined wrongly (signature, schema, name)
     │   ├── UnknownToolError        the call names a tool the toolset does not have
@@ -43,8 +49,21 @@
         │                           retries; records stay unsynced for the next run
         └── BatchRejectedError      the host refused a batch as a whole (4xx); its records
                                     stay on the device
+    ├── RemoteError                 the remote model gave no usable answer; the turn ran on
+    │   │                           the local model instead (marked local_fallback)
+    │   ├── RemoteUnavailableError  unreachable, timed out, 5xx, or skipped while its circuit
+    │   │                           breaker is open after a failure: check remote_url
+    │   ├── RemoteAuthError         the endpoint refused the API key (401/403): check
+    │   │                           remote_api_key_env or the keyring entry
+    │   ├── RemoteModelError        the endpoint does not serve remote_model
+    │   └── RemoteResponseError     a malformed answer: not JSON, a broken tool call, an
+    │                               unknown tool, or a tag the device never sent
     └── FlywheelError               a host-side flywheel turn cannot run (too little curated
                                     data, a missing host extra); nothing is promoted
+        └── PublishError            the adapter repository refused a publish (not a
+                                    repository, name taken, key missing); nothing changed
+    └── QuantizeError               a model variant could not be built or measured (an
+                                    unsupported base, a failed quantize or ONNX build)
 
 Messages say what went wrong *and what to do next*; the CLI prints them as one line.
 """
@@ -71,6 +90,10 @@ class UnknownToolsetError(ConfigError):
 
 
 class InventoryError(ConfigError):
+    pass
+
+
+class DatasetError(ConfigError):
     pass
 
 
@@ -107,6 +130,14 @@ class InvalidAdapterError(AdapterError):
 
 
 class AdapterMismatchError(AdapterError):
+    pass
+
+
+class AdapterVerificationError(AdapterError):
+    pass
+
+
+class AdapterRejectedError(AdapterError):
     pass
 
 
@@ -196,3 +227,31 @@ class BatchRejectedError(SyncError):
 
 class FlywheelError(EdgeAgentError):
     exit_code = 10
+
+
+class PublishError(FlywheelError):
+    pass
+
+
+class RemoteError(EdgeAgentError):
+    exit_code = 11
+
+
+class RemoteUnavailableError(RemoteError):
+    pass
+
+
+class RemoteAuthError(RemoteError):
+    pass
+
+
+class RemoteModelError(RemoteError):
+    pass
+
+
+class RemoteResponseError(RemoteError):
+    pass
+
+
+class QuantizeError(EdgeAgentError):
+    exit_code = 12

@@ -1,5 +1,5 @@
-"""`edge-agent host`: the host side: ingest synced turns from enrolled devices, and train on them
-(`host train` needs the `[host]` extra)."""
+"""`edge-agent host`: the host side: ingest synced turns from enrolled devices, train on them
+(`host train` needs the `[host]` extra) and publish signed adapters (`host publish`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ from edge_agent.cli._common import echo_json, json_option, settings_from
 
 def _host_dir() -> Path:
     return Path(settings_from().data_dir) / "host"
+
+
+def _repository() -> Any:
+    """The host's signed adapter repository, created on first use."""
+    from edge_agent.host.publish import AdapterRepository
+
+    return AdapterRepository.open_or_init(_host_dir() / "tuf")
 
 
 def _store() -> Any:
@@ -52,7 +59,9 @@ def host() -> None:
     help="require it as a Bearer token on /metrics",
 )
 def serve(bind: str, port: int, cert: Path | None, key: Path | None, **limits: Any) -> None:
-    """Serve the ingest API over HTTPS."""
+    """Serve the ingest API and the signed adapter repository over HTTPS."""
+    import threading
+
     from edge_agent.host.ingest import IngestConfig, create_app
     from edge_agent.host.ingest import serve as run_server
     from edge_agent.host.store import Quota
@@ -62,17 +71,25 @@ def serve(bind: str, port: int, cert: Path | None, key: Path | None, **limits: A
         raise click.UsageError("give both --cert and --key, or neither")
     if cert is None or key is None:
         cert, key = ensure_certificate(_host_dir() / "tls")
+    repo = _repository()
     config = IngestConfig(
         db_path=_host_dir() / "ingest.db",
         cert_sha256=cert_fingerprint(cert),
         quota=Quota(records_per_day=limits["quota_records"]),
         retention_days=limits["retention_days"],
         metrics_token=limits["metrics_token"],
+        tuf_dir=repo.folder,
     )
     click.echo(
         f"ingest on https://{bind}:{port}, certificate sha256:{config.cert_sha256}", err=True
     )
-    run_server(create_app(config), host=bind, port=port, certfile=cert, keyfile=key)
+    stop = threading.Event()  # keeps the repository's timestamp signed while serving
+    repo.refresh()
+    threading.Thread(target=repo.refresh_every, args=(3600.0, stop), daemon=True).start()
+    try:
+        run_server(create_app(config), host=bind, port=port, certfile=cert, keyfile=key)
+    finally:
+        stop.set()
 
 
 @host.command("enroll-token")
@@ -124,6 +141,77 @@ def forget(device_id: str) -> None:
         f"forgot {device_id}: {gone['records']} records, {gone['batches']} batches; "
         "its credential no longer works"
     )
+
+
+@host.command("publish")
+@click.argument("adapter", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--skill", required=True, help="the toolset it was trained for, e.g. home")
+@click.option("--profile", "profiles", multiple=True, help="a device profile it was gated for")
+@click.option(
+    "--release",
+    "release_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON of further release fields (canary, centroids, gate)",
+)
+@json_option
+def publish(
+    adapter: Path, skill: str, profiles: tuple[str, ...], release_file: Path | None, as_json: bool
+) -> None:
+    """Sign ADAPTER.gguf into the adapter repository as the next version of --skill."""
+    import json
+
+    from edge_agent.adapters.export import adapter_identity
+    from edge_agent.adapters.release import AdapterRelease
+
+    repo = _repository()
+    version = repo.next_version(skill)
+    try:
+        extra = json.loads(release_file.read_text()) if release_file else {}
+        fields = {
+            **extra,
+            "name": f"{skill}-v{version}",
+            "skill": skill,
+            "version": version,
+            "base_identity": adapter_identity(adapter).as_dict(),
+            "target_profiles": list(profiles) or extra.get("target_profiles", []),
+        }
+        release = AdapterRelease(**fields)
+    except ValueError as exc:  # the --release file: not JSON, or not release fields
+        raise click.BadParameter(str(exc), param_hint="--release") from exc
+    target = repo.publish(adapter, release)
+    if as_json:
+        echo_json(release.model_dump(mode="json") | {"target": target})
+        return
+    click.echo(f"published {release.name} as {target} in {repo.folder}")
+
+
+@host.group("embedder")
+def embedder() -> None:
+    """The sentence embedder that clusters requests (all-MiniLM-L6-v2, int8 ONNX)."""
+
+
+@embedder.command("export")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="folder (default: <host dir>/embedders/all-minilm-l6-v2-int8)")  # fmt: skip
+@click.option("--fp32", is_flag=True, help="keep float32 weights (no int8 quantization)")
+@json_option
+def embedder_export(out: Path | None, fp32: bool, as_json: bool) -> None:
+    """Export all-MiniLM-L6-v2 to ONNX (int8 by default) with its tokenizer."""
+    import json
+
+    from quantize.embedder import default_embedder_dir, export_embedder
+
+    folder = export_embedder(
+        out or default_embedder_dir(_host_dir(), quantized=not fp32), quantize=not fp32
+    )
+    spec = json.loads((folder / "embedder.json").read_text())
+    if as_json:
+        echo_json(spec | {"folder": str(folder)})
+        return
+    size_mb = (folder / "model.onnx").stat().st_size / 2**20
+    click.echo(f"{spec['name']}  dim {spec['dim']}  {size_mb:.1f} MB  sha256:{spec['sha256']}")
+    click.echo(f"folder    {folder}")
 
 
 @host.command("train")

@@ -6,6 +6,8 @@ batches over HTTPS (`edge-agent host serve`).
     GET  /v1/batches/{key}    this device's answer for a key (404 for any other device's)
     GET  /v1/device           this device: records stored, credential expiry
     GET  /metrics             Prometheus (Bearer metrics_token when one is set)
+    GET  /tuf/metadata/{file}, /tuf/targets/{path}   the signed adapter repository (read-only,
+                              no credential: TUF metadata is public and verified by devices)
 
 Errors are JSON ``{"detail": …}``: 400 unreadable body, 401 credential, 409 key reused for
 another body, 413 too large, 415 encoding, 422 schema (``records`` lists the bad indices),
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import re
 import socket
 import threading
@@ -30,7 +33,7 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -62,6 +65,7 @@ class IngestConfig:
     retention_days: float | None = 180.0
     trusted_root: dict[str, Any] | None = None  # the adapter repository's root of trust
     metrics_token: str | None = None
+    tuf_dir: Path | None = None  # an AdapterRepository folder, served under /tuf
 
     @property
     def limits(self) -> wire.Limits:
@@ -96,6 +100,8 @@ def create_app(config: IngestConfig, *, clock: Callable[[], float] = time.time) 
         return JSONResponse({"detail": exc.detail, "records": exc.records}, status_code=422)
 
     _routes(app, store, config, metrics)
+    if config.tuf_dir is not None:
+        _tuf_routes(app, config.tuf_dir)
     return app
 
 
@@ -217,7 +223,7 @@ def _enroll_route(
             expires_at=expires,
             cert_sha256=config.cert_sha256,
             limits=config.limits,
-            trusted_root=config.trusted_root,
+            trusted_root=config.trusted_root or _tuf_root(config.tuf_dir),
         )
 
 
@@ -248,6 +254,38 @@ def _ops_routes(
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+
+def _tuf_routes(app: FastAPI, folder: Path) -> None:
+    metadata, targets = folder / "metadata", folder / "targets"
+
+    @app.get("/tuf/metadata/{name}")
+    def tuf_metadata(name: str) -> FileResponse:
+        return FileResponse(_inside(metadata, name), media_type="application/json")
+
+    @app.get("/tuf/targets/{path:path}")
+    def tuf_target(path: str) -> FileResponse:
+        return FileResponse(_inside(targets, path), media_type="application/octet-stream")
+
+
+def _inside(base: Path, relative: str) -> Path:
+    """`relative` under `base`, or a 404: no '..', no hidden files, no link out of `base`."""
+    parts = relative.split("/")
+    bad = any(not p or p.startswith(".") or "\\" in p or "\0" in p for p in parts)
+    path = base.joinpath(*parts).resolve() if not bad else base
+    if bad or not path.is_relative_to(base.resolve()) or not path.is_file():
+        raise HTTPException(404, f"no {relative} in the adapter repository")
+    return path
+
+
+def _tuf_root(folder: Path | None) -> dict[str, Any] | None:
+    """The repository's current root.json, read at each enrollment (it may have been renewed)."""
+    if folder is None:
+        return None
+    try:
+        return dict(json.loads((folder / "metadata" / "root.json").read_bytes()))
+    except (OSError, ValueError):
+        return None
 
 
 def _ingest(store: IngestStore, incoming: Incoming, quota: Quota) -> tuple[wire.BatchResult, bool]:

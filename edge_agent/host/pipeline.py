@@ -5,17 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.adapters.release import AdapterRelease, CanaryCall
 from edge_agent.errors import FlywheelError
 from edge_agent.host.curate import Curated, Record, record_from_interaction
 from edge_agent.host.finetune import TrainConfig, TrainResult, finetune
 from edge_agent.types import Interaction
 
 if TYPE_CHECKING:
+    from edge_agent.host.cluster import ClusterSummary
+    from edge_agent.host.publish import AdapterRepository
     from edge_agent.host.store import IngestStore
 
 ADAPTER_FILE = "home.gguf"
@@ -156,3 +159,40 @@ def _summary(
         },
         "minutes": minutes | {"total": round(sum(minutes.values()), 2)},
     }  # fmt: skip
+
+
+def canary_set(curated: Curated, size: int = 8) -> list[CanaryCall]:
+    """A few labelled validation requests (never the eval set) the device re-checks."""
+    records = sorted(curated.validation, key=lambda r: r.id)[:size]
+    return [
+        CanaryCall(text=r.request, name=r.call.name, arguments=dict(r.call.arguments),
+                   context=r.context)
+        for r in records if r.call is not None
+    ]  # fmt: skip
+
+
+def publish_turn(
+    turn: TurnResult,
+    curated: Curated,
+    model_path: Path,
+    repository: AdapterRepository,
+    *,
+    skill: str = "home",
+    profiles: Sequence[str] = (),
+    clusters: ClusterSummary | None = None,
+) -> AdapterRelease:
+    """Sign the promoted adapter into the host's TUF repository as the skill's next version."""
+    from edge_agent.modelfile import identity_of, read_header
+
+    if not turn.promoted:
+        raise FlywheelError("the gate did not promote this adapter; nothing was published")
+    version = repository.next_version(skill)
+    release = AdapterRelease(
+        name=f"{skill}-v{version}", skill=skill, version=version,
+        base_identity=identity_of(read_header(model_path)).as_dict(),
+        target_profiles=list(profiles), canary=canary_set(curated),
+        gate={k: v for k, v in turn.summary.items() if k in ("candidate", "incumbent", "reason")},
+        **(clusters.release_fields() if clusters else {}),
+    )  # fmt: skip
+    repository.publish(turn.adapter, release)
+    return release
