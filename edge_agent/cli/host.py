@@ -232,6 +232,9 @@ def embedder_export(out: Path | None, fp32: bool, as_json: bool) -> None:
 @click.option("--first-layer", type=int, default=None, help="LoRA on this layer and above")
 @click.option("--max-steps", type=int, default=None)
 @click.option("--margin", type=float, default=0.02, help="exact-match gain needed to promote")
+@click.option("--publish", "publish_it", is_flag=True,
+              help="sign a promoted adapter into the host's adapter repository")  # fmt: skip
+@click.option("--profile", "profiles", multiple=True, help="a device profile it is meant for")
 @json_option
 def train(
     *,
@@ -243,6 +246,8 @@ def train(
     model: str | None,
     incumbent: Path | None,
     margin: float,
+    publish_it: bool,
+    profiles: tuple[str, ...],
     as_json: bool,
     **overrides: Any,
 ) -> None:
@@ -261,8 +266,14 @@ def train(
         if store is not None:
             store.close()
     config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    result = run_turn(curated, _model_path(model), out, config=config, incumbent=incumbent,
+    model_path = _model_path(model)
+    result = run_turn(curated, model_path, out, config=config, incumbent=incumbent,
                       margin=margin, progress=not as_json)  # fmt: skip
+    if publish_it and result.promoted:
+        from edge_agent.host.pipeline import publish_turn
+
+        release = publish_turn(result, curated, model_path, _repository(), profiles=profiles)
+        result.summary["published"] = release.name
     if as_json:
         echo_json(result.summary | {"adapter": str(result.adapter)})
         return
@@ -290,3 +301,5 @@ def _print_summary(summary: dict[str, Any], adapter: Path, promoted: bool) -> No
     verdict = "PROMOTE" if promoted else "KEEP INCUMBENT"
     click.echo(f"gate      {verdict}: {summary['reason']}")
     click.echo(f"adapter   {adapter}  (report: {adapter.parent / 'gate.json'})")
+    if "published" in summary:
+        click.echo(f"published {summary['published']} (devices pull it: edge-agent adapters pull)")
