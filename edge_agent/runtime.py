@@ -2,18 +2,30 @@
 
 What the CLI, the server and an embedding daemon share, so all three load a model the same
 way. ``Runtime`` owns the backend; close it (or use ``with``) to free the model.
+
+Adapters hot-swap: each skill's agent generates through a view of the backend that, under
+the runtime's lock, switches to the skill's current adapter first. ``swap_adapter`` takes the
+same lock, so it waits for the generation in flight and the next one runs the new adapter;
+nothing reloads and no request fails. A turn of several generations may see the swap
+between two of them.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from edge_agent.agent import Agent, AgentConfig, ConfirmFn
-from edge_agent.backends.base import Backend
+from edge_agent.backends.base import Backend, Chunk, GenerationRequest
 from edge_agent.catalog import load_catalog
+from edge_agent.errors import AdapterError
 from edge_agent.plan import FitPlan, make_plan
 from edge_agent.policy import Policy
 from edge_agent.settings import Settings
@@ -22,6 +34,10 @@ from edge_agent.tools import Toolset, get_toolset
 
 if TYPE_CHECKING:
     from edge_agent.logstore import LogStore
+    from edge_agent.modelfile import BaseModelIdentity
+    from edge_agent.router import Router
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +47,10 @@ class Runtime:
     backend: Backend
     _log: LogStore | None = None
     _loaded: set[str] = field(default_factory=set)
+    # Held for each generation and each adapter change: a swap waits for the one in flight.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _current: dict[str, str | None] = field(default_factory=dict)  # skill -> adapter
+    _agents: dict[str, weakref.WeakSet[Agent]] = field(default_factory=dict, repr=False)
 
     @property
     def model_name(self) -> str:
@@ -52,34 +72,131 @@ class Runtime:
     ) -> Agent:
         tools = self.toolset(toolset) if isinstance(toolset, str) else toolset
         policy = Policy.from_toml(self.settings.policy_file) if self.settings.policy_file else None
-        adapted = self.use_skill_adapter(tools.name) is not None
+        adapter = self.adapter_of(tools.name)
         # An adapter is trained on single commands: its call is the turn, the result its answer.
-        default = AgentConfig(area=self.settings.area, stop_after_call=adapted)
-        return Agent(
-            self.backend,
+        default = AgentConfig(area=self.settings.area, stop_after_call=adapter is not None)
+        agent = Agent(
+            self.skill_backend(tools.name),
             tools,
             policy=policy,
             config=config or default,
             confirm=confirm,
-            adapter=self.backend.active_adapter,
+            adapter=adapter,
             model_name=self.model_name,
             log=self.log(),
+            router=self.router,
         )
+        self._agents.setdefault(tools.name, weakref.WeakSet()).add(agent)
+        return agent
 
     def use_skill_adapter(self, skill: str) -> str | None:
-        """Activate the shipped adapter trained for this toolset on this base, if any; a
-        toolset without one runs on the bare base model with the full tool list prompt."""
+        """Activate the skill's adapter: the one `edge-agent adapters` installed as active if
+        it fits this base, else the one shipped for this toolset and base; a toolset without
+        either runs on the bare base model with the full tool list prompt."""
+        chosen = self._skill_choice(skill) if self.settings.adapters else None
+        with self._lock:
+            if chosen is not None:
+                self._load(*chosen)
+            name = chosen[0] if chosen else None
+            self.backend.use_adapter(name)
+            self._current[skill] = name
+        return name
+
+    def adapter_of(self, skill: str) -> str | None:
+        """The adapter the skill's generations run now (None: the bare base model)."""
+        if skill not in self._current:
+            return self.use_skill_adapter(skill)
+        return self._current[skill]
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Load a LoRA GGUF into the live backend under ``name`` (once), between generations."""
+        with self._lock:
+            self._load(name, lambda: path)
+
+    def swap_adapter(self, skill: str, adapter: str | Path | None) -> str | None:
+        """Make ``adapter`` the skill's adapter on the live backend, without a restart: an
+        installed or shipped adapter's name, a name already loaded, a LoRA GGUF path, or None
+        (the bare base). Waits for the generation in flight; the next one uses it. The
+        installed state is `InstalledAdapters`' to change, not this."""
+        name, path = self._resolve(skill, adapter)
+        with self._lock:
+            if name is not None and path is not None:
+                self._load(name, path)
+            self.backend.use_adapter(name)
+            self._current[skill] = name
+        for agent in list(self._agents.get(skill, ())):
+            agent.adapter = name  # its next turn's prompt and log record name the new one
+        return name
+
+    def skill_backend(self, skill: str) -> Backend:
+        """The backend as the skill's agents use it: its current adapter, one at a time."""
+        return _AdapterView(self, lambda: self._current.get(skill))
+
+    def pinned_backend(self, adapter: str | None) -> Backend:
+        """The backend running ``adapter`` (loaded already), one generation at a time."""
+        return _AdapterView(self, lambda: adapter)
+
+    def shared_backend(self) -> Backend:
+        """The backend with whatever adapter is active, one generation at a time: what a
+        server that swaps adapters in the background must hand its plain-chat route."""
+        return _AdapterView(self, None)
+
+    def _load(self, name: str, path: Callable[[], Path] | Path) -> None:
+        if name not in self._loaded:
+            self.backend.load_adapter(name, path() if callable(path) else path)
+            self._loaded.add(name)
+
+    def _skill_choice(self, skill: str) -> tuple[str, Callable[[], Path]] | None:
         from edge_agent.adapters.shipped import adapter_for
 
-        shipped = adapter_for(skill, self.backend.identity) if self.settings.adapters else None
-        if shipped is None:
-            self.backend.use_adapter(None)
+        installed = self._installed_choice(skill, self.backend.identity)
+        if installed is not None:
+            return installed
+        shipped = adapter_for(skill, self.backend.identity)
+        return (shipped.name, shipped.verified_path) if shipped else None
+
+    def _installed_choice(
+        self, skill: str, identity: BaseModelIdentity | None
+    ) -> tuple[str, Callable[[], Path]] | None:
+        """The installed active adapter, if it fits; a damaged one is skipped, not fatal."""
+        from edge_agent.adapters.installed import InstalledAdapters
+
+        installed = InstalledAdapters(self.settings.adapters_dir)
+        entry = installed.active(skill)
+        if entry is None or identity is None:
             return None
-        if shipped.name not in self._loaded:
-            self.backend.load_adapter(shipped.name, shipped.verified_path())
-            self._loaded.add(shipped.name)
-        self.backend.use_adapter(shipped.name)
-        return shipped.name
+        if entry.release.base_identity != identity.as_dict():
+            logger.info("installed adapter %s is for another base model; not used", entry.name)
+            return None
+        try:
+            path = installed.verified_path(entry) if entry.name not in self._loaded else None
+        except AdapterError as exc:
+            logger.warning("%s; using the shipped adapter", exc)
+            return None
+        return entry.name, lambda: path or installed.path_of(entry)
+
+    def _resolve(self, skill: str, adapter: str | Path | None) -> tuple[str | None, Path | None]:
+        """A name and, when not loaded yet, the verified file to load it from."""
+        from edge_agent.adapters.installed import InstalledAdapters
+        from edge_agent.adapters.shipped import adapter_for
+
+        if adapter is None or (isinstance(adapter, str) and adapter in self._loaded):
+            return adapter, None
+        if isinstance(adapter, Path):
+            return adapter.stem, adapter
+        shipped = adapter_for(skill, self.backend.identity)
+        if shipped is not None and shipped.name == adapter:
+            return adapter, shipped.verified_path()
+        installed = InstalledAdapters(self.settings.adapters_dir)
+        return adapter, installed.verified_path(installed.get(adapter))
+
+    @cached_property
+    def router(self) -> Router | None:
+        """The router to the remote model the settings name (None without one); one per
+        runtime, so every agent shares its circuit breaker."""
+        from edge_agent.router import open_router
+
+        return open_router(self.settings)
 
     def log(self) -> LogStore | None:
         """The sealed interaction log, opened on first use (None when logging is off)."""
@@ -93,6 +210,9 @@ class Runtime:
         self.backend.close()
         if self._log is not None:
             self._log.close()
+        router = self.__dict__.get("router")  # only if it was ever opened
+        if router is not None:
+            router.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -116,3 +236,32 @@ def open_runtime(settings: Settings) -> Runtime:
     path = Path(entry.source.path or "") if entry.source.kind == "path" else store.ensure(entry)
     backend = open_backend(plan.profile.backend, model_path=path, **plan.backend_options())
     return Runtime(settings, plan, backend)
+
+
+class _AdapterView(Backend):
+    """The runtime's backend, one generation at a time under the runtime's lock, switched
+    first to the adapter ``pick`` names (``pick=None``: whatever is active)."""
+
+    def __init__(self, runtime: Runtime, pick: Callable[[], str | None] | None) -> None:
+        self._runtime = runtime
+        self._pick = pick
+
+    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
+        # The lock is held while the stream is consumed; a consumer that stops early drops
+        # the generator, and closing it releases the lock.
+        with self._runtime._lock:
+            if self._pick is not None:
+                self._runtime.backend.use_adapter(self._pick())
+            yield from self._runtime.backend.generate(request)
+
+    @property
+    def identity(self) -> BaseModelIdentity | None:
+        return self._runtime.backend.identity
+
+    @property
+    def model_name(self) -> str:
+        return self._runtime.backend.model_name
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self._pick() if self._pick is not None else self._runtime.backend.active_adapter

@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     area: str | None = Field(None, description="the area this device stands in (the speaker's)")
     policy_file: Path | None = Field(None, description="permission policy TOML")
     adapters: bool = Field(True, description="use the adapter trained for a toolset, if any")
+    adapters_auto_update: bool = Field(
+        False, description="each sync round: pull, canary-check and activate new adapters"
+    )
+    adapters_canary_min: float = Field(
+        0.5, ge=0, le=1, description="exact match a new adapter must reach on its canary set"
+    )
+    adapters_canary_tolerance: float = Field(
+        0.02, ge=0, le=1, description="how far a new adapter may fall below the current one"
+    )
     config_dir: Path = Field(default_factory=lambda: _dirs()[0])
     data_dir: Path = Field(default_factory=lambda: _dirs()[1])
     cache_dir: Path = Field(default_factory=lambda: _dirs()[2])
@@ -90,14 +99,42 @@ class Settings(BaseSettings):
         None, gt=0, description="average upload rate limit in KiB/s; None = unlimited"
     )
     sync_timeout_s: float = Field(30.0, gt=0, description="per request, connect and read")
+    remote_url: str | None = Field(
+        None, description="OpenAI-compatible base URL of the large model to escalate to (…/v1)"
+    )
+    remote_model: str | None = Field(None, description="the model name the endpoint serves")
+    remote_api_key_env: str | None = Field(
+        None, description="name of the environment variable holding its API key (else keyring)"
+    )
+    remote_timeout_s: float = Field(20.0, gt=0, description="per remote request")
+    remote_retries: int = Field(1, ge=0, le=5, description="retries on connection errors, 5xx")
+    remote_cooldown_s: float = Field(
+        60.0, gt=0, description="skip the remote this long after a failure (circuit breaker)"
+    )
+    remote_anonymize: bool = Field(True, description="anonymize what is sent to the remote")
+    route_file: Path | None = Field(
+        None, description="calibrated router thresholds; default <data dir>/route.json"
+    )
+    route_tools: dict[str, Literal["always_remote", "never_remote"]] = Field(
+        default_factory=dict, description="per-tool routing rules"
+    )
 
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
     @property
+    def adapters_dir(self) -> Path:
+        """Installed adapters, their state and the TUF client's metadata."""
+        return self.data_dir / "adapters"
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / "log" / "interactions.db"
+
+    @property
+    def route_path(self) -> Path:
+        return self.route_file or self.data_dir / "route.json"
 
     @property
     def log_key_dir(self) -> Path:

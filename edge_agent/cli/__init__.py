@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from edge_agent.cli import anonymize, host, log, models, run, serve, sync
+from edge_agent.cli import adapters, anonymize, host, log, models, route, run, serve, sync
 from edge_agent.errors import EdgeAgentError
 
 
@@ -33,6 +33,8 @@ cli.add_command(log.log)
 cli.add_command(serve.serve)
 cli.add_command(host.host)
 cli.add_command(sync.sync)
+cli.add_command(adapters.adapters)
+cli.add_command(route.route)
 
 
 def main(argv: list[str] | None = None) -> None:
