@@ -24,6 +24,7 @@ from edge_agent.cli._common import model_options, settings_from
 )
 def serve(host: str, port: int, api_key: str | None, toolsets: str, **flags: Any) -> None:
     """Serve /v1/chat/completions and /v1/models (OpenAI-compatible, streaming)."""
+    from edge_agent.adapters.canary import adapter_tasks
     from edge_agent.runtime import open_runtime
     from edge_agent.server import create_app
     from edge_agent.server import serve as run_server
@@ -32,9 +33,12 @@ def serve(host: str, port: int, api_key: str | None, toolsets: str, **flags: Any
     key = api_key or os.environ.get("EDGE_AGENT_API_KEY")
     with open_runtime(settings_from(**flags)) as rt:
         agents = {name: _factory(rt, name) for name in toolsets.split(",") if name}
-        app = create_app(rt.backend, toolsets=agents, model_name=rt.model_name, api_key=key)
+        # the locked view: the sync loop may hot-swap an adapter while requests are served
+        backend = rt.shared_backend()
+        app = create_app(backend, toolsets=agents, model_name=rt.model_name, api_key=key)
         log = rt.log()
-        worker = worker_for(rt.settings, log) if log else None  # None: off or not enrolled
+        tasks = adapter_tasks(rt)  # pulls, canaries and swaps new adapters after each push
+        worker = worker_for(rt.settings, log, tasks=tasks) if log else None
         if worker:
             worker.start()
         click.echo(f"serving {rt.model_name} on http://{host}:{port}/v1", err=True)
