@@ -234,7 +234,7 @@ class LlamaCppBackend(Backend):
         if not adapter:
             raise InvalidAdapterError(
                 f"llama.cpp could not load the adapter {path.name}: {_last_errors()}; "
-                "re-export it with `edge-agent adapters export`"
+                "pull it again (`edge-agent adapters pull`) or re-export it on the host"
             )
         self._adapters[name] = adapter
 
