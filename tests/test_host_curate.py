@@ -123,3 +123,9 @@ def test_held_out_split_is_the_committed_test_part() -> None:
     ids = {r.id for r in held_out_split()}
     assert ids <= {row.id for row in load_split("test")}
     assert len(ids) >= 200
+
+
+def test_a_field_record_without_a_row_evaluates_in_the_shared_home() -> None:
+    row = rec(1, "turn on the kitchen light", area="kitchen").as_row()
+    assert row.inventory().areas  # the shared HA test home, not a parse error on the id
+    assert row.call().name == "HassTurnOn" and row.speaker_area == "kitchen"

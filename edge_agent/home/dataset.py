@@ -61,7 +61,9 @@ class Row(BaseModel):
 
     def inventory(self) -> Inventory:
         """This row's home (a fresh copy; the toolset may change it)."""
-        return _fixtures(self.source_file, self.fixtures, self.test_index).model_copy(deep=True)
+        # the shared home has no per-test part (and a field record's id is no test id)
+        index = 0 if self.fixtures == _SHARED else self.test_index
+        return _fixtures(self.source_file, self.fixtures, index).model_copy(deep=True)
 
 
 def load_rows(path: str | Path | None = None) -> list[Row]:
