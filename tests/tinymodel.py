@@ -55,7 +55,7 @@ class TinyLora:
         return PeftModel.from_pretrained(self.base.torch_model(), str(self.directory)).eval()
 
 
-def tiny_config(n_vocab: int) -> dict[str, Any]:
+def tiny_config(n_vocab: int, context: int = 256) -> dict[str, Any]:
     return {
         "vocab_size": n_vocab,
         "hidden_size": 64,
@@ -63,18 +63,18 @@ def tiny_config(n_vocab: int) -> dict[str, Any]:
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "max_position_embeddings": 256,
+        "max_position_embeddings": context,
         "rms_norm_eps": 1e-5,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
         "tie_word_embeddings": False,
     }
 
 
-def make_tiny_llama(tmp_dir: Path, seed: int = 0) -> TinyModel:
+def make_tiny_llama(tmp_dir: Path, seed: int = 0, context: int = 256) -> TinyModel:
     """Random weights scaled like a trained model (unit-variance activations), so attention is
     sharp enough that a wrong q/k layout shows in the logits."""
     tokenizer = tiny_bpe_tokenizer()
-    config = tiny_config(tokenizer.n_vocab)
+    config = tiny_config(tokenizer.n_vocab, context)
     state = _random_state(config, np.random.default_rng(seed))
     path = write_llama_gguf(Path(tmp_dir) / "tiny-llama-f32.gguf", config, state, tokenizer)
     return TinyModel(config, state, tokenizer, path)

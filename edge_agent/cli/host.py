@@ -235,6 +235,8 @@ def embedder_export(out: Path | None, fp32: bool, as_json: bool) -> None:
 @click.option("--publish", "publish_it", is_flag=True,
               help="sign a promoted adapter into the host's adapter repository")  # fmt: skip
 @click.option("--profile", "profiles", multiple=True, help="a device profile it is meant for")
+@click.option("--cluster/--no-cluster", default=True, show_default=True,
+              help="cluster the requests (their centroids travel with the adapter)")  # fmt: skip
 @json_option
 def train(
     *,
@@ -248,12 +250,13 @@ def train(
     margin: float,
     publish_it: bool,
     profiles: tuple[str, ...],
+    cluster: bool,
     as_json: bool,
     **overrides: Any,
 ) -> None:
     """Curate → fine-tune a LoRA → export to GGUF → gate it through llama.cpp."""
     from edge_agent.host.finetune import TrainConfig
-    from edge_agent.host.pipeline import gather, run_turn
+    from edge_agent.host.pipeline import cluster_overview, gather, publish_turn, run_turn
 
     if [rows is not None, interactions is not None, from_store].count(True) != 1:
         raise click.UsageError(
@@ -267,17 +270,29 @@ def train(
             store.close()
     config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     model_path = _model_path(model)
+    clustering = _clusters(curated.train) if cluster else None
+    n_ctx = settings_from().context_size or 4096
     result = run_turn(curated, model_path, out, config=config, incumbent=incumbent,
-                      margin=margin, progress=not as_json)  # fmt: skip
+                      margin=margin, progress=not as_json, n_ctx=n_ctx)  # fmt: skip
+    if clustering is not None:
+        result.summary["clusters"] = cluster_overview(clustering)
     if publish_it and result.promoted:
-        from edge_agent.host.pipeline import publish_turn
-
-        release = publish_turn(result, curated, model_path, _repository(), profiles=profiles)
+        clusters = clustering.summary(skill="home") if clustering else None
+        release = publish_turn(result, curated, model_path, _repository(), profiles=profiles,
+                               clusters=clusters)  # fmt: skip
         result.summary["published"] = release.name
     if as_json:
         echo_json(result.summary | {"adapter": str(result.adapter)})
         return
     _print_summary(result.summary, result.adapter, result.promoted)
+
+
+def _clusters(records: Any) -> Any:
+    """The training requests' clusters, with the host's embedder (exported on first use)."""
+    from edge_agent.host.pipeline import cluster_records
+    from quantize.embedder import default_embedder_dir, open_or_export
+
+    return cluster_records(records, open_or_export(default_embedder_dir(_host_dir())))
 
 
 def _model_path(model: str | None) -> Path:
@@ -296,6 +311,10 @@ def _print_summary(summary: dict[str, Any], adapter: Path, promoted: bool) -> No
     new, old = summary["candidate"], summary["incumbent"]
     click.echo(f"data      {summary['data']}")
     click.echo(f"minutes   {summary['minutes']}")
+    if "clusters" in summary:
+        clusters = summary["clusters"]["clusters"]
+        names = ", ".join(c["name"] for c in clusters[:3])
+        click.echo(f"clusters  {len(clusters)} (largest: {names})")
     click.echo(f"before    right tool {old['right_tool']:.1%}  exact {old['exact']:.1%}")
     click.echo(f"after     right tool {new['right_tool']:.1%}  exact {new['exact']:.1%}")
     verdict = "PROMOTE" if promoted else "KEEP INCUMBENT"

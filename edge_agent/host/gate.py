@@ -71,12 +71,17 @@ def _regresses(new: Report, old: Report) -> bool:
 
 
 def evaluate_adapter(
-    model_path: str | Path, rows: Sequence[Row], adapter: Path | None, *, threads: int = 2
+    model_path: str | Path,
+    rows: Sequence[Row],
+    adapter: Path | None,
+    *,
+    threads: int = 2,
+    n_ctx: int = 4096,
 ) -> Evaluation:
     """The device's runtime: llama.cpp, the GGUF base, the exported adapter (or none)."""
     from edge_agent.backends.llama_cpp import LlamaCppBackend
 
-    with LlamaCppBackend(model_path, n_ctx=4096, n_threads=threads) as backend:
+    with LlamaCppBackend(model_path, n_ctx=n_ctx, n_threads=threads) as backend:
         name = None
         if adapter is not None:
             name = CANDIDATE

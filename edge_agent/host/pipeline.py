@@ -17,7 +17,7 @@ from edge_agent.host.finetune import TrainConfig, TrainResult, finetune
 from edge_agent.types import Interaction
 
 if TYPE_CHECKING:
-    from edge_agent.host.cluster import ClusterSummary
+    from edge_agent.host.cluster import Clustering, ClusterSummary, TextEmbedder
     from edge_agent.host.publish import AdapterRepository
     from edge_agent.host.store import IngestStore
 
@@ -102,6 +102,7 @@ def run_turn(
     incumbent: Path | None = None,
     margin: float = 0.02,
     progress: bool = True,
+    n_ctx: int = 4096,  # the gate's context window, as the devices run it
 ) -> TurnResult:
     """Train on `curated.train` (validation for model selection), gate on `curated.eval`."""
     from edge_agent.host import gate
@@ -119,8 +120,8 @@ def run_turn(
         adapter = export_adapter(trained.adapter_dir, model_path, out_dir / ADAPTER_FILE)
     with clock.stage("gate"):
         rows = [r.as_row() for r in curated.eval]
-        new = gate.evaluate_adapter(model_path, rows, adapter)
-        old = gate.evaluate_adapter(model_path, rows, incumbent)
+        new = gate.evaluate_adapter(model_path, rows, adapter, n_ctx=n_ctx)
+        old = gate.evaluate_adapter(model_path, rows, incumbent, n_ctx=n_ctx)
         decision = gate.decide({"home": new.report}, {"home": old.report}, margin=margin)
     summary = _summary(curated, trained, config, clock.minutes) | {
         "candidate": new.summary(), "incumbent": old.summary(),
@@ -155,6 +156,7 @@ def _summary(
         "data": curated.summary(),
         "train": config.to_dict() | {
             "steps": trained.steps, "tokens_per_s": round(trained.tokens_per_s, 1),
+            "cache_seconds": round(trained.cache_seconds, 1),
             "train_loss": trained.train_loss, "validation_loss": trained.validation_loss,
         },
         "minutes": minutes | {"total": round(sum(minutes.values()), 2)},
@@ -196,3 +198,23 @@ def publish_turn(
     )  # fmt: skip
     repository.publish(turn.adapter, release)
     return release
+
+
+def cluster_records(records: Sequence[Record], embedder: TextEmbedder) -> Clustering:
+    """Paper step 3: the requests' clusters, named by the tools that answered them."""
+    from edge_agent.host.cluster import cluster_texts
+
+    tools = [[r.call.name] if r.call else [] for r in records]
+    return cluster_texts([r.request for r in records], embedder, tools)
+
+
+def cluster_overview(clustering: Clustering) -> dict[str, Any]:
+    """What the turn's report says about the clusters (the centroids travel in the release)."""
+    from edge_agent.host.cluster import skill_of_clusters
+
+    skills = skill_of_clusters(clustering)
+    return {
+        "k": clustering.k, "embedder": clustering.embedder,
+        "clusters": [{"name": c.name, "size": c.size, "skill": skills[c.index]}
+                     for c in clustering.clusters],
+    }  # fmt: skip
