@@ -34,6 +34,6 @@ def test_one_turn_runs_across_host_and_device_processes(tmp_path: Path) -> None:
     assert turn["data"]["train"] + turn["data"]["validation"] + turn["data"]["eval"] == 24
     for pulled, answer in zip(report["pulled"], report["answers"], strict=True):
         assert [o["release"] for o in pulled["outcomes"]] == ["home-v1"]
-        assert pulled["outcomes"][0]["action"] in ("activated", "rejected")
-        if pulled["outcomes"][0]["action"] == "activated":
-            assert answer["adapter"] == "home-v1"
+        # an untrained tiny model gets no call right; two steps of LoRA already get some
+        assert pulled["outcomes"][0]["action"] == "activated", pulled
+        assert answer["adapter"] == "home-v1"  # swapped in: the next turn runs it
