@@ -214,6 +214,38 @@ def embedder_export(out: Path | None, fp32: bool, as_json: bool) -> None:
     click.echo(f"folder    {folder}")
 
 
+@host.command("select")
+@click.option("--skill", default="home", show_default=True)
+@click.option("--target", "targets", multiple=True, required=True, metavar="PROFILE:RAM_MB",
+              help="a device class: its profile and its smallest board's RAM, e.g. "
+                   "raspberry-pi-4:2048 (repeat for each class)")  # fmt: skip
+@click.option("--context", type=int, default=512, show_default=True,
+              help="tokens the skill's prompts need (`host train` reports it)")  # fmt: skip
+@json_option
+def select(skill: str, targets: tuple[str, ...], context: int, as_json: bool) -> None:
+    """Which catalog model to fine-tune for SKILL: the one each target's fit plan will run."""
+    from edge_agent.catalog import load_catalog
+    from edge_agent.host.select import select_models
+
+    selection = select_models(skill, [_target(t) for t in targets], load_catalog(), context)
+    if as_json:
+        echo_json(selection.to_dict())
+        return
+    for line in selection.reasons:
+        click.echo(line)
+    click.echo(f"train {len(selection.bases)} adapter(s): {', '.join(selection.bases)}")
+
+
+def _target(text: str) -> Any:
+    from edge_agent.host.select import Target
+    from edge_agent.profile import load_profile
+
+    name, _, ram = text.partition(":")
+    if not ram.isdigit():
+        raise click.BadParameter(f"{text!r}: write PROFILE:RAM_MB", param_hint="--target")
+    return Target(load_profile(name), int(ram))
+
+
 @host.command("train")
 @click.option("--rows", type=click.Choice(["split"]), default=None,
               help="train on the committed HA split, as if a teacher had labelled it")  # fmt: skip

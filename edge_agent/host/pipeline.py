@@ -115,7 +115,7 @@ def run_turn(
     clock = _Clock()
     config = config or TrainConfig()
     with clock.stage("train"):
-        trained = _train(curated, model_path, out_dir, config, progress)
+        trained, context = _train(curated, model_path, out_dir, config, progress)
     with clock.stage("export"):
         adapter = export_adapter(trained.adapter_dir, model_path, out_dir / ADAPTER_FILE)
     with clock.stage("gate"):
@@ -123,7 +123,7 @@ def run_turn(
         new = gate.evaluate_adapter(model_path, rows, adapter, n_ctx=n_ctx)
         old = gate.evaluate_adapter(model_path, rows, incumbent, n_ctx=n_ctx)
         decision = gate.decide({"home": new.report}, {"home": old.report}, margin=margin)
-    summary = _summary(curated, trained, config, clock.minutes) | {
+    summary = _summary(curated, trained, config, clock.minutes, context) | {
         "candidate": new.summary(), "incumbent": old.summary(),
         "incumbent_adapter": str(incumbent) if incumbent else None,
     }  # fmt: skip
@@ -133,7 +133,7 @@ def run_turn(
 
 def _train(
     curated: Curated, model_path: Path, out_dir: Path, config: TrainConfig, progress: bool
-) -> TrainResult:
+) -> tuple[TrainResult, int]:
     from edge_agent.host.examples import Tokenizer, build_examples
     from edge_agent.toolsets.home import home_toolset
 
@@ -145,15 +145,24 @@ def _train(
         pad = tokenizer.end_of_turn
     finally:
         tokenizer.close()
-    return finetune(model_path, train, out_dir / "train", config=config,
-                    validation=validation, pad_id=pad, progress=progress)  # fmt: skip
+    from edge_agent.host.select import context_needed
+
+    trained = finetune(model_path, train, out_dir / "train", config=config,
+                       validation=validation, pad_id=pad, progress=progress)  # fmt: skip
+    # what step 4 (select) needs to know of this skill: how long its prompts + answers run
+    return trained, context_needed([len(e.input_ids) for e in train])
 
 
 def _summary(
-    curated: Curated, trained: TrainResult, config: TrainConfig, minutes: dict[str, float]
+    curated: Curated,
+    trained: TrainResult,
+    config: TrainConfig,
+    minutes: dict[str, float],
+    context: int,
 ) -> dict[str, Any]:
     return {
         "data": curated.summary(),
+        "context_needed": context,
         "train": config.to_dict() | {
             "steps": trained.steps, "tokens_per_s": round(trained.tokens_per_s, 1),
             "cache_seconds": round(trained.cache_seconds, 1),
