@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from edge_agent import prompt
 from edge_agent.backends.base import Backend, Done, GenerationRequest, Message, Usage
 from edge_agent.errors import (
+    ConfigError,
     EdgeAgentError,
     ToolArgumentsError,
     ToolError,
@@ -39,12 +40,19 @@ logger = logging.getLogger(__name__)
 ConfirmFn = Callable[[ToolCall, Decision], bool]
 ContextFn = Callable[[str, str | None], str | None]
 Failure = Literal["invalid_call", "step_limit", "cancelled"]
+RouteOverride = Literal["auto", "local", "remote"]
 
 
 class InteractionLog(Protocol):
     """Where turns are recorded (``logstore.LogStore``); ``record`` returns once committed."""
 
     def record(self, result: AgentResult, *, messages: list[Message]) -> str: ...
+
+
+class TurnRouter(Protocol):
+    """Serves a turn after the local attempt: locally, or escalated (``router.Router``)."""
+
+    def run_turn(self, agent: Agent, turn: _Turn, route: RouteOverride) -> AgentResult: ...
 
 
 class AgentConfig(BaseModel):
@@ -74,6 +82,7 @@ class Agent:
         adapter: str | None = None,
         model_name: str | None = None,
         log: InteractionLog | None = None,
+        router: TurnRouter | None = None,
     ):
         self.backend = backend
         self.toolset = toolset
@@ -84,6 +93,7 @@ class Agent:
         self.adapter = adapter
         self.model_name = model_name or backend.model_name
         self.log = log
+        self.router = router
         self._schema = prompt.output_schema(toolset)
         self._lock = threading.Lock()
 
@@ -95,14 +105,30 @@ class Agent:
         area: str | None = None,
         confirmed: bool = False,
         cancel: threading.Event | None = None,
+        route: RouteOverride = "auto",
     ) -> AgentResult:
         """One turn. ``confirmed=True`` pre-approves calls the policy wants confirmed (the
-        user already said yes, e.g. `--yes` or a server confirmation id)."""
+        user already said yes, e.g. `--yes` or a server confirmation id). ``route`` overrides
+        the router for this request ("local" or "remote"); without a router only "auto" and
+        "local" apply."""
+        if route == "remote" and self.router is None:
+            raise ConfigError("route 'remote' needs a remote model: set remote_url, remote_model")
         with self._lock:
-            turn = _Turn(self, text, area or self.config.area, confirmed, cancel)
-            result = turn.run()
+            turn = self.turn(text, area=area, confirmed=confirmed, cancel=cancel)
+            result = turn.run() if self.router is None else self.router.run_turn(self, turn, route)
         self._record(result, turn.messages)
         return result
+
+    def turn(
+        self,
+        text: str,
+        *,
+        area: str | None = None,
+        confirmed: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> _Turn:
+        """A turn not yet run; the router drives it (``propose`` then ``resume``)."""
+        return _Turn(self, text, area or self.config.area, confirmed, cancel)
 
     async def arun(self, text: str, **kwargs: Any) -> AgentResult:
         """The same turn for asyncio daemons; the model runs in a worker thread."""
@@ -132,8 +158,11 @@ class _Turn:
         area: str | None,
         confirmed: bool,
         cancel: threading.Event | None,
+        *,
+        backend: Backend | None = None,
     ):
         self.agent = agent
+        self.backend = backend or agent.backend
         self.cancel = cancel or threading.Event()
         self.confirmed = confirmed
         self.area = area
@@ -145,6 +174,9 @@ class _Turn:
         )
         self.repairs_left = agent.config.repair_attempts
         self.tool_results_seen = 0
+        self.logprobs: list[float] = []  # of the tokens the model chose, every generation
+        self.hold = False  # stop before the first call's policy check: the router decides
+        self.held: tuple[ToolCall, Tool, str] | None = None
 
     def run(self) -> AgentResult:
         try:
@@ -153,8 +185,32 @@ class _Turn:
             self.result.latency_ms = (time.perf_counter() - self.started) * 1000
         return self.result
 
+    def propose(self) -> AgentResult:
+        """The local attempt: generate and validate, holding the first call unexecuted."""
+        self.hold = True
+        return self.run()
+
+    def resume(self) -> AgentResult:
+        """Run the held call through the policy, execute it, and finish the turn."""
+        held, self.held, self.hold = self.held, None, False
+        try:
+            if held is not None and not self._call(*held):
+                self._loop()
+        finally:
+            self.result.latency_ms = (time.perf_counter() - self.started) * 1000
+        return self.result
+
+    def fork(self, backend: Backend) -> _Turn:
+        """The same request as a fresh turn on another backend (the remote model)."""
+        request, area = self.result.request, self.area
+        return _Turn(self.agent, request, area, self.confirmed, self.cancel, backend=backend)
+
+    @property
+    def repaired(self) -> bool:
+        return self.repairs_left < self.agent.config.repair_attempts
+
     def _loop(self) -> None:
-        for _ in range(self.agent.config.max_steps):
+        for _ in range(self.agent.config.max_steps - self.result.steps):
             if self.cancel.is_set():
                 return self._fail("cancelled", "the turn was cancelled")
             output = self._generate()
@@ -175,8 +231,9 @@ class _Turn:
         )
         t0 = time.perf_counter()
         parts: list[str] = []
-        for chunk in self.agent.backend.generate(request):
+        for chunk in self.backend.generate(request):
             parts.append(chunk.text)
+            self.logprobs += [lp for lp in chunk.logprobs if lp != 0.0]  # 0.0: forced
             if isinstance(chunk, Done):
                 self._account(chunk)
             elif self.cancel.is_set():
@@ -197,6 +254,9 @@ class _Turn:
             parsed.arguments = tool.validate(parsed.arguments)
         except (ToolArgumentsError, UnknownToolError) as exc:
             return self._repair(output, str(exc))
+        if self.hold and self.held is None:  # nothing runs before the router has decided
+            self.held = (parsed, tool, output)
+            return True
         return self._call(parsed, tool, output)
 
     def _repair(self, output: str, problem: str) -> bool:

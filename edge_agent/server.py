@@ -16,6 +16,7 @@ other address without an API key.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import secrets
 import socket
@@ -33,7 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from edge_agent.agent import Agent
+from edge_agent.agent import Agent, RouteOverride
 from edge_agent.backends.base import Backend
 from edge_agent.errors import ConfigError, ContextLengthError, EdgeAgentError, ToolError
 from edge_agent.server_chat import (
@@ -302,8 +303,9 @@ async def _local_turn(state: _State, body: ChatCompletionRequest, request: Reque
     else:
         area = options.area if options else None
         text, confirmed = last_user_text(body.messages), False
+    routed = functools.partial(_turn, route=options.route if options else "auto")
     reply = await state.run(
-        request, _turn, state, body.model, text, area, confirmed, cancel=threading.Event()
+        request, routed, state, body.model, text, area, confirmed, cancel=threading.Event()
     )
     turn = reply.turn
     if turn is not None and turn.outcome == "needs_confirmation" and turn.confirmation_id:
@@ -319,9 +321,10 @@ def _turn(
     confirmed: bool,
     *,
     cancel: threading.Event,
+    route: RouteOverride = "auto",
 ) -> Reply:
     agent = state.agent(model)
-    return run_turn(agent, text, area=area, confirmed=confirmed, cancel=cancel)
+    return run_turn(agent, text, area=area, confirmed=confirmed, cancel=cancel, route=route)
 
 
 # --- token streaming ---------------------------------------------------------------------------

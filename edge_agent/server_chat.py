@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from edge_agent import prompt
-from edge_agent.agent import Agent
+from edge_agent.agent import Agent, RouteOverride
 from edge_agent.backends.base import Backend, Chunk, Done, GenerationRequest, Message, Usage
 from edge_agent.errors import ContextLengthError, ToolDefinitionError, ToolError, UnknownToolError
 from edge_agent.server_schemas import (
@@ -231,8 +231,9 @@ def run_turn(
     area: str | None,
     confirmed: bool,
     cancel: threading.Event,
+    route: RouteOverride = "auto",
 ) -> Reply:
-    result = agent.run(text, area=area, confirmed=confirmed, cancel=cancel)
+    result = agent.run(text, area=area, confirmed=confirmed, cancel=cancel, route=route)
     return Reply(turn_message(result), usage=result.usage, turn=result)
 
 

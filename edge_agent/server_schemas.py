@@ -121,6 +121,9 @@ class EdgeAgentOptions(_Lenient):
 
     confirm: str | None = Field(None, description="a confirmation id to approve and re-run")
     area: str | None = Field(None, description="the speaker's area, e.g. 'Kitchen'")
+    route: Literal["auto", "local", "remote"] = Field(
+        "auto", description="the local model, the remote one, or the router's choice"
+    )
 
 
 class ChatCompletionRequest(_Lenient):
@@ -208,6 +211,7 @@ class TurnInfo(BaseModel):
     steps: int
     adapter: str | None = None
     latency_ms: float
+    route: Literal["local", "escalated", "local_fallback"] = "local"
 
     @classmethod
     def of(cls, result: AgentResult) -> TurnInfo:
@@ -216,7 +220,7 @@ class TurnInfo(BaseModel):
 
 _TURN_FIELDS = {
     "outcome", "tool_calls", "confirmation_id", "error", "failure", "steps", "adapter",
-    "latency_ms",
+    "latency_ms", "route",
 }  # fmt: skip
 
 

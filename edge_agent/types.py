@@ -54,6 +54,50 @@ Outcome = Literal[
 ]
 
 
+class RouteSignals(BaseModel):
+    """What the router reads from the local attempt. Log-probabilities are over the tokens
+    the model chose; tokens a schema forced (jump-forward) carry no information and are left
+    out. ``None``: no chosen token (the whole output was forced) or no embedder/centroids."""
+
+    min_logprob: float | None = None
+    mean_logprob: float | None = None
+    chosen_tokens: int = 0
+    repaired: bool = False  # the call was valid only after a repair
+    # a free-text argument names words that neither the request nor the device's context hold
+    ungrounded: bool = False
+    invalid: bool = False  # no valid call: invalid after repair, or the step limit
+    distance: float | None = None  # cosine distance to the adapter's nearest training cluster
+
+
+class LocalAttempt(BaseModel):
+    """The local model's own attempt at a turn the router escalated, kept beside the teacher's
+    label so the flywheel sees both."""
+
+    model: str
+    adapter: str | None = None
+    call: ToolCall | None = None  # validated, never executed
+    answer: str | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    usage: Usage = Field(default_factory=lambda: Usage(prompt_tokens=0, completion_tokens=0))
+
+
+class Routing(BaseModel):
+    """How the router served a turn: what it read, what it decided and why, what the remote
+    model cost. On ``AgentResult.routing``; None when no router ran (and in older logs)."""
+
+    decision: Literal["local", "remote"]
+    reason: str
+    signals: RouteSignals = Field(default_factory=RouteSignals)
+    remote_model: str | None = None
+    remote_error: str | None = None  # why the remote did not serve it (the local call ran)
+    local_attempt: LocalAttempt | None = None  # escalated turns: the SLM's call, not executed
+    remote_usage: Usage | None = None  # tokens the remote reported for this turn
+    remote_bytes: int = 0  # request bodies sent to the remote
+    remote_ms: float | None = None
+    queued: bool = False  # a local best effort awaiting a teacher label (the remote was down)
+
+
 class AgentResult(BaseModel):
     """One agent turn, as the Python API, the CLI's --json and the log see it."""
 
@@ -63,7 +107,8 @@ class AgentResult(BaseModel):
     tool_calls: list[ToolOutcome] = Field(default_factory=list)
     outcome: Outcome = "answered"
     error: str | None = None
-    failure: Literal["invalid_call", "step_limit", "cancelled"] | None = None
+    # remote_error: the remote model failed after it had already acted; nothing ran twice
+    failure: Literal["invalid_call", "step_limit", "cancelled", "remote_error"] | None = None
     model: str
     adapter: str | None = None
     route: Literal["local", "escalated", "local_fallback"] = "local"
@@ -72,6 +117,7 @@ class AgentResult(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=lambda: Usage(prompt_tokens=0, completion_tokens=0))
     confirmation_id: str | None = None
+    routing: Routing | None = None
 
 
 class Feedback(BaseModel):
@@ -94,3 +140,14 @@ class Interaction(BaseModel):
     @property
     def id(self) -> str:
         return self.result.id
+
+    @property
+    def teacher_label(self) -> ToolCall | None:
+        """The remote model's call on an escalated turn: the flywheel's label."""
+        calls = self.result.tool_calls
+        return calls[0].call if self.result.route == "escalated" and calls else None
+
+    @property
+    def local_attempt(self) -> LocalAttempt | None:
+        """The local model's own attempt beside the teacher's label (escalated turns)."""
+        return self.result.routing.local_attempt if self.result.routing else None

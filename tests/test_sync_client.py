@@ -34,7 +34,15 @@ from edge_agent.sync import (
     redact,
     wire,
 )
-from edge_agent.types import AgentResult, Feedback, Interaction, ToolCall, ToolOutcome
+from edge_agent.types import (
+    AgentResult,
+    Feedback,
+    Interaction,
+    LocalAttempt,
+    Routing,
+    ToolCall,
+    ToolOutcome,
+)
 from tests.sync_support import SECRET, MemorySource, make_interaction
 
 LIMITS = {"max_body_bytes": 2**20, "max_decoded_bytes": 8 * 2**20, "max_batch_records": 1000}
@@ -348,6 +356,28 @@ def test_redact_knows_every_field() -> None:
         "timings",
         "usage",
         "confirmation_id",
+        "routing",
+    }
+    assert set(Routing.model_fields) == {
+        "decision",
+        "reason",
+        "signals",
+        "remote_model",
+        "remote_error",
+        "local_attempt",
+        "remote_usage",
+        "remote_bytes",
+        "remote_ms",
+        "queued",
+    }
+    assert set(LocalAttempt.model_fields) == {
+        "model",
+        "adapter",
+        "call",
+        "answer",
+        "error",
+        "latency_ms",
+        "usage",
     }
     assert set(ToolOutcome.model_fields) == {
         "call",

@@ -34,8 +34,15 @@ def agent_options(func: F) -> F:
 @model_options
 @agent_options
 @click.option("--max-tokens", type=int, default=256, show_default=True, help="plain chat only")
+@click.option(
+    "--route",
+    type=click.Choice(["auto", "local", "remote"]),
+    default="auto",
+    show_default=True,
+    help="the local model, the remote one (remote_url), or the router's choice",
+)
 @json_option
-def run(prompt: str, yes: bool, max_tokens: int, as_json: bool, **flags: Any) -> None:
+def run(prompt: str, yes: bool, max_tokens: int, route: Any, as_json: bool, **flags: Any) -> None:
     """One turn: the local model calls the toolset's tools (or chats with --tools none)."""
     from edge_agent.runtime import open_runtime
 
@@ -44,7 +51,7 @@ def run(prompt: str, yes: bool, max_tokens: int, as_json: bool, **flags: Any) ->
         if rt.settings.tools == "none":
             _chat_turn(rt, prompt, max_tokens, as_json, started)
             return
-        result = rt.agent(rt.settings.tools, confirm=_confirmer(yes)).run(prompt)
+        result = rt.agent(rt.settings.tools, confirm=_confirmer(yes)).run(prompt, route=route)
     _report(result, as_json)
 
 
@@ -74,6 +81,9 @@ def _report(result: Any, as_json: bool) -> None:
             click.echo(f"→ {outcome.call.name}({args}) [{outcome.status}] {detail}")
         if result.answer:
             click.echo(result.answer)
+        if result.routing is not None and result.route != "local":
+            why = result.routing.remote_error or result.routing.reason
+            click.echo(f"[{result.route}: {why}]", err=True)
     if result.outcome == "needs_confirmation":
         raise ConfirmationRequiredError(
             "a call needs confirmation and none was given: re-run with --yes, or on a terminal"

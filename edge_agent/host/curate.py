@@ -2,10 +2,11 @@
 
 Kept: successful local calls (the device's call ran and nobody complained) and teacher-labelled
 escalations (the teacher's call is the label: distillation). Dropped: failures, calls the
-policy denied or wanted confirmed, thumbs-down turns. Requests that normalize to the same text
-are one request: duplicates with the same label collapse to one record, different labels in
-the same context are dropped as ambiguous, and a split assigns each normalized request to
-exactly one part, so nothing the gate evaluates was trained on.
+policy denied or wanted confirmed, thumbs-down turns, and local best efforts the router wanted
+a teacher for while none was reachable (route ``local_fallback``). Requests that normalize to
+the same text are one request: duplicates with the same label collapse to one record,
+different labels in the same context are dropped as ambiguous, and a split assigns each
+normalized request to exactly one part, so nothing the gate evaluates was trained on.
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ def drop_reason(record: Record) -> str | None:
     """Why a record must not teach the model anything, or None to keep it."""
     if record.call is None or record.status == "failed":
         return "failed"
+    if record.route == "local_fallback":  # the router doubted it and no teacher answered
+        return "awaiting_teacher"
     if record.status in ("denied", "needs_confirmation"):
         return "unsafe"
     if record.status != "ok":

@@ -11,7 +11,7 @@ from pathlib import PurePath
 from typing import Any, Protocol
 
 from edge_agent.backends.base import Message
-from edge_agent.types import AgentResult, Feedback, Interaction, ToolCall, ToolOutcome
+from edge_agent.types import AgentResult, Feedback, Interaction, Routing, ToolCall, ToolOutcome
 
 
 class Scrubber(Protocol):
@@ -41,8 +41,31 @@ def _result(result: AgentResult, s: Scrubber) -> AgentResult:
             "tool_calls": [_outcome(o, s) for o in result.tool_calls],
             "model": _file_name(result.model),
             "adapter": _file_name(result.adapter),
+            "routing": _routing(result.routing, s),
         }
     )
+
+
+def _routing(routing: Routing | None, s: Scrubber) -> Routing | None:
+    """The local attempt is model output like any call; signals and counts are numbers."""
+    if routing is None:
+        return None
+    attempt = routing.local_attempt
+    if attempt is not None:
+        call = attempt.call and attempt.call.model_copy(
+            update={"arguments": s.scrub_obj(attempt.call.arguments)}
+        )
+        attempt = attempt.model_copy(
+            update={
+                "call": call,
+                "answer": _opt(attempt.answer, s),
+                "error": _opt(attempt.error, s),
+                "model": _file_name(attempt.model),
+                "adapter": _file_name(attempt.adapter),
+            }
+        )
+    update = {"reason": s.scrub(routing.reason), "remote_error": _opt(routing.remote_error, s)}
+    return routing.model_copy(update=update | {"local_attempt": attempt})
 
 
 def _outcome(outcome: ToolOutcome, s: Scrubber) -> ToolOutcome:

@@ -1,0 +1,152 @@
+"""`edge-agent route`: calibrate the router on the validation split; report how it routes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.cli._common import echo_json, json_option, model_options, settings_from
+from edge_agent.cli.log import parse_since, since_option
+
+
+@click.group()
+def route() -> None:
+    """Routing between the local model and a remote one (remote_url, remote_model)."""
+
+
+@route.command("calibrate")
+@model_options
+@click.option(
+    "--target",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.97,
+    show_default=True,
+    help="overall exact-call accuracy to keep",
+)
+@click.option("--limit", type=int, default=None, help="first N validation rows (a quick check)")
+@json_option
+def calibrate(target: float, limit: int | None, as_json: bool, **flags: Any) -> None:
+    """Run the local model on the HA validation split (never the test split), record its
+    signals and whether each call was right, and store the thresholds that serve the most
+    requests locally at the target accuracy (escalated requests counted right)."""
+    from edge_agent.home.dataset import load_split
+    from edge_agent.router_calibration import calibration_for, collect
+    from edge_agent.runtime import open_runtime
+
+    settings = settings_from(**flags)
+    rows = load_split("validation")[:limit]
+    with open_runtime(settings) as rt:
+        agent = rt.agent("home")
+        with click.progressbar(length=len(rows), label="validation rows", file=sys.stderr) as bar:
+            records = collect(
+                agent.backend, rows, adapter=agent.adapter, model_name=agent.model_name,
+                progress=lambda _: bar.update(1),
+            )  # fmt: skip
+    calibration = calibration_for(records, target, model=agent.model_name, adapter=agent.adapter)
+    calibration.save(settings.route_path)
+    summary = _calibration_summary(calibration) | {"file": str(settings.route_path)}
+    if as_json:
+        echo_json(summary)
+        return
+    _print_calibration(summary)
+
+
+@route.command("report")
+@since_option
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="write a PNG curve")
+@json_option
+def report(since: str | None, plot: Path | None, as_json: bool) -> None:
+    """How turns were routed (from the sealed log) and what the calibration measured: share
+    served locally, accuracy local vs escalated, latency, what was sent to the remote."""
+    from edge_agent.router import Calibration
+    from edge_agent.settings import load_settings
+
+    settings = load_settings()
+    calibration = Calibration.load(settings.route_path)
+    data: dict[str, Any] = {
+        "calibration": _calibration_summary(calibration) if calibration else None,
+        "log": _log_summary(settings, parse_since(since)),
+    }
+    if plot is not None:
+        data["plot"] = str(_plot(calibration, plot))
+    if as_json:
+        echo_json(data)
+        return
+    _print_report(data)
+
+
+def _log_summary(settings: Any, since: float | None) -> dict[str, Any] | None:
+    from edge_agent.cli.log import open_store
+    from edge_agent.router_calibration import log_summary
+
+    if not settings.log_enabled or not settings.log_path.exists():
+        return None
+    with open_store() as store:
+        return log_summary(store.interactions(since=since, on_bad=lambda *_: None))
+
+
+def _calibration_summary(calibration: Any) -> dict[str, Any]:
+    from edge_agent.router_calibration import dumps_curve, quantiles, sweep
+
+    return {
+        "model": calibration.model, "adapter": calibration.adapter, "split": calibration.split,
+        "target_accuracy": calibration.target_accuracy, "met": calibration.met,
+        "thresholds": calibration.thresholds.model_dump(),
+        "stats": {k: round(v, 4) for k, v in calibration.stats.items()},
+        "local_latency_ms": quantiles([r.latency_ms for r in calibration.records]),
+        "curve_min_logprob": dumps_curve(sweep(calibration.records, "min_logprob")),
+    }  # fmt: skip
+
+
+def _plot(calibration: Any, path: Path) -> Path:
+    from edge_agent.errors import ConfigError
+    from edge_agent.router_calibration import outcome, plot_curves, sweep
+
+    if calibration is None or not calibration.records:
+        raise ConfigError("nothing to plot: run `edge-agent route calibrate` first")
+    records = calibration.records
+    chosen = outcome(records, calibration.thresholds, calibration.remote_accuracy)
+    return plot_curves(
+        path,
+        {f"{s} threshold ({calibration.split})": sweep(records, s)
+         for s in ("min_logprob", "mean_logprob")},
+        {"calibrated": (chosen["local_share"], chosen["accuracy"])},
+        title=f"router on {calibration.adapter or calibration.model}",
+        target=(0.0, calibration.target_accuracy),
+    )  # fmt: skip
+
+
+def _print_calibration(s: dict[str, Any]) -> None:
+    stats, met = s["stats"], "met" if s["met"] else "NOT reachable"
+    click.echo(f"calibrated on {int(stats['n'])} {s['split']} rows, "
+               f"target {s['target_accuracy']:.1%} ({met})")  # fmt: skip
+    click.echo(f"thresholds: {s['thresholds']}")
+    click.echo(f"served locally {stats['local_share']:.1%}, overall {stats['accuracy']:.1%}, "
+               f"local calls right {stats['local_accuracy']:.1%} "
+               f"(all local: {stats['local_only_accuracy']:.1%})")  # fmt: skip
+    if "file" in s:
+        click.echo(f"saved to {s['file']}")
+
+
+def _print_report(data: dict[str, Any]) -> None:
+    if data["calibration"] is None:
+        click.echo("no calibration yet: `edge-agent route calibrate` (only failures escalate)")
+    else:
+        _print_calibration(data["calibration"])
+    log = data["log"]
+    if not log or not log["turns"]:
+        click.echo("no routed turns in the log")
+    else:
+        click.echo(f"log: {log['turns']} routed turns {log['routes']}, "
+                   f"served locally {log['local_share']:.1%}")  # fmt: skip
+        agree = log["local_agrees_with_teacher"]
+        if agree is not None:
+            click.echo(f"escalated turns where the local attempt matched the teacher: {agree:.1%}")
+        click.echo(f"latency ms by route: {log['latency_ms']}")
+        click.echo(f"sent to the remote: {log['remote']}; "
+                   f"queued for a teacher: {log['queued_for_teacher']}")  # fmt: skip
+    if "plot" in data:
+        click.echo(f"plot: {data['plot']}")
