@@ -38,7 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "flywheel-fleet")
-    ap.add_argument("--epochs", type=float, default=None)
+    ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--max-steps", type=int, default=None, help="stop training early (smoke)")
     ap.add_argument("--limit", type=int, default=None, help="seed only N train rows (smoke)")
     ap.add_argument("--model", default=None, help="base GGUF path (default: the catalog default)")
@@ -49,9 +49,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="gate on the committed HA test split, or on held-out synced turns",
     )
     ap.add_argument("--margin", type=float, default=0.02, help="exact-match gain to promote")
-    ap.add_argument("--first-layer", type=int, default=None)
+    # the shipped home adapter's recipe (scripts/bench/results/flywheel.md)
+    ap.add_argument("--first-layer", type=int, default=18)
+    ap.add_argument("--learning-rate", type=float, default=2e-3)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--alpha", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--canary-min", type=float, default=None, help="devices' canary floor")
     ap.add_argument("--context-size", type=int, default=None, help="every party's context")
+    ap.add_argument(
+        "--ship",
+        action="store_true",
+        help="put the published adapter into the package (edge_agent/data/adapters)",
+    )
     ap.add_argument("--seed-part", nargs=2, type=int, metavar=("I", "N"), help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -189,8 +199,9 @@ class Fleet:
     def train(self) -> dict[str, Any]:
         a = self.args
         options = {"--epochs": a.epochs, "--max-steps": a.max_steps, "--model": a.model,
-                   "--first-layer": a.first_layer, "--margin": a.margin,
-                   "--eval": a.eval}  # fmt: skip
+                   "--first-layer": a.first_layer, "--margin": a.margin, "--eval": a.eval,
+                   "--learning-rate": a.learning_rate, "--rank": a.rank, "--alpha": a.alpha,
+                   "--batch-size": a.batch_size}  # fmt: skip
         extra = [str(x) for k, v in options.items() if v is not None for x in (k, v)]
         out = self.host.run("host", "train", "--from-store", "--publish",
                             "--out", str(a.out / "turn"), "--json", *extra)  # fmt: skip
@@ -221,7 +232,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.wait(timeout=30)
     (args.out / "fleet.json").write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
+    if args.ship and report["turn"].get("published"):
+        print(f"shipped {ship(args.out, report)}")
     return 0
+
+
+def ship(out: Path, report: dict[str, Any]) -> Path:
+    """The published adapter, into the package, with its release (centroids, canary) and
+    the measured results beside it."""
+    from edge_agent.adapters.shipped import write_shipped
+    from edge_agent.host.publish import AdapterRepository
+
+    turn = report["turn"]
+    repo = AdapterRepository(out / "host" / "data" / "host" / "tuf")
+    release = next(r for r in repo.releases() if r.name == turn["published"])
+    dest = Path(__file__).resolve().parents[1] / "edge_agent/data/adapters/home-smollm2-135m.gguf"
+    provenance = {
+        "made_by": "scripts/flywheel_fleet.py", "training": turn["train"], "data": turn["data"],
+        "metrics": {"split": "HA test (217 rows), llama.cpp, grammar + jump-forward",
+                    "adapter": turn["candidate"], "base": turn["incumbent"]},
+        "minutes": report["minutes"], "release": release.model_dump(mode="json"),
+    }  # fmt: skip
+    return write_shipped(Path(turn["adapter"]), dest, name="home", skill="home",
+                         base_identity=release.base_identity, provenance=provenance)  # fmt: skip
 
 
 def run_turn(fleet: Fleet) -> dict[str, Any]:

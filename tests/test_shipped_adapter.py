@@ -1,6 +1,8 @@
 """The adapter shipped in the package: pinned by hash, offered only for its skill and base."""
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +51,20 @@ def test_run_uses_the_adapter_for_home_commands(tmp_path, monkeypatch):
     assert result.adapter == "home"
     assert result.tool_calls[0].call.name == "HassTurnOn"
     assert result.tool_calls[0].status == "ok" and result.answer.startswith("Turned on")
+
+
+def test_write_shipped_pins_the_copy_by_its_hash(tmp_path: Path) -> None:
+    from edge_agent.adapters.shipped import write_shipped
+
+    source = tmp_path / "trained.gguf"
+    source.write_bytes(b"GGUF adapter bytes")
+    provenance = {"metrics": {"exact": 0.9}}
+    dest = write_shipped(source, tmp_path / "pkg" / "home-x.gguf", name="home", skill="home",
+                         base_identity={"n_layer": 2}, provenance=provenance)  # fmt: skip
+    meta = json.loads(dest.with_suffix(".json").read_text())
+    assert (meta["file"], meta["skill"], meta["metrics"]) == ("home-x.gguf", "home", {"exact": 0.9})
+    pinned = ShippedAdapter("home", "home", dest, meta["sha256"], meta["base_identity"])
+    assert pinned.verified_path() == dest
+    dest.write_bytes(b"GGUF adapter bytes, changed")
+    with pytest.raises(InvalidAdapterError, match="pinned sha256"):
+        pinned.verified_path()

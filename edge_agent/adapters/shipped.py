@@ -59,3 +59,19 @@ def shipped_adapters() -> list[ShippedAdapter]:
 def adapter_for(skill: str, identity: BaseModelIdentity | None) -> ShippedAdapter | None:
     """The shipped adapter trained for ``skill`` on this base model, if there is one."""
     return next((a for a in shipped_adapters() if a.skill == skill and a.fits(identity)), None)
+
+
+def write_shipped(
+    adapter: Path, dest: Path, *, name: str, skill: str, base_identity: dict[str, Any],
+    provenance: dict[str, Any],
+) -> Path:  # fmt: skip
+    """Copy `adapter` to `dest` (in the package's data/adapters) with the JSON that pins it:
+    what `shipped_adapters()` reads, plus how it was made (training, data, measured results)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(adapter.read_bytes())
+    meta = provenance | {
+        "name": name, "skill": skill, "file": dest.name, "base_identity": base_identity,
+        "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
+    }  # fmt: skip
+    dest.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return dest

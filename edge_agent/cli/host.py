@@ -261,6 +261,8 @@ def _target(text: str) -> Any:
 @click.option("--epochs", type=float, default=None)
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--rank", type=int, default=None)
+@click.option("--alpha", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
 @click.option("--first-layer", type=int, default=None, help="LoRA on this layer and above")
 @click.option("--max-steps", type=int, default=None)
 @click.option("--margin", type=float, default=0.02, help="exact-match gain needed to promote")
