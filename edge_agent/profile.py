@@ -105,6 +105,7 @@ class DeviceProfile(_Strict):
     threads: Literal["auto"] | PositiveInt = "auto"  # "auto" = physical cores
     backend: Literal["llama_cpp", "onnx"] = "llama_cpp"
     execution_provider: Literal["cpu", "cuda", "metal"] = "cpu"
+    fallback_to_cpu: bool = True  # the onnx backend may run on CPU if the provider cannot load
     gpu_layers: int = Field(default=0, ge=0)  # 999 = every layer
     flash_attention: bool = False
     use_mmap: bool = True

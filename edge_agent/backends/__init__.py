@@ -65,3 +65,4 @@ def open_backend(kind: str, **options: Any) -> Backend:
 
 register_backend("llama_cpp", "edge_agent.backends.llama_cpp:LlamaCppBackend")
 register_backend("fake", "edge_agent.backends.fake:ScriptedBackend")
+register_backend("onnx", "edge_agent.backends.onnx:OnnxBackend")

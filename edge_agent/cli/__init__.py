@@ -11,7 +11,18 @@ import sys
 
 import click
 
-from edge_agent.cli import adapters, anonymize, host, log, models, route, run, serve, sync
+from edge_agent.cli import (
+    adapters,
+    anonymize,
+    host,
+    log,
+    models,
+    quantize,
+    route,
+    run,
+    serve,
+    sync,
+)
 from edge_agent.errors import EdgeAgentError
 
 
@@ -35,6 +46,7 @@ cli.add_command(host.host)
 cli.add_command(sync.sync)
 cli.add_command(adapters.adapters)
 cli.add_command(route.route)
+cli.add_command(quantize.quantize)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,595 @@
+"""The ONNX backend: model folders built by onnxruntime-genai's builder, run by its Generator.
+
+A model is a folder: ``genai_config.json``, the ONNX graph and weights, the tokenizer and,
+when ``quantize`` built it, ``edge_agent.json`` naming its base identity and LoRA slots.
+
+Decoding is onnxruntime-genai's loop over its KV cache. A greedy request reuses the previous
+request's generator when schema and adapter match, rewound to the longest common token
+prefix (``rewind_to``), so a fixed system prompt is evaluated once. JSON schemas go to its
+guidance (llguidance, in the CPU wheel too) with ``json.dumps``'s separators: the output is
+the canonical call JSON the flywheel trains on. Text the schema forces is fed in one batch
+and gets logprob 0.0, as on llama.cpp; other logprobs are the raw logits' log-softmax.
+
+Adapters fill the model's LoRA slots through ``og.Adapters`` (see adapters.onnx_export); a
+GGUF adapter is converted on load. The execution provider comes from the device profile;
+when it cannot load and the profile allows it, the model runs on CPU with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.adapters.onnx_export import (
+    check_fits,
+    lora_params_from_gguf,
+    read_onnx_adapter,
+    write_onnx_adapter,
+)
+from edge_agent.backends.base import (
+    Backend,
+    Chunk,
+    Done,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    Timings,
+    Usage,
+)
+from edge_agent.chat_template import CHATML_TEMPLATE, ChatTemplate
+from edge_agent.errors import (
+    AdapterError,
+    BackendError,
+    ContextLengthError,
+    EdgeAgentError,
+    InvalidAdapterError,
+    InvalidModelFileError,
+    ModelNotFoundError,
+)
+from edge_agent.modelfile import BaseModelIdentity
+
+try:
+    import onnxruntime_genai as og
+except ImportError as exc:  # an optional extra: say how to get it
+    raise BackendError(
+        "the onnx backend needs onnxruntime-genai; install it with: pip install 'edge-agent[onnx]'"
+    ) from exc
+
+__all__ = ["GENAI_CONFIG", "MODEL_INFO", "OnnxBackend", "model_folder", "read_genai_config"]
+
+logger = logging.getLogger(__name__)
+
+GENAI_CONFIG = "genai_config.json"
+MODEL_INFO = "edge_agent.json"  # written by quantize: base identity, LoRA slots
+# Profile execution_provider -> onnxruntime-genai's provider name (None: its default, CPU).
+PROVIDERS: dict[str, str | None] = {"cpu": None, "cuda": "cuda"}
+CANONICAL_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+_CORRUPT = (  # onnxruntime's words for a damaged file, as opposed to an unsupported graph
+    "Protobuf parsing failed",
+    "Deserialize tensor",
+    "External initializer",
+    "No such file",
+)
+
+
+class OnnxBackend(Backend):
+    """An onnxruntime-genai model folder, loaded once; adapters switch per request."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        execution_provider: str = "cpu",
+        fallback_to_cpu: bool = True,
+        seed: int = 0,
+        **llama_options: Any,
+    ) -> None:
+        # A profile's llama.cpp options (gpu_layers, mmap, KV type, ...) have no ONNX meaning.
+        del llama_options
+        self._folder = model_folder(model_path)
+        self._config = read_genai_config(self._folder)
+        self._info = _read_info(self._folder)
+        self._identity = _identity_of(self._info, self._folder)
+        self._model, self.execution_provider = _load_model(
+            self._folder, execution_provider, n_threads, fallback_to_cpu
+        )
+        self._tokenizer = og.Tokenizer(self._model)
+        self._template = _chat_template(self._folder)
+        model = self._config["model"]
+        self._n_ctx = min(n_ctx, int(model.get("context_length") or n_ctx))
+        self._eos = {int(t) for t in np.atleast_1d(model.get("eos_token_id", []))}
+        self._seed = seed
+        self._adapters = og.Adapters(self._model)
+        self._loaded: dict[str, Path] = {}
+        self._active: str | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._held: _Held | None = None
+
+    # -- contract ---------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> BaseModelIdentity | None:
+        return self._identity
+
+    @property
+    def model_name(self) -> str:
+        return str(self._info.get("name") or self._folder.name)
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self._active
+
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    def render_prompt(
+        self, messages: Sequence[Message | dict[str, Any]], *, add_generation_prompt: bool = True
+    ) -> str:
+        """The exact prompt text this model sees (its own chat template)."""
+        dicts = [m.to_template_dict() if isinstance(m, Message) else m for m in messages]
+        return self._template.render(dicts, add_generation_prompt=add_generation_prompt)
+
+    def tokenize_prompt(self, messages: Sequence[Message | dict[str, Any]]) -> list[int]:
+        return [int(t) for t in self._tokenizer.encode(self.render_prompt(messages))]
+
+    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
+        self._check_open()
+        clock = _Clock(time.perf_counter())
+        prompt = self.tokenize_prompt(request.messages)
+        room = self._n_ctx - len(prompt)
+        if room < 1:
+            raise ContextLengthError(
+                f"the prompt is {len(prompt)} tokens but the context holds {self._n_ctx}; "
+                "shorten the conversation or raise context_size"
+            )
+        generator, cached = self._start(request, prompt)
+        limit = min(request.max_tokens, room)
+        yield from self._stream(request, generator, limit, clock, (len(prompt), cached))
+
+    def token_logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Raw logits after each prefix of ``tokens`` (row i predicts token i + 1), with the
+        active adapter: what parity tests and perplexity compare."""
+        self._check_open()
+        if len(tokens) > self._n_ctx:
+            raise ContextLengthError(f"{len(tokens)} tokens exceed the context of {self._n_ctx}")
+        self._held = None
+        params = og.GeneratorParams(self._model)
+        params.set_search_options(max_length=min(self._n_ctx, len(tokens) + 1), batch_size=1)
+        generator = og.Generator(self._model, params)
+        if self._active is not None:
+            generator.set_active_adapter(self._adapters, self._active)
+        rows = []
+        for token in tokens:
+            generator.append_tokens(np.array([token], dtype=np.int32))
+            rows.append(np.array(generator.get_logits()[0, -1], dtype=np.float32))
+        return np.stack(rows)
+
+    def clear_cache(self) -> None:
+        """Drop the held KV cache: the next request evaluates its whole prompt."""
+        self._check_open()
+        self._held = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._held = None
+        del self._adapters, self._tokenizer, self._model
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+    # -- adapters ---------------------------------------------------------------------------
+
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Load a LoRA (an ``.onnx_adapter``, or a GGUF adapter made for this base model);
+        it stays inactive until ``use_adapter``."""
+        self._check_open()
+        if name in self._loaded:
+            raise AdapterError(f"an adapter named {name!r} is already loaded; pick another name")
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidAdapterError(f"{path}: no such adapter file")
+        slots = self._slots()
+        if path.suffix.lower() == ".gguf":
+            params = lora_params_from_gguf(path, self._identity_for(path))
+            check_fits(params, slots, path)
+            path = write_onnx_adapter(params, self._scratch_dir() / f"{len(self._loaded)}.onnx")
+        else:
+            check_fits(read_onnx_adapter(path), slots, path)
+        try:
+            self._adapters.load(str(path), name)
+        except RuntimeError as exc:
+            raise InvalidAdapterError(f"onnxruntime could not load {path.name}: {exc}") from exc
+        self._loaded[name] = path
+
+    def use_adapter(self, name: str | None) -> None:
+        """Make ``name`` (or the bare base model, for None) the adapter for what follows."""
+        self._check_open()
+        if name is not None and name not in self._loaded:
+            loaded = ", ".join(sorted(self._loaded)) or "none"
+            raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {loaded})")
+        self._active = name
+
+    def _identity_for(self, adapter: Path) -> BaseModelIdentity:
+        identity = self.identity
+        if identity is None:
+            raise AdapterError(
+                f"this ONNX model names no base model ({MODEL_INFO} missing), so the GGUF "
+                f"adapter {adapter.name} cannot be checked against it; rebuild the model with "
+                "`edge-agent quantize`"
+            )
+        return identity
+
+    def _slots(self) -> dict[str, tuple[int, int]]:
+        slots = self._info.get("lora_slots")
+        if not isinstance(slots, dict) or not slots:
+            raise AdapterError(
+                f"{self._folder.name} has no LoRA slots, so adapters cannot be applied; "
+                "rebuild it with `edge-agent quantize`, which adds them"
+            )
+        return {key: (int(v[0]), int(v[1])) for key, v in slots.items()}
+
+    def _scratch_dir(self) -> Path:
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="edge-agent-onnx-")
+        return Path(self._scratch.name)
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def _start(self, request: GenerationRequest, prompt: list[int]) -> tuple[og.Generator, int]:
+        """A generator holding the prompt, and how many prompt tokens came from its cache."""
+        key = _cache_key(request, self._active)
+        held = self._held
+        if key is not None and held is not None and held.key == key:
+            sequence = held.generator.get_sequence(0)
+            # Rewind strictly below the held length: that also resets the guidance state, and
+            # at least one prompt token is evaluated so its logits pick the first answer token.
+            keep = min(_common_prefix(sequence, prompt), len(sequence) - 1, len(prompt) - 1)
+            if keep > 0:
+                held.generator.rewind_to(keep)
+                _append(held.generator, prompt[keep:])
+                return held.generator, keep
+        self._held = None  # free the old KV cache before allocating a new one
+        generator = self._new_generator(request)
+        _append(generator, prompt)
+        if key is not None:
+            self._held = _Held(key, generator)
+        return generator, 0
+
+    def _new_generator(self, request: GenerationRequest) -> og.Generator:
+        params = og.GeneratorParams(self._model)
+        params.set_search_options(**_search_options(request, self._n_ctx, self._seed))
+        if request.json_schema is not None:
+            params.set_guidance("json_schema", json.dumps(_canonical(request.json_schema)), True)
+        try:
+            generator = og.Generator(self._model, params)
+        except RuntimeError as exc:
+            if request.json_schema is not None:
+                raise BackendError(f"cannot constrain output to this JSON schema: {exc}") from exc
+            raise BackendError(f"onnxruntime-genai could not start generating: {exc}") from exc
+        if self._active is not None:
+            generator.set_active_adapter(self._adapters, self._active)
+        return generator
+
+    def _stream(
+        self,
+        request: GenerationRequest,
+        generator: og.Generator,
+        limit: int,
+        clock: _Clock,
+        counts: tuple[int, int],
+    ) -> Iterator[Chunk]:
+        decode = self._tokenizer.create_stream().decode
+        stops = _StopScanner(request.stop)
+        text_so_far: list[str] = []
+        finish: FinishReason = "length"
+        n = 0
+        while n < limit:
+            step = self._step(generator, request.logprobs)
+            clock.first_token()
+            tokens, logprobs = step.tokens[: limit - n], step.logprobs[: limit - n]
+            n += len(tokens)
+            piece = "".join(decode(t) for t in tokens)
+            text_so_far.append(piece)
+            text, stopped = stops.feed(piece)
+            if tokens:
+                yield Chunk(text, tokens, logprobs)
+            if step.ended or stopped or _json_done(request, piece, text_so_far):
+                finish = "stop"
+                break
+        n_prompt, cached = counts
+        usage = Usage(prompt_tokens=n_prompt, completion_tokens=n, cached_prompt_tokens=cached)
+        tail = "" if stops.stopped else stops.flush()
+        yield Done(tail, finish_reason=finish, usage=usage, timings=clock.done())
+
+    def _step(self, generator: og.Generator, want_logprobs: bool) -> _Step:
+        """One ``generate_next_token``: the forced tokens it fed, then the one it chose."""
+        if self._closed:
+            raise BackendError("the backend was closed during generation")
+        before = generator.token_count()
+        try:
+            # The logits that pick the next token (computed now, after any forced tokens).
+            logits = np.array(generator.get_logits()[0, -1]) if want_logprobs else None
+            generator.generate_next_token()
+        except RuntimeError as exc:
+            raise BackendError(f"onnxruntime-genai failed to generate: {exc}") from exc
+        chosen = int(generator.get_next_tokens()[0])
+        new = tuple(int(t) for t in generator.get_sequence(0)[before:])
+        eos = chosen in self._eos
+        if eos:  # the end token is not output (nor, in some versions, kept in the sequence)
+            new = tuple(t for t in new if t not in self._eos)
+        logprobs: tuple[float, ...] = ()
+        if logits is not None:  # all but the chosen (last) token were forced by the schema
+            last = () if eos else (_log_softmax_at(logits, chosen),)
+            logprobs = (0.0,) * (len(new) - len(last)) + last
+        return _Step(new, logprobs, eos or generator.is_done())
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def model_folder(path: str | Path) -> Path:
+    """The model folder for a path to it (or to a file inside it)."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        raise InvalidModelFileError(
+            f"{path.name} is a GGUF file, which the llama_cpp backend runs; for the onnx backend "
+            f"build a model folder: `edge-agent quantize {path} --variants onnx-int4`"
+        )
+    if path.is_file():
+        path = path.parent
+    if not path.is_dir():
+        raise ModelNotFoundError(f"{path}: no such ONNX model folder")
+    return path
+
+
+def read_genai_config(folder: Path) -> dict[str, Any]:
+    """The folder's genai_config.json, checked enough to name what is wrong before loading."""
+    path = folder / GENAI_CONFIG
+    if not path.is_file():
+        raise InvalidModelFileError(
+            f"{folder}: has no {GENAI_CONFIG}, so onnxruntime-genai cannot run it; build the "
+            "folder with `edge-agent quantize BASE --variants onnx-int4` (or its model builder)"
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        decoder = config["model"]["decoder"]
+        weights = folder / str(decoder["filename"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidModelFileError(
+            f"{path}: is not a valid onnxruntime-genai config ({exc})"
+        ) from exc
+    if not weights.is_file():
+        raise InvalidModelFileError(f"{folder}: the ONNX graph {weights.name} is missing")
+    return dict(config)
+
+
+def _read_info(folder: Path) -> dict[str, Any]:
+    path = folder / MODEL_INFO
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InvalidModelFileError(
+            f"{path}: is not valid JSON ({exc}); rebuild the model"
+        ) from exc
+    return info if isinstance(info, dict) else {}
+
+
+def _identity_of(info: dict[str, Any], folder: Path) -> BaseModelIdentity | None:
+    fields = info.get("base_identity")
+    if fields is None:
+        return None
+    try:
+        return BaseModelIdentity(**fields)
+    except TypeError as exc:
+        raise InvalidModelFileError(f"{folder / MODEL_INFO}: bad base_identity ({exc})") from exc
+
+
+def _load_model(
+    folder: Path, provider: str, threads: int | None, fallback: bool
+) -> tuple[og.Model, str]:
+    """The model on ``provider``, or on CPU when that provider cannot load and ``fallback``."""
+    if provider == "cpu":
+        return _model_on(folder, None, threads), "cpu"
+    try:
+        if provider not in PROVIDERS:
+            raise BackendError(f"onnxruntime-genai has no {provider!r} execution provider")
+        return _model_on(folder, PROVIDERS[provider], threads), provider
+    except EdgeAgentError as exc:
+        if not fallback:
+            raise BackendError(
+                f"the {provider} execution provider is not usable ({exc}); install its build "
+                "of onnxruntime-genai (onnxruntime-genai-cuda for CUDA), or allow "
+                "fallback_to_cpu in the device profile"
+            ) from exc
+        model = _model_on(folder, None, threads)  # a broken model fails here too, and says so
+        logger.warning(
+            "the %s execution provider is not usable (%s); running on CPU", provider, exc
+        )
+        return model, "cpu"
+
+
+def _model_on(folder: Path, provider: str | None, threads: int | None) -> og.Model:
+    try:
+        config = og.Config(str(folder))
+        config.clear_providers()
+        if provider is not None:
+            config.append_provider(provider)
+        if threads:
+            options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+        return og.Model(config)
+    except RuntimeError as exc:
+        raise _load_error(folder, exc) from exc
+
+
+def _load_error(folder: Path, exc: RuntimeError) -> EdgeAgentError:
+    message = str(exc)
+    if "Unsupported model_type" in message:
+        return BackendError(
+            f"{folder.name}: onnxruntime-genai {og.__version__} cannot run this architecture "
+            f"({message}); build the model from a supported one (llama, qwen, phi, gemma, ...)"
+        )
+    if any(marker in message for marker in _CORRUPT):
+        return InvalidModelFileError(
+            f"{folder.name}: the ONNX model is corrupt or truncated ({message}); rebuild it"
+        )
+    return BackendError(f"onnxruntime-genai could not load {folder.name}: {message}")
+
+
+def _chat_template(folder: Path) -> ChatTemplate:
+    config: dict[str, Any] = {}
+    path = folder / "tokenizer_config.json"
+    if path.is_file():
+        config = json.loads(path.read_text(encoding="utf-8"))
+    jinja = folder / "chat_template.jinja"
+    source = jinja.read_text(encoding="utf-8") if jinja.is_file() else config.get("chat_template")
+    return ChatTemplate(
+        source if isinstance(source, str) and source else CHATML_TEMPLATE,
+        bos_token=_token_text(config.get("bos_token")),
+        eos_token=_token_text(config.get("eos_token")),
+    )
+
+
+def _token_text(value: Any) -> str:
+    if isinstance(value, dict):  # transformers may save special tokens as AddedToken dicts
+        value = value.get("content")
+    return value if isinstance(value, str) else ""
+
+
+# --- decoding helpers -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Held:
+    """The generator kept for prefix reuse, and the request settings its KV is valid for."""
+
+    key: tuple[Any, ...]
+    generator: og.Generator
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    tokens: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    ended: bool  # the model chose to end, or the context is full
+
+
+def _cache_key(request: GenerationRequest, adapter: str | None) -> tuple[Any, ...] | None:
+    """What a held generator must share with a request to be reused; None for sampled
+    requests, which get a fresh generator so that one seed always gives one output."""
+    if request.temperature > 0:
+        return None
+    schema = json.dumps(request.json_schema, sort_keys=True) if request.json_schema else None
+    return (schema, adapter)
+
+
+def _search_options(request: GenerationRequest, n_ctx: int, seed: int) -> dict[str, Any]:
+    options: dict[str, Any] = {"max_length": n_ctx, "batch_size": 1}
+    if request.temperature <= 0:
+        return options | {"do_sample": False}
+    # top_k = 0 selects pure top-p sampling, as the llama.cpp backend does.
+    return options | {
+        "do_sample": True,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "top_k": 0,
+        "random_seed": seed if request.seed is None else request.seed,
+    }
+
+
+def _canonical(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema with llguidance told to separate like ``json.dumps`` (and nothing else)."""
+    return {"x-guidance": dict(CANONICAL_JSON)} | dict(schema)
+
+
+def _append(generator: og.Generator, tokens: Sequence[int]) -> None:
+    try:
+        generator.append_tokens(np.asarray(tokens, dtype=np.int32))
+    except RuntimeError as exc:
+        raise BackendError(f"onnxruntime-genai failed to evaluate the prompt: {exc}") from exc
+
+
+def _common_prefix(held: np.ndarray, prompt: list[int]) -> int:
+    width = min(len(held), len(prompt))
+    if width == 0:
+        return 0
+    diff = np.flatnonzero(held[:width] != np.asarray(prompt[:width], dtype=held.dtype))
+    return int(diff[0]) if diff.size else width
+
+
+def _log_softmax_at(logits: np.ndarray, token: int) -> float:
+    top = float(logits.max())
+    return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+
+
+def _json_done(request: GenerationRequest, piece: str, text: list[str]) -> bool:
+    """A closed top-level object or array admits nothing more: stop without one more step."""
+    if request.json_schema is None or not piece.rstrip().endswith(("}", "]")):
+        return False
+    try:
+        json.loads("".join(text))
+    except ValueError:
+        return False
+    return True
+
+
+class _Clock:
+    def __init__(self, started: float) -> None:
+        self._started = started
+        self._first: float | None = None
+
+    def first_token(self) -> None:
+        if self._first is None:
+            self._first = time.perf_counter()
+
+    def done(self) -> Timings:
+        now = time.perf_counter()
+        first = self._first or now
+        first_ms = (first - self._started) * 1000
+        return Timings(prompt_ms=first_ms, decode_ms=(now - first) * 1000, first_token_ms=first_ms)
+
+
+class _StopScanner:
+    """Holds back text that could be the start of a stop string until it is decided."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._held = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if not self._stops:
+            return text, False
+        buf = self._held + text
+        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
+        if hits:
+            self._held, self.stopped = "", True
+            return buf[: min(hits)], True
+        keep = max(_overlap(buf, s) for s in self._stops)
+        self._held = buf[len(buf) - keep :]
+        return buf[: len(buf) - keep], False
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
+def _overlap(text: str, stop: str) -> int:
+    for k in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:k]):
+            return k
+    return 0
