@@ -56,6 +56,18 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class Clusters:
+    """The clusters an adapter was trained on, and the embedder that placed them."""
+
+    embedder: Embedder
+    centroids: np.ndarray  # (k, dim)
+
+
+# The clusters of the adapter a turn runs (by its name; None: the bare base), if known.
+ClustersFor = Callable[[str | None], Clusters | None]
+
+
 # --- thresholds and their file --------------------------------------------------------------
 
 
@@ -228,6 +240,7 @@ class Router:
         tools: Mapping[str, ToolRoute] | None = None,
         embedder: Embedder | None = None,
         centroids: np.ndarray | Sequence[Sequence[float]] | None = None,
+        clusters: ClustersFor | None = None,
         queue_offline: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -237,6 +250,7 @@ class Router:
         self.embedder = embedder
         has_centroids = centroids is not None and len(centroids) > 0
         self.centroids = np.asarray(centroids, dtype=np.float32) if has_centroids else None
+        self.clusters = clusters  # per adapter; `embedder` + `centroids` given: those instead
         self.queue_offline = queue_offline
         self.clock = clock
         self._held: OrderedDict[tuple[str, str, str | None], tuple[float, ToolCall, Routing]]
@@ -273,7 +287,7 @@ class Router:
         )
         signals = make_signals(
             turn.logprobs, repaired=turn.repaired, invalid=invalid, ungrounded=made_up,
-            distance=self._distance(result.request),
+            distance=self._distance(result.request, turn.agent.adapter),
         )  # fmt: skip
         local = LocalAttempt(
             model=result.model, adapter=result.adapter, call=call,
@@ -299,10 +313,13 @@ class Router:
         why = calibration.thresholds.escalates(attempt.signals)
         return ("remote", why) if why else ("local", "the local attempt is confident")
 
-    def _distance(self, text: str) -> float | None:
-        if self.embedder is None or self.centroids is None:
+    def _distance(self, text: str, adapter: str | None) -> float | None:
+        if self.embedder is not None and self.centroids is not None:
+            return nearest_distance(self.embedder, self.centroids, text)
+        found = self.clusters(adapter) if self.clusters is not None else None
+        if found is None:
             return None
-        return nearest_distance(self.embedder, self.centroids, text)
+        return nearest_distance(found.embedder, found.centroids, text)
 
     # -- escalation -------------------------------------------------------------------------
     def _escalate(self, agent: Agent, attempt: Attempt, routing: Routing) -> AgentResult:
@@ -390,10 +407,10 @@ class _Replay(Backend):
         yield Done(text)
 
 
-def open_router(settings: Settings) -> Router | None:
+def open_router(settings: Settings, *, clusters: ClustersFor | None = None) -> Router | None:
     """The router the settings describe: None without a remote model. Offline settings keep
     the router (turns it would escalate are marked local_fallback and queued) but never let
-    it reach the network."""
+    it reach the network. `clusters`: each adapter's training clusters (the runtime's)."""
     from edge_agent.remote import RemoteClient, RemoteConfig
 
     config = RemoteConfig.from_settings(settings)
@@ -405,7 +422,7 @@ def open_router(settings: Settings) -> Router | None:
             config, anonymizer=_anonymizer(settings) if config.anonymize else None
         )
     calibration = Calibration.load(settings.route_path)
-    return Router(remote, calibration=calibration, tools=settings.route_tools)
+    return Router(remote, calibration=calibration, tools=settings.route_tools, clusters=clusters)
 
 
 def _anonymizer(settings: Settings) -> Anonymizer:

@@ -4,7 +4,9 @@ target accuracy, the accuracy / local-share curve, and a summary of routed turns
 Calibration runs on the validation split only; the test split stays unseen so the benchmark
 that reports on it measures thresholds picked elsewhere. A grid over each signal's observed
 values (midpoints between them) is searched exhaustively: on a few hundred rows that is
-milliseconds, and it is exact where a greedy or 1-D search is not.
+milliseconds, and it is exact where a greedy or 1-D search is not. The distance signal
+joins the search when the records carry it (`collect` with a router that has the adapter's
+clusters: `Runtime.clusters_for`).
 """
 
 from __future__ import annotations
@@ -84,13 +86,15 @@ class _Features:
         self.correct = np.array([r.correct for r in records], dtype=bool)
 
 
-def candidates(values: np.ndarray) -> list[float | None]:
+def candidates(values: np.ndarray, *, above: bool = False) -> list[float | None]:
     """Thresholds worth trying for one signal: unused (None), then midpoints between its
-    observed values, then one past the largest (everything with a value escalates)."""
+    observed values, then one past the extreme that escalates everything with a value (past
+    the largest for a lower bound, below the smallest for an upper bound, ``above``)."""
     finite = np.unique(values[np.isfinite(values)])
     if finite.size == 0:
         return [None]
-    cuts = list((finite[1:] + finite[:-1]) / 2) + [float(finite[-1]) + 1.0]
+    mids = list((finite[1:] + finite[:-1]) / 2)
+    cuts = [float(finite[0]) - 1.0, *mids] if above else [*mids, float(finite[-1]) + 1.0]
     if len(cuts) > _MAX_CANDIDATES:  # evenly spaced by rank: the grid stays small
         picks = np.linspace(0, len(cuts) - 1, _MAX_CANDIDATES).round().astype(int)
         cuts = [cuts[i] for i in sorted(set(picks))]
@@ -143,7 +147,7 @@ def calibrate(
     m_min = np.stack([_mask(f.min, t) for t in mins])  # (A, n)
     m_mean = np.stack([_mask(f.mean, t) for t in means])  # (B, n)
     best: tuple[tuple[float, float, int], Thresholds] | None = None
-    combos = itertools.product(candidates(f.distance), (False, True), (False, True))
+    combos = itertools.product(candidates(f.distance, above=True), (False, True), (False, True))
     for dist, repaired, made_up in combos:
         flags = (f.repaired & repaired) | (f.ungrounded & made_up)
         esc = f.invalid | _mask(f.distance, dist, above=True) | flags  # (n,)
@@ -178,6 +182,14 @@ def _best_cell(
     return (float(score[a, b]), float(acc[a, b]), -int(used[a, b])), (a, b)
 
 
+def signals_in(records: Sequence[SignalRecord]) -> list[Signal]:
+    """The threshold signals at least one record has a value for, in a fixed order."""
+    f = _Features(records)
+    values: dict[Signal, np.ndarray] = {"min_logprob": f.min, "mean_logprob": f.mean,
+                                        "distance": f.distance}  # fmt: skip
+    return [name for name, v in values.items() if np.isfinite(v).any()]
+
+
 def sweep(
     records: Sequence[SignalRecord], signal: Signal, remote_accuracy: float = 1.0
 ) -> list[dict[str, float]]:
@@ -186,8 +198,9 @@ def sweep(
     f = _Features(records)
     values = {"min_logprob": f.min, "mean_logprob": f.mean, "distance": f.distance}[signal]
     points = []
-    for t in candidates(values):
-        esc = f.invalid | _mask(values, t, above=signal == "distance")
+    above = signal == "distance"
+    for t in candidates(values, above=above):
+        esc = f.invalid | _mask(values, t, above=above)
         stats = _stats(f.correct, esc, remote_accuracy)
         points.append({"threshold": float("nan") if t is None else t} | stats)
     return points

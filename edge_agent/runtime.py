@@ -8,10 +8,17 @@ the runtime's lock, switches to the skill's current adapter first. ``swap_adapte
 same lock, so it waits for the generation in flight and the next one runs the new adapter;
 nothing reloads and no request fails. A turn of several generations may see the swap
 between two of them.
+
+The router's distance signal needs the clusters the skill's adapter was trained on: its
+release (installed, or the ``release`` in a shipped adapter's JSON) names centroids and an
+embedder; when that embedder's folder is on the device (``settings.embedders_dir / name``)
+the router gets both, else the signal stays absent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 import weakref
@@ -22,10 +29,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from edge_agent.agent import Agent, AgentConfig, ConfirmFn
 from edge_agent.backends.base import Backend, Chunk, GenerationRequest
 from edge_agent.catalog import load_catalog
-from edge_agent.errors import AdapterError
+from edge_agent.errors import AdapterError, EdgeAgentError
 from edge_agent.plan import FitPlan, make_plan
 from edge_agent.policy import Policy
 from edge_agent.settings import Settings
@@ -33,9 +42,11 @@ from edge_agent.store import ModelStore
 from edge_agent.tools import Toolset, get_toolset
 
 if TYPE_CHECKING:
+    from edge_agent.adapters.release import AdapterRelease
+    from edge_agent.embed import Embedder
     from edge_agent.logstore import LogStore
     from edge_agent.modelfile import BaseModelIdentity
-    from edge_agent.router import Router
+    from edge_agent.router import Clusters, Router
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +62,10 @@ class Runtime:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _current: dict[str, str | None] = field(default_factory=dict)  # skill -> adapter
     _agents: dict[str, weakref.WeakSet[Agent]] = field(default_factory=dict, repr=False)
+    # adapter -> its clusters; None: its release has none (a release never changes)
+    _clusters: dict[str, Clusters | None] = field(default_factory=dict, repr=False)
+    # (name, mtime of its spec) -> the opened embedder, None if it would not open
+    _embedders: dict[tuple[str, int], Embedder | None] = field(default_factory=dict, repr=False)
 
     @property
     def model_name(self) -> str:
@@ -196,7 +211,49 @@ class Runtime:
         runtime, so every agent shares its circuit breaker."""
         from edge_agent.router import open_router
 
-        return open_router(self.settings)
+        return open_router(self.settings, clusters=self.clusters_for)
+
+    def clusters_for(self, adapter: str | None) -> Clusters | None:
+        """The clusters `adapter` was trained on, with the embedder that placed them, when
+        its release has centroids and that embedder is on this device; else None."""
+        if adapter is None:
+            return None
+        if adapter in self._clusters:
+            return self._clusters[adapter]
+        release = _release_of(self.settings, adapter)
+        if release is None or not release.centroids or not release.embedder:
+            self._clusters[adapter] = None
+            return None
+        embedder = self._embedder(release.embedder)
+        if embedder is None:
+            return None  # not fetched yet: asked again next turn
+        from edge_agent.router import Clusters
+
+        centroids = np.asarray(release.centroids, dtype=np.float32)
+        if centroids.ndim != 2 or centroids.shape[1] != embedder.dim:
+            logger.warning("%s: centroids of width %s, embedder %s gives %d: no distance signal",
+                           adapter, centroids.shape[-1], embedder.name, embedder.dim)  # fmt: skip
+            self._clusters[adapter] = None
+            return None
+        self._clusters[adapter] = Clusters(embedder, centroids)
+        return self._clusters[adapter]
+
+    def _embedder(self, name: str) -> Embedder | None:
+        """The embedder `name` from the device's embedders folder, opened once per version."""
+        from edge_agent.embed import SPEC_FILE, Embedder
+
+        folder = self.settings.embedders_dir / name
+        try:
+            key = (name, (folder / SPEC_FILE).stat().st_mtime_ns)
+        except OSError:
+            return None
+        if key not in self._embedders:
+            try:
+                self._embedders[key] = Embedder.open(folder, threads=1)
+            except EdgeAgentError as exc:
+                logger.warning("embedder %s not usable (%s): no distance signal", name, exc)
+                self._embedders[key] = None
+        return self._embedders[key]
 
     def log(self) -> LogStore | None:
         """The sealed interaction log, opened on first use (None when logging is off)."""
@@ -224,6 +281,26 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _release_of(settings: Settings, adapter: str) -> AdapterRelease | None:
+    """The signed release of an installed adapter, else the one a shipped adapter's JSON
+    carries (``scripts/flywheel_fleet.py --ship`` writes it); None without either."""
+    from edge_agent.adapters.installed import InstalledAdapters
+    from edge_agent.adapters.release import AdapterRelease
+    from edge_agent.adapters.shipped import shipped_adapters
+
+    with contextlib.suppress(AdapterError):
+        return InstalledAdapters(settings.adapters_dir).get(adapter).release
+    shipped = next((a for a in shipped_adapters() if a.name == adapter), None)
+    if shipped is None:
+        return None
+    try:
+        raw = json.loads(shipped.path.with_suffix(".json").read_text(encoding="utf-8"))
+        return AdapterRelease.model_validate(raw["release"]) if raw.get("release") else None
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        logger.warning("the shipped adapter %s has no usable release (%s)", adapter, exc)
+        return None
 
 
 def open_runtime(settings: Settings) -> Runtime:

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     route_tools: dict[str, Literal["always_remote", "never_remote"]] = Field(
         default_factory=dict, description="per-tool routing rules"
     )
+    embedder_dir: Path | None = Field(
+        None, description="embedders, one folder per name; default <data dir>/adapters/embedders"
+    )
 
     @property
     def models_dir(self) -> Path:
@@ -127,6 +130,12 @@ class Settings(BaseSettings):
     def adapters_dir(self) -> Path:
         """Installed adapters, their state and the TUF client's metadata."""
         return self.data_dir / "adapters"
+
+    @property
+    def embedders_dir(self) -> Path:
+        """Sentence embedders by name (the router's distance signal): what adapter updates
+        fetch, and where the runtime looks for the one an adapter's centroids came from."""
+        return self.embedder_dir or self.adapters_dir / "embedders"
 
     @property
     def log_path(self) -> Path:

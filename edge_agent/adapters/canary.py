@@ -17,7 +17,9 @@ executed):
 Fail any and the release is rejected (kept on disk with its reason, never retried); the last
 known good adapter stays. ``check_for_updates`` is one round of that for every skill with a
 newer release for this base model; it reports errors (a host that is down) and never raises
-them, so an update never stops the device.
+them, so an update never stops the device. An activated release whose centroids came from an
+embedder this device lacks gets it fetched next (the router's distance signal); a failure
+there is reported in the outcome and undoes nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from edge_agent.adapters.installed import InstalledAdapters
 from edge_agent.adapters.release import AdapterRelease, CanaryCall
 from edge_agent.agent import Agent, AgentConfig
 from edge_agent.backends.base import Backend, Message
+from edge_agent.embed import SPEC_FILE
 from edge_agent.errors import BackendError, EdgeAgentError
 from edge_agent.home.evaluate import first_call
 from edge_agent.home.score import call_matches
@@ -67,6 +70,8 @@ class AdapterSource(Protocol):
     def latest(self, skill: str) -> AdapterRelease | None: ...
 
     def download(self, release: AdapterRelease) -> Path: ...
+
+    # Optional: ``download_embedder(name) -> Path``, a verified embedder folder (TUF has it).
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,7 @@ class UpdateOutcome:
     reason: str = ""
     canary: CanaryReport | None = None
     error: EdgeAgentError | None = field(default=None, repr=False)  # the CLI's exit code
+    embedder: str | None = None  # what became of the release's embedder, after activation
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("canary", "error")}
@@ -278,16 +284,20 @@ class UpdateReport:
     outcomes: list[UpdateOutcome] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # releases not tried, and why
     error: EdgeAgentError | None = None  # the host could not be asked at all
+    embedders: list[str] = field(default_factory=list)  # retried for adapters active already
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "outcomes": [o.to_dict() for o in self.outcomes],
             "skipped": self.skipped,
             "error": str(self.error) if self.error else None,
+            "embedders": self.embedders,
         }
 
     def lines(self) -> list[str]:
         out = [f"{o.release}: {o.action}: {o.reason}" for o in self.outcomes]
+        out += [f"{o.release}: embedder {o.embedder}" for o in self.outcomes if o.embedder]
+        out += [f"embedder {line}" for line in self.embedders]
         return out + ([f"host: {self.error}"] if self.error else [])
 
 
@@ -315,8 +325,55 @@ def check_for_updates(
         outcome = _update(
             source, installed, runtime, release, rules=rules or CanaryRules(), recent=recent
         )
+        if outcome.action == "activated":
+            outcome.embedder = fetch_embedder(source, release, runtime.settings.embedders_dir)
         report.outcomes.append(outcome)
+    done = {o.release for o in report.outcomes}
+    folder = runtime.settings.embedders_dir
+    report.embedders = _retry_embedders(source, installed, folder, wanted, done)
     return report
+
+
+def _retry_embedders(
+    source: object,
+    installed: InstalledAdapters,
+    folder: Path,
+    skills: set[str] | None,
+    done: set[str],
+) -> list[str]:
+    """An active adapter whose embedder an earlier round failed to fetch gets another try."""
+    lines = []
+    for entry in installed.listing():
+        name = entry.release.embedder
+        wanted = skills is None or entry.skill in skills
+        if entry.status != "active" or not wanted or entry.name in done:
+            continue
+        if name and entry.release.centroids and not _has_embedder(folder, name):
+            lines.append(fetch_embedder(source, entry.release, folder) or "")
+    return [line for line in lines if line]
+
+
+def _has_embedder(folder: Path, name: str) -> bool:
+    return (folder / name / SPEC_FILE).is_file()
+
+
+def fetch_embedder(source: object, release: AdapterRelease, folder: Path) -> str | None:
+    """Fetch the embedder `release`'s centroids came from into `folder` if it is not there;
+    what happened, as a line (None: the release has no centroids). Never raises."""
+    name = release.embedder
+    if not name or not release.centroids:
+        return None
+    if _has_embedder(folder, name):
+        return f"{name}: already on this device"
+    download = getattr(source, "download_embedder", None)
+    if not callable(download):
+        return f"{name}: not fetched: this adapter source cannot fetch embedders"
+    try:
+        download(name)
+    except EdgeAgentError as exc:  # the adapter stays active; the distance signal waits
+        log.warning("embedder %s not fetched: %s", name, exc)
+        return f"{name}: not fetched ({exc}); the next update round tries again"
+    return f"{name}: fetched"
 
 
 def _newer(
@@ -417,7 +474,10 @@ def open_source(settings: Any, identity: BaseModelIdentity | None) -> AdapterSou
         enrollment = dataclasses.replace(enrollment, host_url=settings.sync_host_url)
     folder = settings.adapters_dir / "tuf"
     timeout = settings.sync_timeout_s
-    return AdapterUpdater.from_enrollment(enrollment, folder, identity=identity, timeout_s=timeout)
+    return AdapterUpdater.from_enrollment(
+        enrollment, folder, identity=identity, timeout_s=timeout,
+        embedders_dir=settings.embedders_dir,
+    )  # fmt: skip
 
 
 def update_from_host(runtime: Runtime, skills: Iterable[str] | None = None) -> UpdateReport:

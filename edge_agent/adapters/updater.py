@@ -10,6 +10,8 @@ identity in the GGUF header, read by edge-agent's own bounded parser. Only a fil
 all of it is moved into ``state_dir/targets/<skill>/<name>.gguf``; a failure raises
 ``AdapterVerificationError`` (or ``AdapterMismatchError`` / ``InvalidAdapterError``) and
 leaves every file there as it was. Network faults raise ``HostUnreachableError``.
+The sentence embedder a release's centroids came from is fetched the same way
+(``download_embedder``: targets ``embedders/<name>/…``, into a folder renamed into place).
 
 Devices without a real-time clock: a board that boots at 1970 (or at its last saved time)
 would accept metadata that expired long ago, and a frozen or replayed repository would go
@@ -32,7 +34,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import ssl
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -47,6 +51,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from edge_agent.adapters.export import adapter_identity
 from edge_agent.adapters.release import AdapterRelease
+from edge_agent.embed import MODEL_FILE, SPEC_FILE, TOKENIZER_FILE, Embedder
 from edge_agent.errors import (
     AdapterError,
     AdapterMismatchError,
@@ -54,17 +59,21 @@ from edge_agent.errors import (
     EnrollmentError,
     HostUnreachableError,
     InvalidAdapterError,
+    InvalidModelFileError,
     PinMismatchError,
 )
 from edge_agent.modelfile import BaseModelIdentity
 from edge_agent.sync.enrollment import Enrollment, pin_failed, pinned_context
 
 __all__ = [
+    "EMBEDDER_FILES",
     "SIGNED_AT",
     "AdapterUpdater",
     "ClockFloor",
+    "embedder_target",
     "release_custom",
     "release_from_custom",
+    "require_safe_embedder",
     "require_safe_names",
 ]
 
@@ -74,6 +83,8 @@ SIGNED_AT = "x-edge-agent-signed-at"  # in the timestamp's signed part: when the
 TUF_PREFIX = "/tuf"  # the host serves metadata/ and targets/ under this path
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CHUNK = 1 << 16
+EMBEDDERS_PREFIX = "embedders/"  # targets of the embedders releases name, beside adapters/
+EMBEDDER_FILES = (SPEC_FILE, MODEL_FILE, TOKENIZER_FILE)
 
 
 def release_custom(release: AdapterRelease) -> dict[str, Any]:
@@ -92,11 +103,25 @@ def release_from_custom(custom: Any) -> AdapterRelease:
 def require_safe_names(release: AdapterRelease) -> None:
     """Skill and name become file names on both sides: one plain path segment each."""
     for what, value in (("skill", release.skill), ("name", release.name)):
-        if not _SAFE_NAME.match(value) or ".." in value:
-            raise AdapterVerificationError(
-                f"the release's {what} {value!r} is not a plain file name "
-                "(letters, digits, '.', '_', '-'); the host must publish it under another name"
-            )
+        _require_plain(f"the release's {what}", value)
+
+
+def require_safe_embedder(name: str) -> None:
+    """An embedder's name becomes a folder name on both sides."""
+    _require_plain("the embedder name", name)
+
+
+def _require_plain(what: str, value: str) -> None:
+    if not _SAFE_NAME.match(value) or ".." in value:
+        raise AdapterVerificationError(
+            f"{what} {value!r} is not a plain file name "
+            "(letters, digits, '.', '_', '-'); the host must publish it under another name"
+        )
+
+
+def embedder_target(name: str, file: str) -> str:
+    """Where one file of embedder `name` lives in the TUF repository's targets."""
+    return f"{EMBEDDERS_PREFIX}{name}/{file}"
 
 
 class ClockFloor:
@@ -145,10 +170,12 @@ class AdapterUpdater:
         clock: Callable[[], float] = time.time,
         timeout_s: float = 30.0,
         max_download_s: float = 600.0,
+        embedders_dir: Path | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.metadata_dir = self.state_dir / "metadata"
         self.targets_dir = self.state_dir / "targets"
+        self.embedders_dir = Path(embedders_dir or self.state_dir / "embedders")
         self.identity = identity
         self.floor = ClockFloor(floor_file or self.state_dir / "clock-floor.json")
         self._base = base_url.rstrip("/") + TUF_PREFIX
@@ -229,7 +256,50 @@ class AdapterUpdater:
             staging.unlink(missing_ok=True)
         return final
 
+    def download_embedder(self, name: str) -> Path:
+        """Fetch the signed embedder `name` into ``embedders_dir/<name>``: every file verified
+        against the signed length and sha256 before anything parses it, then checked by
+        ``Embedder.open``, then renamed into place; a failure leaves nothing there."""
+        require_safe_embedder(name)
+        if self._tuf is None:
+            self.refresh()
+        assert self._tuf is not None
+        infos = {f: self._signed_embedder_file(self._tuf, name, f) for f in EMBEDDER_FILES}
+        final = self.embedders_dir / name
+        if all(self._tuf.find_cached_target(i, str(final / f)) for f, i in infos.items()):
+            return final
+        self.embedders_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.embedders_dir))
+        try:
+            with _verifying("embedder", self._base):
+                for file, info in infos.items():
+                    self._tuf.download_target(info, str(work / file))
+            _require_embedder(work, name)
+            for file in EMBEDDER_FILES:
+                _sync(work / file)
+            work.chmod(0o755)
+            _replace_dir(work, final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return final
+
     # --- helpers ------------------------------------------------------------------------------
+
+    def _signed_embedder_file(self, updater: Updater, name: str, file: str) -> TargetFile:
+        path = embedder_target(name, file)
+        with _verifying("metadata", self._base):
+            info = updater.get_targetinfo(path)
+        if info is None:
+            raise AdapterVerificationError(
+                f"{path} is not among the host's signed targets: the host must publish the "
+                f"embedder {name} (`edge-agent host train --publish` does)"
+            )
+        if not isinstance(info.custom, dict) or info.custom.get("embedder") != name:
+            raise AdapterVerificationError(
+                f"{path}: its signed custom metadata does not name the embedder {name}; "
+                "the host must publish it again"
+            )
+        return info
 
     def _new_updater(self) -> Updater:
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +423,7 @@ def _attack_class(exc: tuf_errors.RepositoryError, what: str) -> str:
         rollback = "must be >=" in message or re.search(r"\.json version", message)
         return "rollback" if rollback else "mix-and-match"
     if isinstance(exc, tuf_errors.LengthOrHashMismatchError):
-        return "hash/length" if what == "adapter" else "mix-and-match"
+        return "hash/length" if what in ("adapter", "embedder") else "mix-and-match"
     if "missing info" in message:
         return "rollback"
     return "invalid metadata"
@@ -370,6 +440,8 @@ def _signed_at(updater: Updater) -> float:
 def _releases_of(updater: Updater) -> list[AdapterRelease]:
     found = []
     for path, info in updater._trusted_set.targets.targets.items():
+        if path.startswith(EMBEDDERS_PREFIX):
+            continue  # an embedder's file, not a release
         try:
             release = _release_in(info)
         except AdapterVerificationError as exc:
@@ -410,6 +482,31 @@ def _require_header(path: Path, release: AdapterRelease) -> None:
         )
 
 
+def _require_embedder(folder: Path, name: str) -> None:
+    """Parsed only now that TUF verified every file: the spec, its hashes, the ONNX model."""
+    try:
+        spec_name = Embedder.open(folder).name
+    except InvalidModelFileError as exc:
+        raise InvalidModelFileError(
+            f"the embedder {name} the host signed does not open ({exc}); nothing was installed"
+        ) from exc
+    if spec_name != name:
+        raise AdapterVerificationError(
+            f"the embedder published as {name} calls itself {spec_name}; the host must "
+            "publish it under its own name"
+        )
+
+
 def _sync(path: Path) -> None:
     with path.open("rb") as f:
         os.fsync(f.fileno())
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap folder `new` in at `target`: an older one is moved aside first, then removed."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)

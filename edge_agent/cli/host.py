@@ -312,7 +312,10 @@ def train(
         result.summary["clusters"] = cluster_overview(clustering)
     if publish_it and result.promoted:
         clusters = clustering.summary(skill="home") if clustering else None
-        release = publish_turn(result, curated, model_path, _repository(), profiles=profiles,
+        repository = _repository()
+        if clusters is not None and clusters.centroids:  # devices need it before the release
+            repository.publish_embedder(_embedder_dir())
+        release = publish_turn(result, curated, model_path, repository, profiles=profiles,
                                clusters=clusters)  # fmt: skip
         result.summary["published"] = release.name
     if as_json:
@@ -324,9 +327,16 @@ def train(
 def _clusters(records: Any) -> Any:
     """The training requests' clusters, with the host's embedder (exported on first use)."""
     from edge_agent.host.pipeline import cluster_records
-    from quantize.embedder import default_embedder_dir, open_or_export
+    from quantize.embedder import open_or_export
 
-    return cluster_records(records, open_or_export(default_embedder_dir(_host_dir())))
+    return cluster_records(records, open_or_export(_embedder_dir()))
+
+
+def _embedder_dir() -> Path:
+    """The host's embedder: what `_clusters` embeds with and `--publish` signs for devices."""
+    from quantize.embedder import default_embedder_dir
+
+    return default_embedder_dir(_host_dir())
 
 
 def _model_path(model: str | None) -> Path:

@@ -33,6 +33,7 @@ def calibrate(target: float, limit: int | None, as_json: bool, **flags: Any) -> 
     signals and whether each call was right, and store the thresholds that serve the most
     requests locally at the target accuracy (escalated requests counted right)."""
     from edge_agent.home.dataset import load_split
+    from edge_agent.router import Router
     from edge_agent.router_calibration import calibration_for, collect
     from edge_agent.runtime import open_runtime
 
@@ -40,10 +41,12 @@ def calibrate(target: float, limit: int | None, as_json: bool, **flags: Any) -> 
     rows = load_split("validation")[:limit]
     with open_runtime(settings) as rt:
         agent = rt.agent("home")
+        # The distance signal, where the adapter's clusters and embedder are on the device.
+        signals = Router(None, clusters=getattr(rt, "clusters_for", None))
         with click.progressbar(length=len(rows), label="validation rows", file=sys.stderr) as bar:
             records = collect(
                 agent.backend, rows, adapter=agent.adapter, model_name=agent.model_name,
-                progress=lambda _: bar.update(1),
+                router=signals, progress=lambda _: bar.update(1),
             )  # fmt: skip
     calibration = calibration_for(records, target, model=agent.model_name, adapter=agent.adapter)
     calibration.save(settings.route_path)
@@ -89,21 +92,26 @@ def _log_summary(settings: Any, since: float | None) -> dict[str, Any] | None:
 
 
 def _calibration_summary(calibration: Any) -> dict[str, Any]:
-    from edge_agent.router_calibration import dumps_curve, quantiles, sweep
+    from edge_agent.router_calibration import dumps_curve, quantiles, signals_in, sweep
 
-    return {
+    records, found = calibration.records, signals_in(calibration.records)
+    summary = {
         "model": calibration.model, "adapter": calibration.adapter, "split": calibration.split,
         "target_accuracy": calibration.target_accuracy, "met": calibration.met,
         "thresholds": calibration.thresholds.model_dump(),
         "stats": {k: round(v, 4) for k, v in calibration.stats.items()},
-        "local_latency_ms": quantiles([r.latency_ms for r in calibration.records]),
-        "curve_min_logprob": dumps_curve(sweep(calibration.records, "min_logprob")),
+        "signals": found,
+        "local_latency_ms": quantiles([r.latency_ms for r in records]),
+        "curve_min_logprob": dumps_curve(sweep(records, "min_logprob")),
     }  # fmt: skip
+    if "distance" in found:
+        summary["curve_distance"] = dumps_curve(sweep(records, "distance"))
+    return summary
 
 
 def _plot(calibration: Any, path: Path) -> Path:
     from edge_agent.errors import ConfigError
-    from edge_agent.router_calibration import outcome, plot_curves, sweep
+    from edge_agent.router_calibration import outcome, plot_curves, signals_in, sweep
 
     if calibration is None or not calibration.records:
         raise ConfigError("nothing to plot: run `edge-agent route calibrate` first")
@@ -112,7 +120,7 @@ def _plot(calibration: Any, path: Path) -> Path:
     return plot_curves(
         path,
         {f"{s} threshold ({calibration.split})": sweep(records, s)
-         for s in ("min_logprob", "mean_logprob")},
+         for s in signals_in(records) or ["min_logprob"]},
         {"calibrated": (chosen["local_share"], chosen["accuracy"])},
         title=f"router on {calibration.adapter or calibration.model}",
         target=(0.0, calibration.target_accuracy),

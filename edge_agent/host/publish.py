@@ -11,6 +11,9 @@ Layout of the repository folder (served read-only under ``/tuf`` by ``edge-agent
     metadata/N.snapshot.json          versions + hashes of targets.json
     metadata/timestamp.json           version + hash of the snapshot, the host's signing time
     targets/adapters/<skill>/<sha256>.<name>.gguf
+    targets/embedders/<name>/<sha256>.{embedder.json,model.onnx,tokenizer.json}
+                                      the embedder releases' centroids came from;
+                                      custom.embedder = its name
 
 Consistent snapshots are on: metadata is written under new versioned names and
 ``timestamp.json`` is replaced last, so a device reading during a publish sees the old
@@ -57,12 +60,22 @@ from tuf.api.serialization.json import JSONSerializer
 from edge_agent.adapters.export import adapter_identity
 from edge_agent.adapters.release import AdapterRelease
 from edge_agent.adapters.updater import (
+    EMBEDDER_FILES,
+    EMBEDDERS_PREFIX,
     SIGNED_AT,
+    embedder_target,
     release_custom,
     release_from_custom,
+    require_safe_embedder,
     require_safe_names,
 )
-from edge_agent.errors import AdapterMismatchError, AdapterVerificationError, PublishError
+from edge_agent.embed import MODEL_FILE, TOKENIZER_FILE, EmbedderSpec, sha256_file
+from edge_agent.errors import (
+    AdapterMismatchError,
+    AdapterVerificationError,
+    EdgeAgentError,
+    PublishError,
+)
 
 __all__ = ["AdapterRepository", "Expiries"]
 
@@ -152,6 +165,24 @@ class AdapterRepository:
             self._commit_targets(targets)
         return release.target_path
 
+    def publish_embedder(self, folder: Path) -> list[str]:
+        """Sign an exported embedder folder's files as ``embedders/<name>/…``; their target
+        paths. The same name with the same files again changes nothing; another file under
+        a published name is refused (export it under a new name)."""
+        folder = Path(folder)
+        name = _checked_embedder(folder)
+        with self._locked():
+            targets = self._current(Targets)
+            signed = targets.signed
+            infos = {f: self._embedder_file(signed, folder, name, f) for f in EMBEDDER_FILES}
+            new = {f: i for f, i in infos.items() if i.path not in signed.targets}
+            for file, info in new.items():
+                self._store_target(folder / file, info)
+                signed.targets[info.path] = info
+            if new:
+                self._commit_targets(targets)
+        return [i.path for i in infos.values()]
+
     def refresh(self) -> int:
         """Re-sign the timestamp (and any role near expiry); returns the timestamp's version."""
         with self._locked():
@@ -178,7 +209,11 @@ class AdapterRepository:
     def releases(self) -> list[AdapterRelease]:
         """Every published release, by skill and version."""
         targets = self._current(Targets).signed.targets.values()
-        found = [release_from_custom(t.custom) for t in targets]
+        found = [
+            release_from_custom(t.custom)
+            for t in targets
+            if not t.path.startswith(EMBEDDERS_PREFIX)
+        ]
         return sorted(found, key=lambda r: (r.skill, r.version))
 
     def next_version(self, skill: str) -> int:
@@ -193,6 +228,18 @@ class AdapterRepository:
             Snapshot.type: snapshot.signed.version,
             Timestamp.type: self._current(Timestamp).signed.version,
         }
+
+    def _embedder_file(self, signed: Targets, folder: Path, name: str, file: str) -> TargetFile:
+        """The target for one file; PublishError if the name already holds another file."""
+        info = TargetFile.from_file(embedder_target(name, file), str(folder / file), ["sha256"])
+        info.unrecognized_fields["custom"] = {"embedder": name}
+        known = signed.targets.get(info.path)
+        if known is not None and (known.length, known.hashes) != (info.length, info.hashes):
+            raise PublishError(
+                f"{info.path} is already published with other content; an embedder's files "
+                "never change under its name: export it under a new name and publish that"
+            )
+        return info
 
     # --- signing and writing ------------------------------------------------------------------
 
@@ -334,6 +381,24 @@ def _require_matching_file(path: Path, release: AdapterRelease) -> None:
             f"{path}: its header names base {found}, the release says {release.base_identity}; "
             "publish it with the identity its header carries"
         )
+
+
+def _checked_embedder(folder: Path) -> str:
+    """The embedder's name, once its folder is whole: the spec reads, the files match it."""
+    try:
+        spec = EmbedderSpec.read(folder)
+        require_safe_embedder(spec.name)
+    except EdgeAgentError as exc:
+        raise PublishError(f"{folder} cannot be published as an embedder: {exc}") from exc
+    expected = {MODEL_FILE: spec.sha256, TOKENIZER_FILE: spec.tokenizer_sha256}
+    for file, digest in expected.items():
+        path = folder / file
+        if not path.is_file() or (digest is not None and sha256_file(path) != digest):
+            raise PublishError(
+                f"{path} is missing or does not match the sha256 in embedder.json: "
+                "re-export it with `edge-agent host embedder export`"
+            )
+    return spec.name
 
 
 def _write_key(path: Path, signer: CryptoSigner) -> None:
