@@ -3,20 +3,27 @@
 A dry run: nothing is loaded. ``make_plan`` takes the detected (or named) device profile,
 the catalog and what is on disk, and either returns a plan whose estimated RAM fits the
 profile's memory budget or raises ``ModelDoesNotFitError`` naming what would fit.
+
+What the model is stored as picks the backend: a GGUF file runs on llama.cpp, an ONNX model
+folder on onnxruntime-genai. A profile's ``backend`` is a preference among models of one size,
+not a veto: a GGUF on an onnx profile (every shipped catalog model is a GGUF) runs on
+llama.cpp, and an ONNX folder on a llama_cpp profile on the onnx backend, each with a reason
+in the plan saying so.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.catalog import Architecture, Catalog, CatalogEntry, Source
-from edge_agent.errors import ModelDoesNotFitError
+from edge_agent.catalog import MB, Architecture, Catalog, CatalogEntry, Source
+from edge_agent.errors import InvalidModelFileError, ModelDoesNotFitError, ModelNotFoundError
 from edge_agent.profile import DetectedDevice, DeviceProfile, detect, load_profile, read_facts
 from edge_agent.settings import Settings
-from edge_agent.store import ModelStore
+from edge_agent.store import GENAI_CONFIG, ModelStore, is_onnx_folder
 
 if TYPE_CHECKING:
     from edge_agent.modelfile import GGUFHeader
@@ -48,12 +55,21 @@ class FitPlan:
     def profile(self) -> DeviceProfile:
         return self.device.profile
 
+    @property
+    def backend(self) -> str:
+        """The backend kind that runs the chosen model (its format decides, see above)."""
+        return self.entry.backend
+
     def backend_options(self) -> dict[str, Any]:
-        """Keyword arguments for the profile's backend."""
+        """Keyword arguments for ``open_backend(self.backend, ...)``."""
         p = self.profile
-        return {
-            "n_ctx": self.context_size,
-            "n_threads": self.threads,
+        common = {"n_ctx": self.context_size, "n_threads": self.threads}
+        if self.backend == "onnx":
+            return common | {
+                "execution_provider": p.execution_provider,
+                "fallback_to_cpu": p.fallback_to_cpu,
+            }
+        return common | {
             "n_gpu_layers": p.gpu_layers,
             "flash_attn": p.flash_attention,
             "use_mmap": p.use_mmap,
@@ -76,7 +92,7 @@ class FitPlan:
             "model": self.entry.name,
             "base_model": self.entry.base_model,
             "quantization": self.entry.quantization,
-            "backend": self.profile.backend,
+            "backend": self.backend,
             "execution_provider": self.profile.execution_provider,
             "context_size": self.context_size,
             "threads": self.threads,
@@ -121,6 +137,8 @@ def make_plan(
         raise ModelDoesNotFitError(f"{exc}; {_would_fit(others)}") from None
     plan = FitPlan(device, chosen.entry, chosen.context_size, threads, budget, chosen.ram_mb)
     plan.reasons = [f"profile {device.profile.name}: {device.reason}", *reasons]
+    if chosen.entry.backend != device.profile.backend:
+        plan.reasons.append(_why_backend(chosen.entry, device.profile))
     plan.candidates = cands
     return plan
 
@@ -136,7 +154,19 @@ def assess_catalog(
 def _requested_entry(model: str, catalog: Catalog) -> CatalogEntry:
     if model in catalog:
         return catalog.get(model)
-    return entry_from_gguf(Path(model).expanduser())
+    return entry_from_path(Path(model).expanduser())
+
+
+def entry_from_path(path: Path) -> CatalogEntry:
+    """A catalog entry for a model the user pointed at: a GGUF file or an ONNX model folder."""
+    if is_onnx_folder(path):
+        return entry_from_onnx(path)
+    if path.is_dir():
+        raise ModelNotFoundError(
+            f"{path} is a folder without {GENAI_CONFIG}: pass a .gguf file or an ONNX model "
+            "folder (`edge-agent quantize BASE --variants onnx-int4` builds one)"
+        )
+    return entry_from_gguf(path)
 
 
 def entry_from_gguf(path: Path) -> CatalogEntry:
@@ -175,6 +205,75 @@ def _dominant_type(header: GGUFHeader) -> str:
     for t in header.tensors:
         by_type[t.type_name] = by_type.get(t.type_name, 0) + t.nbytes
     return max(by_type, key=lambda k: by_type[k]) if by_type else "unknown"
+
+
+def entry_from_onnx(folder: Path) -> CatalogEntry:
+    """A catalog entry describing an ONNX model folder: its shape from ``genai_config.json``
+    (and ``config.json`` where the builder left one), name of base, FFN width and precision
+    from the ``edge_agent.json`` that ``quantize`` writes, size from the files on disk."""
+    genai = _folder_json(folder, GENAI_CONFIG, required=True)
+    info = _folder_json(folder, "edge_agent.json")
+    ident = info.get("base_identity") or {}
+    try:
+        model = genai["model"]
+        arch = _onnx_arch(model, ident, _folder_json(folder, "config.json"))
+        family = str(model.get("type") or ident.get("architecture") or "unknown")
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError included
+        raise InvalidModelFileError(
+            f"{folder / GENAI_CONFIG}: does not describe the model's shape ({exc}); rebuild "
+            "the folder with `edge-agent quantize BASE --variants onnx-int4`"
+        ) from exc
+    precision = str(info.get("precision") or "")
+    return CatalogEntry(
+        name=folder.name,
+        family=family,
+        base_model=str(ident.get("base_name") or folder.name),
+        parameters=_parameters(arch),
+        quantization=f"ONNX_{precision.upper()}" if precision else "ONNX",
+        file_size_mb=sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / MB,
+        size_estimated=False,
+        license="unknown",
+        format="onnx",
+        source=Source(kind="path", path=str(folder)),
+        arch=arch,
+    )
+
+
+def _onnx_arch(model: dict[str, Any], ident: dict[str, Any], hf: dict[str, Any]) -> Architecture:
+    decoder = model["decoder"]
+    n_embd, n_head = int(decoder["hidden_size"]), int(decoder["num_attention_heads"])
+    # genai_config has no FFN width; it only sizes the compute-buffer estimate, so without
+    # edge_agent.json or config.json the usual 4x hidden stands in.
+    n_ff = ident.get("n_ff") or hf.get("intermediate_size") or 4 * n_embd
+    return Architecture(
+        n_layer=int(decoder["num_hidden_layers"]),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=int(decoder.get("num_key_value_heads") or n_head),
+        head_dim=int(decoder.get("head_size") or n_embd // n_head),
+        n_ff=int(n_ff),
+        n_vocab=int(model["vocab_size"]),
+        context_max=int(model.get("context_length") or 2048),
+    )
+
+
+def _parameters(a: Architecture) -> int:
+    """Weights of a llama-shaped decoder (embeddings once): for ranking, not for memory."""
+    attention = a.n_embd * a.head_dim * (2 * a.n_head + 2 * a.n_head_kv)
+    return a.n_vocab * a.n_embd + a.n_layer * (attention + 3 * a.n_embd * a.n_ff)
+
+
+def _folder_json(folder: Path, name: str, *, required: bool = False) -> dict[str, Any]:
+    path = folder / name
+    if not path.is_file() and not required:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidModelFileError(
+            f"{path}: cannot be read as JSON ({exc}); rebuild the ONNX model folder"
+        ) from exc
+    return data if isinstance(data, dict) else {}
 
 
 def _candidate(
@@ -217,12 +316,13 @@ def _choose(
     return best, reasons
 
 
-def _rank(c: Candidate, profile: DeviceProfile) -> tuple[int, int]:
-    """Bigger models first; among quantizations of one size, the profile's preference."""
+def _rank(c: Candidate, profile: DeviceProfile) -> tuple[int, bool, int]:
+    """Bigger models first; among one size, those the profile's backend runs, then the
+    profile's quantization preference."""
     prefs = [q.upper() for q in profile.preferred_quantizations]
     quant = c.entry.quantization.upper()
     pref = len(prefs) - prefs.index(quant) if quant in prefs else 0
-    return c.entry.parameters, pref
+    return c.entry.parameters, c.entry.backend == profile.backend, pref
 
 
 def _why_model(
@@ -236,6 +336,18 @@ def _why_model(
         top = max(bigger, key=lambda c: _rank(c, profile))
         why += f" ({top.entry.name} would fit too: `edge-agent models pull {top.entry.name}`)"
     return why
+
+
+def _why_backend(entry: CatalogEntry, profile: DeviceProfile) -> str:
+    if entry.format == "gguf":
+        return (
+            f"backend llama_cpp, not the profile's onnx: {entry.name} is a GGUF file, which "
+            "only llama.cpp runs; pass an ONNX model folder (`edge-agent quantize`) for onnx"
+        )
+    return (
+        f"backend onnx, not the profile's {profile.backend}: {entry.name} is an ONNX model "
+        f"folder (execution provider {profile.execution_provider})"
+    )
 
 
 def _why_context(best: Candidate, settings: Settings, profile: DeviceProfile) -> str:

@@ -311,7 +311,7 @@ def open_runtime(settings: Settings) -> Runtime:
     plan = make_plan(settings, load_catalog(), store)
     entry = plan.entry
     path = Path(entry.source.path or "") if entry.source.kind == "path" else store.ensure(entry)
-    backend = open_backend(plan.profile.backend, model_path=path, **plan.backend_options())
+    backend = open_backend(plan.backend, model_path=path, **plan.backend_options())
     return Runtime(settings, plan, backend)
 
 

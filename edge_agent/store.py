@@ -1,8 +1,9 @@
-"""The local model store: turns a catalog entry (or a path) into a verified GGUF on disk.
+"""The local model store: turns a catalog entry (or a path) into a verified model on disk.
 
 Sources: a file shipped inside an installed Python package (the default model, no network),
 a package that assembles its file from chunks, a Hugging Face repo pulled with
-huggingface-hub when online (its offline cache respected), or a local path.
+huggingface-hub when online (its offline cache respected), or a local path: a GGUF file or
+an ONNX model folder (``genai_config.json`` and its graph; a folder has no single hash to pin).
 
 Hashing a 100 MB file costs ~0.2 s, so a successful check is remembered in
 ``verified.json`` keyed by path, size and mtime; any change to the file re-hashes it.
@@ -24,6 +25,8 @@ from typing import Any
 from edge_agent.catalog import Catalog, CatalogEntry
 from edge_agent.errors import InvalidModelFileError, ModelNotFoundError
 
+GENAI_CONFIG = "genai_config.json"  # what makes a folder an onnxruntime-genai model
+
 
 def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
     digest = hashlib.sha256()
@@ -31,6 +34,11 @@ def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def is_onnx_folder(path: Path) -> bool:
+    """Whether ``path`` is an ONNX model folder (what onnxruntime-genai's builder writes)."""
+    return path.is_dir() and (path / GENAI_CONFIG).is_file()
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ class ModelStore:
             path = self.root / (src.file or "")
         else:
             path = self._hf_cached(entry)
-        return path if path and path.is_file() else None
+        return path if path and (path.is_file() or is_onnx_folder(path)) else None
 
     def is_available(self, entry: CatalogEntry) -> bool:
         src = entry.source
@@ -75,7 +83,14 @@ class ModelStore:
             entry = catalog.get(name_or_path)
             return ResolvedModel(self.ensure(entry), entry)
         path = Path(name_or_path).expanduser()
+        if is_onnx_folder(path):
+            return ResolvedModel(path, None)
         if path.suffix == ".gguf" or path.exists():
+            if path.is_dir():
+                raise ModelNotFoundError(
+                    f"{path} is a folder without {GENAI_CONFIG}: pass a .gguf file or an ONNX "
+                    "model folder (`edge-agent quantize BASE --variants onnx-int4` builds one)"
+                )
             if not path.is_file():
                 raise ModelNotFoundError(f"model file {path} does not exist")
             return ResolvedModel(path, None)
@@ -116,8 +131,8 @@ class ModelStore:
 
     def verify(self, entry: CatalogEntry, path: Path) -> None:
         expected = self.expected_sha256(entry)
-        if not expected:
-            return  # nothing pinned yet: a hub download pins before it gets here
+        if not expected or path.is_dir():
+            return  # nothing pinned yet (a hub download pins before it gets here), or a folder
         stat = path.stat()
         memo = self._read_json("verified.json")
         seen = memo.get(str(path))

@@ -269,6 +269,8 @@ def _target(text: str) -> Any:
 @click.option("--publish", "publish_it", is_flag=True,
               help="sign a promoted adapter into the host's adapter repository")  # fmt: skip
 @click.option("--profile", "profiles", multiple=True, help="a device profile it is meant for")
+@click.option("--onnx-adapter/--no-onnx-adapter", default=None,
+              help="also write an .onnx_adapter (default: if a --profile runs onnx)")  # fmt: skip
 @click.option("--cluster/--no-cluster", default=True, show_default=True,
               help="cluster the requests (their centroids travel with the adapter)")  # fmt: skip
 @json_option
@@ -284,6 +286,7 @@ def train(
     margin: float,
     publish_it: bool,
     profiles: tuple[str, ...],
+    onnx_adapter: bool | None,
     cluster: bool,
     as_json: bool,
     **overrides: Any,
@@ -306,8 +309,10 @@ def train(
     model_path = _model_path(model)
     clustering = _clusters(curated.train) if cluster else None
     n_ctx = settings_from().context_size or 4096
+    onnx = _targets_onnx(profiles) if onnx_adapter is None else onnx_adapter
     result = run_turn(curated, model_path, out, config=config, incumbent=incumbent,
-                      margin=margin, progress=not as_json, n_ctx=n_ctx)  # fmt: skip
+                      margin=margin, progress=not as_json, n_ctx=n_ctx,
+                      onnx_adapter=onnx)  # fmt: skip
     if clustering is not None:
         result.summary["clusters"] = cluster_overview(clustering)
     if publish_it and result.promoted:
@@ -322,6 +327,15 @@ def train(
         echo_json(result.summary | {"adapter": str(result.adapter)})
         return
     _print_summary(result.summary, result.adapter, result.promoted)
+
+
+def _targets_onnx(profiles: tuple[str, ...]) -> bool:
+    """Whether any target profile runs the onnx backend (its devices get an .onnx_adapter)."""
+    from edge_agent.profile import load_profile
+
+    folder = settings_from().profiles_dir
+    extra = (folder,) if folder else ()
+    return any(load_profile(name, extra_dirs=extra).backend == "onnx" for name in profiles)
 
 
 def _clusters(records: Any) -> Any:
@@ -364,5 +378,7 @@ def _print_summary(summary: dict[str, Any], adapter: Path, promoted: bool) -> No
     verdict = "PROMOTE" if promoted else "KEEP INCUMBENT"
     click.echo(f"gate      {verdict}: {summary['reason']}")
     click.echo(f"adapter   {adapter}  (report: {adapter.parent / 'gate.json'})")
+    if summary.get("onnx_adapter"):
+        click.echo(f"onnx      {summary['onnx_adapter']}")
     if "published" in summary:
         click.echo(f"published {summary['published']} (devices pull it: edge-agent adapters pull)")

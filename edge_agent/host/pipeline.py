@@ -30,6 +30,7 @@ class TurnResult:
     adapter: Path  # the exported GGUF
     promoted: bool
     summary: dict[str, Any] = field(default_factory=dict)
+    onnx_adapter: Path | None = None  # the same adapter for the onnx backend, when asked for
 
 
 def read_records(path: Path) -> list[Record]:
@@ -82,6 +83,17 @@ def export_adapter(adapter_dir: Path, model_path: Path, out: Path) -> Path:
     return export_lora_gguf(state, alpha=alpha, identity=identity, path=out, dtype="f32")
 
 
+def export_onnx_adapter(gguf_adapter: Path, model_path: Path, out: Path) -> Path:
+    """The exported GGUF adapter as an ``.onnx_adapter`` for devices whose profile runs the
+    onnx backend: converted from the GGUF, so both files hold the same numbers. (The onnx
+    backend also converts a GGUF on load; this spares the device that step.)"""
+    from edge_agent.adapters.onnx_export import lora_params_from_gguf, write_onnx_adapter
+    from edge_agent.modelfile import identity_of, read_header
+
+    identity = identity_of(read_header(model_path))
+    return write_onnx_adapter(lora_params_from_gguf(gguf_adapter, identity), out)
+
+
 class _Clock:
     def __init__(self) -> None:
         self.minutes: dict[str, float] = {}
@@ -103,6 +115,7 @@ def run_turn(
     margin: float = 0.02,
     progress: bool = True,
     n_ctx: int = 4096,  # the gate's context window, as the devices run it
+    onnx_adapter: bool = False,  # also write it as .onnx_adapter next to the GGUF
 ) -> TurnResult:
     """Train on `curated.train` (validation for model selection), gate on `curated.eval`."""
     from edge_agent.host import gate
@@ -118,6 +131,9 @@ def run_turn(
         trained, context = _train(curated, model_path, out_dir, config, progress)
     with clock.stage("export"):
         adapter = export_adapter(trained.adapter_dir, model_path, out_dir / ADAPTER_FILE)
+        onnx = adapter.with_suffix(".onnx_adapter") if onnx_adapter else None
+        if onnx is not None:
+            export_onnx_adapter(adapter, model_path, onnx)
     with clock.stage("gate"):
         rows = [r.as_row() for r in curated.eval]
         new = gate.evaluate_adapter(model_path, rows, adapter, n_ctx=n_ctx)
@@ -126,9 +142,10 @@ def run_turn(
     summary = _summary(curated, trained, config, clock.minutes, context) | {
         "candidate": new.summary(), "incumbent": old.summary(),
         "incumbent_adapter": str(incumbent) if incumbent else None,
+        "onnx_adapter": str(onnx) if onnx else None,
     }  # fmt: skip
     gate.write_report(out_dir, decision, new.report, old.report, turn=summary)
-    return TurnResult(out_dir, adapter, decision.promote, summary | decision.to_dict())
+    return TurnResult(out_dir, adapter, decision.promote, summary | decision.to_dict(), onnx)
 
 
 def _train(
