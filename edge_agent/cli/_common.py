@@ -18,7 +18,9 @@ def model_options(func: F) -> F:
         func
     )
     func = click.option("--profile", default=None, help="device profile name, or 'auto'")(func)
-    func = click.option("--model", "-m", default=None, help="catalog name or path to a GGUF")(func)
+    func = click.option(
+        "--model", "-m", default=None, help="catalog name, a GGUF path or an ONNX model folder"
+    )(func)
     return func
 
 
