@@ -3,8 +3,10 @@
 transformers dequantizes the GGUF (Q4_1 for the default model), so the adapter learns on the
 weights llama.cpp will apply it to. The loop is plain torch rather than `Trainer`: it batches
 by length to waste little on padding, computes logits only where there are labels (the
-vocabulary projection is a large share of a 135M model's cost), and checkpoints the adapter,
-the optimizer and the step so an interrupted run resumes where it stopped.
+vocabulary projection is a large share of a 135M model's cost), runs the frozen layers below
+the first LoRA layer once per example instead of at every step (`prefix_cache`), and
+checkpoints the adapter, the optimizer and the step so an interrupted run resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.host.examples import IGNORE, Example
+from edge_agent.host.prefix_cache import PrefixCache, fingerprint, top_hidden
 
 if TYPE_CHECKING:
     import torch
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CHECKPOINT = "checkpoint"
 BEST = "adapter"
+PREFIX_CACHE = "prefix_cache.safetensors"
 
 
 @dataclass
@@ -50,6 +54,9 @@ class TrainConfig:
     threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
     checkpoint_every: int = 25  # steps
     max_steps: int | None = None  # stop early (tests, smoke runs)
+    # run the frozen layers below first_layer once per example, not at every step
+    prefix_cache: bool = True
+    cache_dtype: str = "float32"  # "bfloat16" halves the cache's memory, inexactly
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"target_modules": list(self.target_modules)}
@@ -63,6 +70,7 @@ class TrainResult:
     tokens: int  # input tokens processed (prompt + answer, no padding)
     train_loss: float
     validation_loss: list[float] = field(default_factory=list)  # after each epoch
+    cache_seconds: float = 0.0  # building (or loading) the frozen-prefix cache, once
 
     @property
     def tokens_per_s(self) -> float:
@@ -78,6 +86,21 @@ def load_base(model_path: str | Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(
         str(path.parent), gguf_file=path.name, dtype=torch.float32
     )
+
+
+def lora_model(model_path: str | Path, config: TrainConfig) -> tuple[Any, int]:
+    """The base with a fresh LoRA (peft), and the first layer the LoRA changes."""
+    from peft import LoraConfig, get_peft_model
+
+    base = load_base(model_path)
+    n_layers = int(base.config.num_hidden_layers)
+    start = min(config.first_layer, n_layers - 1)
+    lora = LoraConfig(
+        r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+        target_modules=list(config.target_modules), task_type="CAUSAL_LM",
+        layers_to_transform=list(range(start, n_layers)),
+    )  # fmt: skip
+    return get_peft_model(base, lora), start
 
 
 def make_batches(examples: Sequence[Example], batch_size: int, seed: int) -> list[list[int]]:
@@ -111,14 +134,20 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def batch_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens; logits only where a label follows."""
+def batch_loss(
+    model: Any, batch: dict[str, torch.Tensor], prefix: PrefixCache | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens; logits only where a label follows. With a
+    `prefix` cache, `batch["states"]` holds the cached states entering its first layer."""
     import torch
 
     causal = model.get_base_model()
-    hidden = causal.model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state
+    if prefix is not None:
+        hidden = top_hidden(causal.model, batch["states"], batch["attention_mask"], prefix.start)
+    else:
+        hidden = causal.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
     targets = batch["labels"][:, 1:]
     where = targets != IGNORE
     logits = causal.lm_head(hidden[:, :-1][where])
@@ -208,31 +237,26 @@ class _Loop:
         pad_id: int,
     ) -> None:
         import torch
-        from peft import LoraConfig, get_peft_model
 
         torch.manual_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.config, self.train, self.validation = config, train, validation
-        self.out, self.pad_id = out, pad_id
-        base = load_base(model_path)
-        n_layers = int(base.config.num_hidden_layers)
-        lora = LoraConfig(
-            r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-            target_modules=list(config.target_modules), task_type="CAUSAL_LM",
-            layers_to_transform=list(range(min(config.first_layer, n_layers - 1), n_layers)),
-        )  # fmt: skip
-        self.model = get_peft_model(base, lora)
+        self.out, self.pad_id, self.model_path = out, pad_id, model_path
+        self.model, self.start = lora_model(model_path, config)
+        self.prefix: dict[str, PrefixCache] = {}  # "train" / "validation" -> cached states
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
                                            weight_decay=config.weight_decay)  # fmt: skip
         self.total = total_steps(len(train), config)
         self.per_epoch = math.ceil(len(train) / config.batch_size)
         self.state: dict[str, Any] = {"step": 0, "tokens": 0, "seconds": 0.0, "losses": [],
-                                      "validation": [], "best": None}  # fmt: skip
+                                      "validation": [], "best": None,
+                                      "cache_seconds": 0.0}  # fmt: skip
 
     def run(self, *, progress: bool) -> TrainResult:
         self.out.mkdir(parents=True, exist_ok=True)
         self._resume()
+        self._prepare_cache()
         with _progress(progress, self.total, self.state["step"]) as advance:
             while self.state["step"] < self.total:
                 self._step()
@@ -240,24 +264,50 @@ class _Loop:
                 self._after_step()
         return self._result()
 
-    def _batch(self, step: int) -> list[Example]:
+    def _prepare_cache(self) -> None:
+        """Build (or reload) the frozen-prefix cache; none when LoRA starts at layer 0."""
+        if not (self.config.prefix_cache and self.start > 0):
+            return
+        started = now()
+        for name, examples in (("train", self.train), ("validation", self.validation)):
+            if examples:
+                self.prefix[name] = self._cache_for(name, examples)
+        self.state["cache_seconds"] = self.state.get("cache_seconds", 0.0) + now() - started
+
+    def _cache_for(self, name: str, examples: Sequence[Example]) -> PrefixCache:
+        path = self.out / f"{name}.{PREFIX_CACHE}"
+        key = fingerprint(self.model_path, self.start, self.config.cache_dtype, examples)
+        cache = PrefixCache.load(path, key)
+        if cache is None:
+            decoder = self.model.get_base_model().model
+            cache = PrefixCache.build(decoder, examples, self.start, dtype=self.config.cache_dtype)
+            cache.save(path, key)
+        return cache
+
+    def _collate(self, name: str, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        examples = self.train if name == "train" else self.validation
+        batch = collate([examples[i] for i in indices], self.pad_id)
+        if name in self.prefix:
+            batch["states"] = self.prefix[name].batch(indices, batch["input_ids"].shape[1])
+        return batch
+
+    def _batch(self, step: int) -> list[int]:
         epoch, index = divmod(step, self.per_epoch)
-        batches = make_batches(self.train, self.config.batch_size, self.config.seed + epoch)
-        return [self.train[i] for i in batches[index]]
+        return make_batches(self.train, self.config.batch_size, self.config.seed + epoch)[index]
 
     def _step(self) -> None:
         started = now()
         step = self.state["step"]
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, self.total, self.per_epoch, self.config)
-        examples = self._batch(step)
+        indices = self._batch(step)
         self.model.train()
-        loss = batch_loss(self.model, collate(examples, self.pad_id))
+        loss = batch_loss(self.model, self._collate("train", indices), self.prefix.get("train"))
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state["losses"].append(float(loss.detach()))
-        self.state["tokens"] += sum(len(e.input_ids) for e in examples)
+        self.state["tokens"] += sum(len(self.train[i].input_ids) for i in indices)
         self.state["seconds"] += now() - started
         self.state["step"] = step + 1
 
@@ -286,9 +336,10 @@ class _Loop:
         total, weight = 0.0, 0
         with torch.no_grad():
             for start in range(0, len(self.validation), 16):
-                part = self.validation[start : start + 16]
-                n = sum(e.n_target for e in part)
-                total += float(batch_loss(self.model, collate(part, self.pad_id))) * n
+                part = range(start, min(start + 16, len(self.validation)))
+                n = sum(self.validation[i].n_target for i in part)
+                batch = self._collate("validation", part)
+                total += float(batch_loss(self.model, batch, self.prefix.get("validation"))) * n
                 weight += n
         return total / max(1, weight)
 
@@ -326,6 +377,7 @@ class _Loop:
             adapter_dir=best, steps=self.state["step"], seconds=self.state["seconds"],
             tokens=self.state["tokens"], train_loss=sum(losses) / max(1, len(losses)),
             validation_loss=list(self.state["validation"]),
+            cache_seconds=self.state.get("cache_seconds", 0.0),
         )  # fmt: skip
 
 
