@@ -59,10 +59,14 @@ class Tokenizer:
         self._vocab.close()
 
 
-def build_example(record: Record, toolset: Toolset, tokenizer: Tokenizer) -> Example:
+def build_example(
+    record: Record, toolset: Toolset, tokenizer: Tokenizer, *, adapted: bool = True
+) -> Example:
+    """`adapted=False` keeps the tool list in the prompt: for skills whose tools change per
+    request (BFCL's functions), the adapter cannot know them by heart."""
     if record.call is None:
         raise FlywheelError(f"record {record.id} has no call to learn; curate the records first")
-    messages = messages_for(record.request, toolset, context=record.context, adapted=True)
+    messages = messages_for(record.request, toolset, context=record.context, adapted=adapted)
     prompt = tokenizer.prompt(messages)
     answer = tokenizer.answer(call_json(record.call, toolset))
     return Example(input_ids=prompt + answer, labels=[IGNORE] * len(prompt) + answer)
