@@ -3,6 +3,7 @@ split (its train part as teacher-labelled logs), gate it on the test part throug
 and ship it in the package.
 
     python scripts/flywheel_headline.py [--out DIR] [--no-ship] [--epochs N] [--first-layer L]
+                                        [--learning-rate LR] [--rank R]
 
 Prints base vs adapter on the test split (right tool, exact call) and the minutes per stage;
 the numbers and what was tried are in scripts/bench/results/flywheel.md.
@@ -36,6 +37,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--epochs", type=float, default=HEADLINE.epochs)
     ap.add_argument("--first-layer", type=int, default=HEADLINE.first_layer)
     ap.add_argument("--learning-rate", type=float, default=HEADLINE.learning_rate)
+    ap.add_argument("--rank", type=int, default=HEADLINE.rank, help="LoRA rank (alpha = 2 rank)")
     ap.add_argument("--max-steps", type=int, default=None)
     return ap.parse_args()
 
@@ -61,8 +63,9 @@ def ship(result: TurnResult, model_path: Path, dest: Path = SHIPPED) -> Path:
 def main() -> int:
     args = parse_args()
     config = TrainConfig(**HEADLINE.to_dict() | {
-        "epochs": args.epochs, "first_layer": args.first_layer,
-        "learning_rate": args.learning_rate, "max_steps": args.max_steps})  # fmt: skip
+        "epochs": args.epochs, "first_layer": args.first_layer, "rank": args.rank,
+        "alpha": 2 * args.rank, "learning_rate": args.learning_rate,
+        "max_steps": args.max_steps})  # fmt: skip
     model_path = ModelStore(args.out / "models").ensure(load_catalog().default())
     result = run_turn(curate_split(), model_path, args.out, config=config)
     base, new = result.summary["incumbent"], result.summary["candidate"]
