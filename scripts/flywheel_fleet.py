@@ -125,7 +125,7 @@ class Party:
             "EDGE_AGENT_THREADS": "1", "OMP_NUM_THREADS": "1",
         }  # fmt: skip
 
-    def run(self, *args: str, timeout: float = 3600, ok: Sequence[int] = (0,)) -> str:
+    def run(self, *args: str, timeout: float | None = None, ok: Sequence[int] = (0,)) -> str:
         done = subprocess.run([*EDGE, *args], env=self.env, capture_output=True, text=True,
                               timeout=timeout, check=False)  # fmt: skip
         if done.returncode not in ok:
