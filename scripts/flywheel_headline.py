@@ -3,10 +3,12 @@ split (its train part as teacher-labelled logs), gate it on the test part throug
 and ship it in the package.
 
     python scripts/flywheel_headline.py [--out DIR] [--no-ship] [--epochs N] [--first-layer L]
-                                        [--learning-rate LR] [--rank R]
+                                        [--learning-rate LR] [--rank R] [--validate]
 
 Prints base vs adapter on the test split (right tool, exact call) and the minutes per stage;
-the numbers and what was tried are in scripts/bench/results/flywheel.md.
+the numbers and what was tried are in scripts/bench/results/flywheel.md. `--validate` is for
+choosing a configuration: it trains, exports and scores the adapter on the validation part
+only (llama.cpp, 1 thread), never touching the test part, and ships nothing.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 from edge_agent.catalog import load_catalog
-from edge_agent.host.curate import curate_split
-from edge_agent.host.finetune import TrainConfig
-from edge_agent.host.pipeline import TurnResult, run_turn
+from edge_agent.host.curate import Curated, curate_split
+from edge_agent.host.finetune import TrainConfig, finetune
+from edge_agent.host.pipeline import TurnResult, export_adapter, run_turn
 from edge_agent.modelfile import identity_of, read_header
 from edge_agent.store import ModelStore, sha256_file
 
@@ -39,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--learning-rate", type=float, default=HEADLINE.learning_rate)
     ap.add_argument("--rank", type=int, default=HEADLINE.rank, help="LoRA rank (alpha = 2 rank)")
     ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--validate", action="store_true",
+                    help="score on the validation part only (to choose a config)")  # fmt: skip
     return ap.parse_args()
 
 
@@ -60,6 +64,31 @@ def ship(result: TurnResult, model_path: Path, dest: Path = SHIPPED) -> Path:
     return dest
 
 
+def validate(
+    curated: Curated, model_path: Path, out: Path, config: TrainConfig
+) -> dict[str, object]:
+    """Train, export, and score on the validation part: the only numbers a sweep may use."""
+    from edge_agent.host.examples import Tokenizer, build_examples
+    from edge_agent.host.gate import evaluate_adapter
+    from edge_agent.toolsets.home import home_toolset
+
+    tokenizer = Tokenizer(model_path)
+    try:
+        train, val = (build_examples(part, home_toolset(), tokenizer)
+                      for part in (curated.train, curated.validation))  # fmt: skip
+        pad = tokenizer.end_of_turn
+    finally:
+        tokenizer.close()
+    trained = finetune(model_path, train, out / "train", config=config, validation=val,
+                       pad_id=pad)  # fmt: skip
+    adapter = export_adapter(trained.adapter_dir, model_path, out / "validate.gguf")
+    rows = [r.as_row() for r in curated.validation]
+    summary = evaluate_adapter(model_path, rows, adapter, threads=1).summary()
+    return {"validation": summary, "validation_loss": trained.validation_loss,
+            "train_minutes": round(trained.seconds / 60, 2),
+            "cache_minutes": round(trained.cache_seconds / 60, 2)}  # fmt: skip
+
+
 def main() -> int:
     args = parse_args()
     config = TrainConfig(**HEADLINE.to_dict() | {
@@ -67,6 +96,9 @@ def main() -> int:
         "alpha": 2 * args.rank, "learning_rate": args.learning_rate,
         "max_steps": args.max_steps})  # fmt: skip
     model_path = ModelStore(args.out / "models").ensure(load_catalog().default())
+    if args.validate:
+        print(json.dumps(validate(curate_split(), model_path, args.out, config)))
+        return 0
     result = run_turn(curate_split(), model_path, args.out, config=config)
     base, new = result.summary["incumbent"], result.summary["candidate"]
     print(json.dumps({"minutes": result.summary["minutes"], "base": base, "adapter": new}))
