@@ -15,12 +15,10 @@ call-or-answer ("auto"). Writes scripts/bench/results/bfcl.json unless --no-writ
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from edge_agent.catalog import load_catalog
 from edge_agent.host.curate import Record
 from edge_agent.host.examples import Example, Tokenizer, build_example
 from edge_agent.host.finetune import TrainConfig, TrainResult, finetune
-from edge_agent.host.pipeline import export_adapter
+from edge_agent.host.pipeline import StageClock, export_adapter
 from edge_agent.store import ModelStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,17 +69,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown := set(args.runs.split(",")) - set(RUNS):
         ap.error(f"unknown run(s) {sorted(unknown)}; choose from {', '.join(RUNS)}")
     return args
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.minutes: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        self.minutes[name] = round((time.perf_counter() - started) / 60, 2)
 
 
 def record_of(row: Row, *, minimal: bool) -> Record:
@@ -150,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit:
         split.train, split.test = split.train[: args.limit], split.test[: args.limit]
     _log(f"split {split.sizes()}")
-    clock = Clock()
+    clock = StageClock()
     with clock.stage("train"):
         trained = train(split, model_path, args.out, config, minimal=args.labels == "minimal")
     with clock.stage("export"):

@@ -11,11 +11,11 @@ import pytest
 from edge_agent.adapters.export import export_lora_gguf
 from edge_agent.adapters.installed import InstalledAdapters
 from edge_agent.adapters.release import AdapterRelease, CanaryCall
-from edge_agent.cli import main
 from edge_agent.modelfile import BaseModelIdentity, identity_of, read_header
 from edge_agent.settings import load_settings
 from edge_agent.tools import Toolset, _unregister_toolset, register_toolset
 from tests import demo_tools
+from tests.cli_support import run_cli
 from tests.test_adapters_canary import LocalSource
 from tests.tinymodel import TinyLora, TinyModel
 
@@ -62,16 +62,6 @@ def release(identity: BaseModelIdentity, version: int) -> AdapterRelease:
         name=f"{SKILL}-v{version}", skill=SKILL, version=version,
         base_identity=identity.as_dict(), canary=CANARY,
     )  # fmt: skip
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def installed() -> InstalledAdapters:

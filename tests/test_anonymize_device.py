@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from edge_agent.anonymize import Anonymizer, device_secret
-from edge_agent.cli import main
 from edge_agent.errors import ConfigError
 from edge_agent.home.dataset import load_rows
 from edge_agent.home.inventory import Inventory
+from tests.cli_support import run_cli
 
 SAMPLES = Path(__file__).parent / "fixtures" / "pii_presidio_synth" / "samples.json"
 SCORED = {"PERSON", "STREET_ADDRESS", "ZIP_CODE", "CREDIT_CARD", "PHONE_NUMBER", "EMAIL_ADDRESS",
@@ -63,16 +63,6 @@ def test_vendored_pii_samples_do_not_leak(anon: Anonymizer) -> None:
         if s["entity_type"] in SCORED and s["entity_value"] in anon.scrub(sample["full_text"])
     ]
     assert leaked == []
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_prints_the_scrubbed_text(

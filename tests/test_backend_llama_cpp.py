@@ -18,7 +18,8 @@ import pytest
 
 from edge_agent.backends import Done, GenerationRequest, Message, open_backend
 from edge_agent.backends._json_grammar import int_range_gbnf
-from edge_agent.backends.llama_cpp import LlamaCppBackend, _StopScanner
+from edge_agent.backends._streaming import StopScanner
+from edge_agent.backends.llama_cpp import LlamaCppBackend
 from edge_agent.errors import (
     AdapterError,
     AdapterMismatchError,
@@ -319,12 +320,12 @@ def test_llama_cpp_prints_nothing(tiny_path: Path, capfd: pytest.CaptureFixture[
 
 
 def test_stop_scanner_holds_back_partial_matches() -> None:
-    scanner = _StopScanner(["</end>"])
+    scanner = StopScanner(["</end>"])
     assert scanner.feed("abc</") == ("abc", False)
     assert scanner.feed("en") == ("", False)
     assert scanner.feed("x") == ("</enx", False)
     assert scanner.feed("ok</end>more") == ("ok", True)
-    assert _StopScanner([]).feed("anything") == ("anything", False)
+    assert StopScanner([]).feed("anything") == ("anything", False)
 
 
 @pytest.mark.parametrize(

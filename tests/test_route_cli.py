@@ -12,7 +12,6 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.backends.base import Usage
 from edge_agent.backends.fake import ScriptedBackend
-from edge_agent.cli import main
 from edge_agent.home.dataset import split_ids
 from edge_agent.router import Calibration, SignalRecord
 from edge_agent.router_calibration import calibration_for
@@ -26,6 +25,7 @@ from edge_agent.types import (
     ToolCall,
     ToolOutcome,
 )
+from tests.cli_support import run_cli
 from tests.teacher_support import stand_in_teacher
 
 
@@ -34,16 +34,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
     monkeypatch.setenv("EDGE_AGENT_LOG_KEY_SOURCE", "file")
     return tmp_path
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def records(n: int = 40) -> list[SignalRecord]:

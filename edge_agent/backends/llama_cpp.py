@@ -35,6 +35,7 @@ import numpy as np
 from edge_agent.backends._json_grammar import schema_to_gbnf
 from edge_agent.backends._jump_forward import Automaton, JumpForward
 from edge_agent.backends._llama_sampling import Grammar, Sampler
+from edge_agent.backends._streaming import Clock, StopScanner
 from edge_agent.backends.base import (
     Backend,
     Chunk,
@@ -42,7 +43,6 @@ from edge_agent.backends.base import (
     FinishReason,
     GenerationRequest,
     Message,
-    Timings,
     Usage,
 )
 from edge_agent.chat_template import CHATML_TEMPLATE, ChatTemplate
@@ -175,7 +175,7 @@ class LlamaCppBackend(Backend):
 
     def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
         self._check_open()
-        clock = _Clock(time.perf_counter())
+        clock = Clock(time.perf_counter())
         prompt = self.tokenize_prompt(request.messages)
         room = self.n_ctx - len(prompt)
         if room < 1:
@@ -287,11 +287,11 @@ class LlamaCppBackend(Backend):
         pending: list[int],
         *,
         limit: int,
-        clock: _Clock,
+        clock: Clock,
         counts: tuple[int, int],
     ) -> Iterator[Chunk]:
         run = _Run(request.logprobs, *constraints)
-        stops = _StopScanner(request.stop)
+        stops = StopScanner(request.stop)
         finish: FinishReason = "length"
         n = 0
         batch = pending  # tokens whose KV is still to compute: the prompt's rest, then ours
@@ -466,56 +466,6 @@ class _Run:
         self.grammar = grammar
         self.jump = jump
         self.text_of = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
-
-
-class _Clock:
-    def __init__(self, started: float) -> None:
-        self._started = started
-        self._first: float | None = None
-
-    def first_token(self) -> None:
-        if self._first is None:
-            self._first = time.perf_counter()
-
-    def done(self) -> Timings:
-        now = time.perf_counter()
-        first = self._first or now
-        first_ms = (first - self._started) * 1000
-        decode_ms = (now - first) * 1000
-        return Timings(prompt_ms=first_ms, decode_ms=decode_ms, first_token_ms=first_ms)
-
-
-class _StopScanner:
-    """Holds back text that could be the start of a stop string until it is decided."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self._stops = [s for s in stops if s]
-        self._held = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        if not self._stops:
-            return text, False
-        buf = self._held + text
-        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
-        if hits:
-            self._held, self.stopped = "", True
-            return buf[: min(hits)], True
-        keep = max(_overlap(buf, s) for s in self._stops)
-        self._held = buf[len(buf) - keep :]
-        return buf[: len(buf) - keep], False
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return held
-
-
-def _overlap(text: str, stop: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``stop``."""
-    for k in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:k]):
-            return k
-    return 0
 
 
 def _kv_type(name: str) -> int:

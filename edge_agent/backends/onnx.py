@@ -34,6 +34,7 @@ from edge_agent.adapters.onnx_export import (
     read_onnx_adapter,
     write_onnx_adapter,
 )
+from edge_agent.backends._streaming import Clock, StopScanner
 from edge_agent.backends.base import (
     Backend,
     Chunk,
@@ -41,7 +42,6 @@ from edge_agent.backends.base import (
     FinishReason,
     GenerationRequest,
     Message,
-    Timings,
     Usage,
 )
 from edge_agent.chat_template import CHATML_TEMPLATE, ChatTemplate
@@ -145,7 +145,7 @@ class OnnxBackend(Backend):
 
     def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
         self._check_open()
-        clock = _Clock(time.perf_counter())
+        clock = Clock(time.perf_counter())
         prompt = self.tokenize_prompt(request.messages)
         room = self._n_ctx - len(prompt)
         if room < 1:
@@ -287,11 +287,11 @@ class OnnxBackend(Backend):
         request: GenerationRequest,
         generator: og.Generator,
         limit: int,
-        clock: _Clock,
+        clock: Clock,
         counts: tuple[int, int],
     ) -> Iterator[Chunk]:
         decode = self._tokenizer.create_stream().decode
-        stops = _StopScanner(request.stop)
+        stops = StopScanner(request.stop)
         text_so_far: list[str] = []
         finish: FinishReason = "length"
         n = 0
@@ -545,51 +545,3 @@ def _json_done(request: GenerationRequest, piece: str, text: list[str]) -> bool:
     except ValueError:
         return False
     return True
-
-
-class _Clock:
-    def __init__(self, started: float) -> None:
-        self._started = started
-        self._first: float | None = None
-
-    def first_token(self) -> None:
-        if self._first is None:
-            self._first = time.perf_counter()
-
-    def done(self) -> Timings:
-        now = time.perf_counter()
-        first = self._first or now
-        first_ms = (first - self._started) * 1000
-        return Timings(prompt_ms=first_ms, decode_ms=(now - first) * 1000, first_token_ms=first_ms)
-
-
-class _StopScanner:
-    """Holds back text that could be the start of a stop string until it is decided."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self._stops = [s for s in stops if s]
-        self._held = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        if not self._stops:
-            return text, False
-        buf = self._held + text
-        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
-        if hits:
-            self._held, self.stopped = "", True
-            return buf[: min(hits)], True
-        keep = max(_overlap(buf, s) for s in self._stops)
-        self._held = buf[len(buf) - keep :]
-        return buf[: len(buf) - keep], False
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return held
-
-
-def _overlap(text: str, stop: str) -> int:
-    for k in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:k]):
-            return k
-    return 0

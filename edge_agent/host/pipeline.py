@@ -94,7 +94,9 @@ def export_onnx_adapter(gguf_adapter: Path, model_path: Path, out: Path) -> Path
     return write_onnx_adapter(lora_params_from_gguf(gguf_adapter, identity), out)
 
 
-class _Clock:
+class StageClock:
+    """Minutes per named stage of a turn, for its report."""
+
     def __init__(self) -> None:
         self.minutes: dict[str, float] = {}
 
@@ -125,7 +127,7 @@ def run_turn(
             f"curation left {len(curated.train)} training and {len(curated.eval)} eval "
             "records; log more successful calls before training"
         )
-    clock = _Clock()
+    clock = StageClock()
     config = config or TrainConfig()
     with clock.stage("train"):
         trained, context = _train(curated, model_path, out_dir, config, progress)
