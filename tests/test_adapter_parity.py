@@ -25,7 +25,7 @@ from edge_agent.adapters import (
     require_same_base,
 )
 from edge_agent.errors import AdapterMismatchError, InvalidAdapterError
-from edge_agent.modelfile import BaseModelIdentity, identity_of, read_header
+from edge_agent.modelfile import BaseModelIdentity, read_header
 from tests.tinymodel import TinyLora, TinyModel
 
 PROMPT = (
@@ -72,11 +72,6 @@ def runner(tiny_model: TinyModel) -> Iterator[LlamaRunner]:
     runner = LlamaRunner(tiny_model.gguf_path)
     yield runner
     runner.llm.close()
-
-
-@pytest.fixture(scope="module")
-def identity(tiny_model: TinyModel) -> BaseModelIdentity:
-    return identity_of(read_header(tiny_model.gguf_path))
 
 
 @pytest.fixture(scope="module")

@@ -32,19 +32,14 @@ from edge_agent.errors import (
     PublishError,
 )
 from edge_agent.host.publish import DAY_S, AdapterRepository
-from edge_agent.modelfile import BaseModelIdentity, identity_of, read_header
+from edge_agent.modelfile import BaseModelIdentity
 from edge_agent.sync import enroll
 from edge_agent.sync.enrollment import pinned_context
 from tests import tuf_support as attacker
 from tests.sync_support import Cert, HostServer, make_cert, token
-from tests.tinymodel import TinyLora, TinyModel
+from tests.tinymodel import TinyLora
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def identity(tiny_model: TinyModel) -> BaseModelIdentity:
-    return identity_of(read_header(tiny_model.gguf_path))
 
 
 @pytest.fixture(scope="module")

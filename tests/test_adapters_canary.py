@@ -27,7 +27,7 @@ from edge_agent.adapters.release import AdapterRelease, CanaryCall
 from edge_agent.backends.base import GenerationRequest
 from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.errors import AdapterVerificationError, EnrollmentError, HostUnreachableError
-from edge_agent.modelfile import BaseModelIdentity, identity_of, read_header
+from edge_agent.modelfile import BaseModelIdentity
 from edge_agent.prompt import messages_for
 from edge_agent.tools import Toolset, _unregister_toolset, register_toolset
 from tests import demo_tools
@@ -99,11 +99,6 @@ class LocalSource:
         if release.name in self.refuse:
             raise AdapterVerificationError(f"hash/length: {release.name} failed verification")
         return self.files[release.name]
-
-
-@pytest.fixture(scope="module")
-def identity(tiny_model: TinyModel) -> BaseModelIdentity:
-    return identity_of(read_header(tiny_model.gguf_path))
 
 
 @pytest.fixture(scope="module")

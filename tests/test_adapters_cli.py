@@ -11,13 +11,13 @@ import pytest
 from edge_agent.adapters.export import export_lora_gguf
 from edge_agent.adapters.installed import InstalledAdapters
 from edge_agent.adapters.release import AdapterRelease, CanaryCall
-from edge_agent.modelfile import BaseModelIdentity, identity_of, read_header
+from edge_agent.modelfile import BaseModelIdentity
 from edge_agent.settings import load_settings
 from edge_agent.tools import Toolset, _unregister_toolset, register_toolset
 from tests import demo_tools
 from tests.cli_support import run_cli
 from tests.test_adapters_canary import LocalSource
-from tests.tinymodel import TinyLora, TinyModel
+from tests.tinymodel import TinyLora
 
 SKILL = "clidemo"
 CANARY = [
@@ -37,11 +37,6 @@ def demo_toolset() -> Iterator[None]:
     register_toolset(SKILL, Toolset(SKILL, [demo_tools.set_light, demo_tools.unlock]))
     yield
     _unregister_toolset(SKILL)
-
-
-@pytest.fixture(scope="module")
-def identity(tiny_model: TinyModel) -> BaseModelIdentity:
-    return identity_of(read_header(tiny_model.gguf_path))
 
 
 @pytest.fixture(scope="module")

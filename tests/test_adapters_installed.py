@@ -15,13 +15,8 @@ from edge_agent.adapters.installed import InstalledAdapters
 from edge_agent.adapters.release import AdapterRelease
 from edge_agent.backends.base import GenerationRequest, Message
 from edge_agent.errors import AdapterError, AdapterMismatchError, InvalidAdapterError
-from edge_agent.modelfile import BaseModelIdentity, identity_of, read_header
+from edge_agent.modelfile import BaseModelIdentity
 from tests.tinymodel import TinyLora, TinyModel
-
-
-@pytest.fixture(scope="module")
-def identity(tiny_model: TinyModel) -> BaseModelIdentity:
-    return identity_of(read_header(tiny_model.gguf_path))
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from edge_agent.cli import cli
 from edge_agent.embed import Embedder
 from edge_agent.errors import AdapterVerificationError, PublishError
 from edge_agent.host.publish import AdapterRepository
-from edge_agent.modelfile import BaseModelIdentity, identity_of, read_header
+from edge_agent.modelfile import BaseModelIdentity
 from edge_agent.router import Clusters, Router, SignalRecord
 from edge_agent.router_calibration import calibrate, calibration_for, collect, outcome, signals_in
 from edge_agent.runtime import Runtime
@@ -61,11 +61,6 @@ def embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def centroids(embedder_dir: Path) -> list[list[float]]:
     """One cluster: the canary request itself, so its distance is ~0."""
     return [[float(x) for x in Embedder.open(embedder_dir).embed([TEXT])[0]]]
-
-
-@pytest.fixture(scope="module")
-def identity(tiny_model: TinyModel) -> BaseModelIdentity:
-    return identity_of(read_header(tiny_model.gguf_path))
 
 
 @pytest.fixture(scope="module")
