@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from edge_agent import prompt
-from edge_agent.backends.base import Backend, Done, GenerationRequest, Message, Usage
+from edge_agent.backends.base import Backend, Done, GenerationRequest
 from edge_agent.errors import (
     ConfigError,
     EdgeAgentError,
@@ -33,7 +33,7 @@ from edge_agent.errors import (
 )
 from edge_agent.policy import Decision, Policy
 from edge_agent.tools import Tool, Toolset, execute
-from edge_agent.types import AgentResult, ToolCall, ToolOutcome
+from edge_agent.types import AgentResult, Message, ToolCall, ToolOutcome, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class InteractionLog(Protocol):
 class TurnRouter(Protocol):
     """Serves a turn after the local attempt: locally, or escalated (``router.Router``)."""
 
-    def run_turn(self, agent: Agent, turn: _Turn, route: RouteOverride) -> AgentResult: ...
+    def run_turn(self, agent: Agent, turn: Turn, route: RouteOverride) -> AgentResult: ...
 
 
 class AgentConfig(BaseModel):
@@ -126,9 +126,9 @@ class Agent:
         area: str | None = None,
         confirmed: bool = False,
         cancel: threading.Event | None = None,
-    ) -> _Turn:
+    ) -> Turn:
         """A turn not yet run; the router drives it (``propose`` then ``resume``)."""
-        return _Turn(self, text, area or self.config.area, confirmed, cancel)
+        return Turn(self, text, area or self.config.area, confirmed, cancel)
 
     async def arun(self, text: str, **kwargs: Any) -> AgentResult:
         """The same turn for asyncio daemons; the model runs in a worker thread."""
@@ -148,8 +148,13 @@ class Agent:
             logger.warning("interaction %s not logged: %s", result.id, exc)
 
 
-class _Turn:
-    """The state of one turn; a class so each step is a small method."""
+class Turn:
+    """The state of one turn; a class so each step is a small method.
+
+    A `TurnRouter` drives it through this public surface: ``run()`` (the local attempt),
+    ``fork(backend)`` (the same turn on another backend), ``result``, ``messages``,
+    ``logprobs`` (of the chosen tokens), and ``hold``/``held`` (stop before the first call's
+    policy check, so the router decides where the call comes from)."""
 
     def __init__(
         self,
@@ -200,10 +205,10 @@ class _Turn:
             self.result.latency_ms = (time.perf_counter() - self.started) * 1000
         return self.result
 
-    def fork(self, backend: Backend) -> _Turn:
+    def fork(self, backend: Backend) -> Turn:
         """The same request as a fresh turn on another backend (the remote model)."""
         request, area = self.result.request, self.area
-        return _Turn(self.agent, request, area, self.confirmed, self.cancel, backend=backend)
+        return Turn(self.agent, request, area, self.confirmed, self.cancel, backend=backend)
 
     @property
     def repaired(self) -> bool:

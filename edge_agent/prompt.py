@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edge_agent.backends.base import Message
 from edge_agent.errors import ToolArgumentsError
 from edge_agent.tools import Toolset
-from edge_agent.types import ToolCall
+from edge_agent.types import Message, ToolCall
 
 ANSWER_KEY = "answer"
 

@@ -33,20 +33,21 @@ import numpy as np
 
 from edge_agent.agent import Agent, AgentConfig, ConfirmFn
 from edge_agent.backends.base import Backend, Chunk, GenerationRequest
-from edge_agent.catalog import load_catalog
 from edge_agent.errors import AdapterError, EdgeAgentError
-from edge_agent.plan import FitPlan, make_plan
+from edge_agent.models.catalog import load_catalog
+from edge_agent.models.plan import FitPlan, make_plan
+from edge_agent.models.store import ModelStore
 from edge_agent.policy import Policy
 from edge_agent.settings import Settings
-from edge_agent.store import ModelStore
+from edge_agent.skills import keep_words
 from edge_agent.tools import Toolset, get_toolset
 
 if TYPE_CHECKING:
     from edge_agent.adapters.release import AdapterRelease
-    from edge_agent.embed import Embedder
     from edge_agent.logstore import LogStore
-    from edge_agent.modelfile import BaseModelIdentity
-    from edge_agent.router import Clusters, Router
+    from edge_agent.models.gguf import BaseModelIdentity
+    from edge_agent.routing.embed import Embedder
+    from edge_agent.routing.router import Clusters, Router
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Runtime:
 
     def toolset(self, name: str) -> Toolset:
         if name == "home":
-            from edge_agent.toolsets.home import home_toolset
+            from edge_agent.skills.home.toolset import home_toolset
 
             return home_toolset(state_path=self.settings.data_dir / "home_state.json")
         return get_toolset(name)
@@ -209,9 +210,9 @@ class Runtime:
     def router(self) -> Router | None:
         """The router to the remote model the settings name (None without one); one per
         runtime, so every agent shares its circuit breaker."""
-        from edge_agent.router import open_router
+        from edge_agent.routing.router import open_router
 
-        return open_router(self.settings, clusters=self.clusters_for)
+        return open_router(self.settings, clusters=self.clusters_for, keep=keep_words())
 
     def clusters_for(self, adapter: str | None) -> Clusters | None:
         """The clusters `adapter` was trained on, with the embedder that placed them, when
@@ -227,7 +228,7 @@ class Runtime:
         embedder = self._embedder(release.embedder)
         if embedder is None:
             return None  # not fetched yet: asked again next turn
-        from edge_agent.router import Clusters
+        from edge_agent.routing.router import Clusters
 
         centroids = np.asarray(release.centroids, dtype=np.float32)
         if centroids.ndim != 2 or centroids.shape[1] != embedder.dim:
@@ -240,7 +241,7 @@ class Runtime:
 
     def _embedder(self, name: str) -> Embedder | None:
         """The embedder `name` from the device's embedders folder, opened once per version."""
-        from edge_agent.embed import SPEC_FILE, Embedder
+        from edge_agent.routing.embed import SPEC_FILE, Embedder
 
         folder = self.settings.embedders_dir / name
         try:

@@ -1,4 +1,4 @@
-"""Types shared across the device package: a tool call, what came of it, an agent turn.
+"""Types shared across the device package: a message, a tool call, what came of it, an agent turn.
 
 Kept in one module so the agent, the log, the server and the flywheel agree on one shape.
 """
@@ -11,7 +11,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from edge_agent.backends.base import Message, Usage
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class Message(BaseModel):
+    role: Role
+    content: str
+    name: str | None = None
+    tool_call_id: str | None = None
+
+    def to_template_dict(self) -> dict[str, str]:
+        """The shape chat templates expect: unset optional keys are absent, not None."""
+        return self.model_dump(exclude_none=True)
+
+
+class Usage(BaseModel, frozen=True):
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int = 0  # prompt tokens served from the KV cache, not re-evaluated
 
 
 class Effect(StrEnum):

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import QuantizeError
-from edge_agent.modelfile import BaseModelIdentity, identity_of, read_header
-from edge_agent.plan import entry_from_gguf
+from edge_agent.models.gguf import BaseModelIdentity, identity_of, read_header
+from edge_agent.models.plan import entry_from_gguf
 from quantize.gguf_writer import TokenizerSpec, tokenizer_from_gguf
 from quantize.hf_tokenizer import tokenizer_from_hf
 

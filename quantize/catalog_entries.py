@@ -10,9 +10,9 @@ import json
 import platform
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.catalog import CatalogEntry, load_catalog, parse_catalog
-from edge_agent.modelfile import sha256_file
-from edge_agent.plan import entry_from_gguf
+from edge_agent.models.catalog import CatalogEntry, load_catalog, parse_catalog
+from edge_agent.models.gguf import sha256_file
+from edge_agent.models.plan import entry_from_gguf
 from quantize.measure import size_mb
 
 if TYPE_CHECKING:

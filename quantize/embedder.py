@@ -1,6 +1,6 @@
 """Export a Hugging Face sentence encoder (all-MiniLM-L6-v2 by default) to an int8 ONNX folder.
 
-The folder is what `edge_agent.embed.Embedder` loads on a device with onnxruntime and
+The folder is what `edge_agent.routing.embed.Embedder` loads on a device with onnxruntime and
 `tokenizers` alone: ``model.onnx``, ``tokenizer.json`` and ``embedder.json`` (name, dimension,
 maximum length, pooling and the sha256 of both files). The export uses torch's TorchScript
 exporter (``dynamo=False``): optimum-onnx pins transformers < 4.58, older than this project's,
@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edge_agent.embed import MODEL_FILE, SPEC_FILE, TOKENIZER_FILE, Embedder, sha256_file
 from edge_agent.errors import ModelNotFoundError
+from edge_agent.routing.embed import MODEL_FILE, SPEC_FILE, TOKENIZER_FILE, Embedder, sha256_file
 
 __all__ = [
     "DEFAULT_NAME",

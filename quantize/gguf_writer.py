@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType, TokenType
 
-from edge_agent.adapters.layout import gguf_tensor_name, rope_heads, rope_permute
 from edge_agent.errors import InvalidModelFileError
-from edge_agent.modelfile import read_header
+from edge_agent.lora.layout import gguf_tensor_name, rope_heads, rope_permute
+from edge_agent.models.gguf import read_header
 
 __all__ = [
     "CHATML_TEMPLATE",

@@ -81,7 +81,8 @@ def measure_here(backend_kind: str, path: Path, *, rows: int, threads: int, n_ct
 def _decode_speed(backend: Any, runs: int = 3) -> float:
     """Tokens per second after the first token, greedy, best of ``runs`` (a shared machine
     only ever makes a run slower, so the best one is the least disturbed)."""
-    from edge_agent.backends import GenerationRequest, Message
+    from edge_agent.backends import GenerationRequest
+    from edge_agent.types import Message
 
     request = GenerationRequest(
         messages=[Message(role="user", content=DECODE_PROMPT)], max_tokens=DECODE_TOKENS
@@ -149,8 +150,8 @@ def _ha_accuracy(backend: Any, rows: int) -> dict[str, Any]:
     """The first ``rows`` of the HA test split with the shipped ``home`` adapter, if this base
     has one (an adapter belongs to the base identity, so every variant of it gets the same)."""
     from edge_agent.adapters.shipped import adapter_for
-    from edge_agent.home.dataset import load_split
-    from edge_agent.home.evaluate import evaluate
+    from edge_agent.skills.home.dataset import load_split
+    from edge_agent.skills.home.evaluate import evaluate
 
     shipped = adapter_for("home", backend.identity)
     if shipped is None or rows <= 0:

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.backends.llama_cpp import LlamaCppBackend
-from edge_agent.bfcl.dataset import SPLIT_SEED, TEST_FRACTION, Row, Split, load, make_split
-from edge_agent.bfcl.evaluate import Evaluation, evaluate
-from edge_agent.catalog import load_catalog
 from edge_agent.host.curate import Record
 from edge_agent.host.examples import Example, Tokenizer, build_example
 from edge_agent.host.finetune import TrainConfig, TrainResult, finetune
 from edge_agent.host.pipeline import StageClock, export_adapter
-from edge_agent.store import ModelStore
+from edge_agent.models.catalog import load_catalog
+from edge_agent.models.store import ModelStore
+from edge_agent.skills.bfcl.dataset import SPLIT_SEED, TEST_FRACTION, Row, Split, load, make_split
+from edge_agent.skills.bfcl.evaluate import Evaluation, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "scripts/bench/results/bfcl.json"

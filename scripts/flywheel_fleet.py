@@ -71,9 +71,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def seed_device_log(part: int, parts: int, limit: int | None) -> int:
     """Run inside a device's environment: write its rows into its sealed log."""
-    from edge_agent.home.dataset import load_split
     from edge_agent.logstore import open_log
     from edge_agent.settings import Settings
+    from edge_agent.skills.home.dataset import load_split
 
     rows = load_split("train")[:limit] if limit else load_split("train")
     mine = [row for i, row in enumerate(rows) if i % parts == part]
@@ -89,7 +89,7 @@ def teacher_turn(row: Any) -> tuple[Any, Any]:
     """What the device logs when it escalated `row` and the teacher answered with its call."""
     from edge_agent.host.curate import record_from_row
     from edge_agent.prompt import messages_for
-    from edge_agent.toolsets.home import home_toolset
+    from edge_agent.skills.home.toolset import home_toolset
     from edge_agent.types import AgentResult, ToolOutcome
 
     record, toolset = record_from_row(row), _toolset(home_toolset)

@@ -19,12 +19,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edge_agent.catalog import load_catalog
 from edge_agent.host.curate import Curated, curate_split
 from edge_agent.host.finetune import TrainConfig, finetune
 from edge_agent.host.pipeline import TurnResult, export_adapter, run_turn
-from edge_agent.modelfile import identity_of, read_header
-from edge_agent.store import ModelStore, sha256_file
+from edge_agent.models.catalog import load_catalog
+from edge_agent.models.gguf import identity_of, read_header
+from edge_agent.models.store import ModelStore, sha256_file
 
 SHIPPED = Path(__file__).resolve().parents[1] / "edge_agent/data/adapters/home-smollm2-135m.gguf"
 # the headline configuration (see flywheel.md for the sweep that chose it)
@@ -70,7 +70,7 @@ def validate(
     """Train, export, and score on the validation part: the only numbers a sweep may use."""
     from edge_agent.host.examples import Tokenizer, build_examples
     from edge_agent.host.gate import evaluate_adapter
-    from edge_agent.toolsets.home import home_toolset
+    from edge_agent.skills.home.toolset import home_toolset
 
     tokenizer = Tokenizer(model_path)
     try:

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.home.dataset import SPLIT_SEED, SPLITS, Split, load_rows, make_split
+from edge_agent.skills.home.dataset import SPLIT_SEED, SPLITS, Split, load_rows, make_split
 
 OUT = Path(__file__).resolve().parents[1] / "edge_agent" / "data" / "ha_split"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.modelfile import BaseModelIdentity, identity_of, read_header
+from edge_agent.models.gguf import BaseModelIdentity, identity_of, read_header
 from tests.tinymodel import TinyLora, TinyModel, make_tiny_llama, make_tiny_lora
 
 # --- tiny models (tests/tinymodel.py) ---------------------------------------------------------

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_agent.backends.base import Message, Usage
 from edge_agent.logstore import LogConfig, LogStore
-from edge_agent.types import AgentResult, Effect, ToolCall, ToolOutcome
+from edge_agent.types import AgentResult, Effect, Message, ToolCall, ToolOutcome, Usage
 
 T0 = 1_750_000_000.0  # a fixed "now" (June 2025) so periods are predictable
 

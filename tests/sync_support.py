@@ -15,10 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_agent.backends.base import Message, Usage
 from edge_agent.host.ingest import IngestConfig, create_app, serve_in_thread
 from edge_agent.host.tls import self_signed
-from edge_agent.types import AgentResult, Effect, Interaction, ToolCall, ToolOutcome
+from edge_agent.types import AgentResult, Effect, Interaction, Message, ToolCall, ToolOutcome, Usage
 
 SECRET = b"s" * 32
 

@@ -17,7 +17,7 @@ import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.backends.fake import ScriptedBackend
-from edge_agent.toolsets.home import home_toolset
+from edge_agent.skills.home.toolset import home_toolset
 from edge_agent.types import Effect
 
 

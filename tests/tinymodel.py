@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_agent.adapters.export import load_peft_adapter
+from edge_agent.lora.gguf import load_peft_adapter
 from quantize.gguf_writer import TokenizerSpec, tiny_bpe_tokenizer, write_llama_gguf
 
 if TYPE_CHECKING:

@@ -35,22 +35,37 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from edge_agent.adapters.installed import InstalledAdapters
 from edge_agent.adapters.release import AdapterRelease, CanaryCall
 from edge_agent.agent import Agent, AgentConfig
-from edge_agent.backends.base import Backend, Message
-from edge_agent.embed import SPEC_FILE
+from edge_agent.backends.base import Backend
 from edge_agent.errors import BackendError, EdgeAgentError
-from edge_agent.home.evaluate import first_call
-from edge_agent.home.score import call_matches
 from edge_agent.policy import EffectRules, Policy
 from edge_agent.prompt import system_prompt
+from edge_agent.routing.embed import SPEC_FILE
+from edge_agent.skills.home.evaluate import first_call
+from edge_agent.skills.home.score import call_matches
 from edge_agent.tools import Toolset, get_toolset
-from edge_agent.types import Interaction, ToolCall
+from edge_agent.types import Interaction, Message, ToolCall
 
 if TYPE_CHECKING:
     from edge_agent.logstore import LogStore
-    from edge_agent.modelfile import BaseModelIdentity
-    from edge_agent.runtime import Runtime
+    from edge_agent.models.gguf import BaseModelIdentity
+    from edge_agent.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class AdapterHost(Protocol):
+    """What the canary and the updater need of the device (`edge_agent.runtime.Runtime`): its
+    settings, its backend, and the adapter each skill runs."""
+
+    settings: Settings
+    backend: Backend
+
+    def pinned_backend(self, adapter: str | None) -> Backend: ...
+    def adapter_of(self, skill: str) -> str | None: ...
+    def load_adapter(self, name: str, path: Path) -> None: ...
+    def swap_adapter(self, skill: str, adapter: str | Path | None) -> str | None: ...
+    def log(self) -> LogStore | None: ...
+
 
 # A dry run: every call is proposed and validated, then denied, so nothing is executed.
 _DRY_RUN = Policy(
@@ -150,7 +165,7 @@ def propose(
 
 
 def run_canary(
-    runtime: Runtime,
+    runtime: AdapterHost,
     release: AdapterRelease,
     candidate: str,
     *,
@@ -174,7 +189,7 @@ def run_canary(
 
 
 def _exact(
-    runtime: Runtime, toolset: Toolset, adapter: str | None, calls: Sequence[CanaryCall]
+    runtime: AdapterHost, toolset: Toolset, adapter: str | None, calls: Sequence[CanaryCall]
 ) -> Rate:
     hits = 0
     for c in calls:
@@ -184,7 +199,7 @@ def _exact(
 
 
 def _valid(
-    runtime: Runtime, toolset: Toolset, adapter: str | None, requests: Sequence[Request]
+    runtime: AdapterHost, toolset: Toolset, adapter: str | None, requests: Sequence[Request]
 ) -> Rate:
     made = [propose(runtime.pinned_backend, toolset, adapter, r) for r in requests]
     return Rate(sum(call is not None for call in made), len(requests))
@@ -304,7 +319,7 @@ class UpdateReport:
 def check_for_updates(
     source: AdapterSource,
     installed: InstalledAdapters,
-    runtime: Runtime,
+    runtime: AdapterHost,
     *,
     skills: Iterable[str] | None = None,
     rules: CanaryRules | None = None,
@@ -407,7 +422,7 @@ def _newer(
 def _update(
     source: AdapterSource,
     installed: InstalledAdapters,
-    runtime: Runtime,
+    runtime: AdapterHost,
     release: AdapterRelease,
     *,
     rules: CanaryRules,
@@ -433,7 +448,7 @@ def _update(
 
 
 def _settle(
-    installed: InstalledAdapters, runtime: Runtime, outcome: UpdateOutcome, canary: CanaryReport
+    installed: InstalledAdapters, runtime: AdapterHost, outcome: UpdateOutcome, canary: CanaryReport
 ) -> UpdateOutcome:
     """Activate a release that passed (state first, then the live backend), else reject it."""
     outcome.reason = canary.reason
@@ -452,7 +467,7 @@ def _settle(
     return outcome
 
 
-def _log_of(runtime: Runtime) -> LogStore | None:
+def _log_of(runtime: AdapterHost) -> LogStore | None:
     try:
         return runtime.log()
     except EdgeAgentError as exc:  # e.g. the log's key is not available to this process
@@ -480,7 +495,7 @@ def open_source(settings: Any, identity: BaseModelIdentity | None) -> AdapterSou
     )  # fmt: skip
 
 
-def update_from_host(runtime: Runtime, skills: Iterable[str] | None = None) -> UpdateReport:
+def update_from_host(runtime: AdapterHost, skills: Iterable[str] | None = None) -> UpdateReport:
     """One update round against the enrolled host; a host that cannot be reached, or a
     device not enrolled, is the report's ``error``, never an exception."""
     settings = runtime.settings
@@ -503,7 +518,7 @@ def close_source(source: AdapterSource) -> None:
         close()
 
 
-def adapter_tasks(runtime: Runtime) -> list[Callable[[object], object]]:
+def adapter_tasks(runtime: AdapterHost) -> list[Callable[[object], object]]:
     """The sync loop's adapter round (``SyncWorker(tasks=...)``), when adapters_auto_update
     is on: it runs after each push; what it did goes to the log."""
     if not runtime.settings.adapters_auto_update:

@@ -31,9 +31,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from edge_agent.adapters.export import adapter_identity
 from edge_agent.adapters.release import AdapterRelease
 from edge_agent.errors import AdapterError, AdapterMismatchError, InvalidAdapterError
+from edge_agent.lora.gguf import adapter_identity
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import InvalidAdapterError
-from edge_agent.modelfile import BaseModelIdentity
+from edge_agent.models.gguf import BaseModelIdentity
 
 
 @dataclass(frozen=True)

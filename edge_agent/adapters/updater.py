@@ -49,9 +49,7 @@ from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
-from edge_agent.adapters.export import adapter_identity
 from edge_agent.adapters.release import AdapterRelease
-from edge_agent.embed import MODEL_FILE, SPEC_FILE, TOKENIZER_FILE, Embedder
 from edge_agent.errors import (
     AdapterError,
     AdapterMismatchError,
@@ -62,7 +60,9 @@ from edge_agent.errors import (
     InvalidModelFileError,
     PinMismatchError,
 )
-from edge_agent.modelfile import BaseModelIdentity
+from edge_agent.lora.gguf import adapter_identity
+from edge_agent.models.gguf import BaseModelIdentity
+from edge_agent.routing.embed import MODEL_FILE, SPEC_FILE, TOKENIZER_FILE, Embedder
 from edge_agent.sync.enrollment import Enrollment, pin_failed, pinned_context
 
 __all__ = [

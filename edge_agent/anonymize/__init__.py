@@ -8,8 +8,8 @@ all, drops what the home's allowlist covers, settles overlaps by priority and ta
 
 from __future__ import annotations
 
-from edge_agent.anonymize.anonymizer import Anonymizer, inventory_words, normalize
+from edge_agent.anonymize.anonymizer import Anonymizer, normalize
 from edge_agent.anonymize.base import Detector, Finding
 from edge_agent.anonymize.secret import device_secret
 
-__all__ = ["Anonymizer", "Detector", "Finding", "device_secret", "inventory_words", "normalize"]
+__all__ = ["Anonymizer", "Detector", "Finding", "device_secret", "normalize"]

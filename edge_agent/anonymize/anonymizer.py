@@ -13,7 +13,6 @@ from typing import Any
 from edge_agent.anonymize import credentials, network, numbers, people, places
 from edge_agent.anonymize.base import Detector, Finding, resolve
 from edge_agent.errors import ConfigError
-from edge_agent.home.inventory import Inventory
 
 # Non-personal words every home uses that the name detector would otherwise take for names.
 _HOME_WORDS_TEXT = """
@@ -30,22 +29,6 @@ _SECRET_KEYS = re.compile(
 )
 
 
-def inventory_words(inventory: Inventory) -> set[str]:
-    """Names in the home that must survive: areas, floors, devices, media, timers. People
-    (``person.*`` entities) are personal data and are left out on purpose."""
-    names: set[str] = set()
-    for area in inventory.areas:
-        names.update([area.name, *area.aliases])
-    for floor in inventory.floors:
-        names.update([floor.name, *floor.aliases])
-    for entity in inventory.entities:
-        if entity.domain != "person":
-            names.update([entity.name, *entity.aliases])
-    names.update(m.title for m in inventory.media)
-    names.update(t.name for t in inventory.timers if t.name)
-    return names
-
-
 class Anonymizer:
     """A pure transform from text (or JSON-like data) to what may leave the device.
 
@@ -56,7 +39,7 @@ class Anonymizer:
     def __init__(
         self,
         secret: bytes,
-        allowlist: Iterable[str] | Inventory = (),
+        keep: Iterable[str] = (),
         *,
         phone_regions: Sequence[str] = numbers.DEFAULT_REGIONS,
         tag_chars: int = 6,
@@ -68,8 +51,7 @@ class Anonymizer:
             )
         self._secret = secret
         self._tag_chars = tag_chars  # 24 bits: tags rarely collide within a log, and stay short
-        words = inventory_words(allowlist) if isinstance(allowlist, Inventory) else set(allowlist)
-        self._allow = _phrase_set(words | HOME_WORDS)
+        self._allow = _phrase_set(set(keep) | HOME_WORDS)
         # Detectors of numbers run only on text with a digit: most log lines have none.
         self._detectors: list[Detector] = [
             credentials.find_secrets,

@@ -18,23 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from edge_agent.errors import AdapterError, BackendError
+from edge_agent.types import Message, Usage
 
 if TYPE_CHECKING:
-    from edge_agent.modelfile import BaseModelIdentity
+    from edge_agent.models.gguf import BaseModelIdentity
 
-Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length"]
-
-
-class Message(BaseModel):
-    role: Role
-    content: str
-    name: str | None = None
-    tool_call_id: str | None = None
-
-    def to_template_dict(self) -> dict[str, str]:
-        """The shape chat templates expect: unset optional keys are absent, not None."""
-        return self.model_dump(exclude_none=True)
 
 
 class GenerationRequest(BaseModel):
@@ -49,12 +38,6 @@ class GenerationRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     json_schema: dict[str, Any] | None = None  # the output is constrained to this schema
     logprobs: bool = False
-
-
-class Usage(BaseModel, frozen=True):
-    prompt_tokens: int
-    completion_tokens: int
-    cached_prompt_tokens: int = 0  # prompt tokens served from the KV cache, not re-evaluated
 
 
 class Timings(BaseModel, frozen=True):

@@ -6,16 +6,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge_agent.backends.base import (
-    Backend,
-    Chunk,
-    Done,
-    FinishReason,
-    GenerationRequest,
-    Timings,
-    Usage,
-)
+from edge_agent.backends.base import Backend, Chunk, Done, FinishReason, GenerationRequest, Timings
 from edge_agent.errors import AdapterError, BackendError
+from edge_agent.types import Usage
 
 # A "token" here is a word with its leading whitespace, so chunks join back to the script.
 _TOKEN = re.compile(r"\s*\S+|\s+")

@@ -32,24 +32,17 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
+from edge_agent.backends._chat_template import CHATML_TEMPLATE, ChatTemplate
 from edge_agent.backends._json_grammar import schema_to_gbnf
 from edge_agent.backends._jump_forward import Automaton, JumpForward
 from edge_agent.backends._llama_sampling import Grammar, Sampler
 from edge_agent.backends._streaming import Clock, StopScanner
-from edge_agent.backends.base import (
-    Backend,
-    Chunk,
-    Done,
-    FinishReason,
-    GenerationRequest,
-    Message,
-    Usage,
-)
-from edge_agent.chat_template import CHATML_TEMPLATE, ChatTemplate
+from edge_agent.backends.base import Backend, Chunk, Done, FinishReason, GenerationRequest
 from edge_agent.errors import AdapterError, BackendError, ContextLengthError, InvalidAdapterError
+from edge_agent.types import Message, Usage
 
 if TYPE_CHECKING:
-    from edge_agent.modelfile import BaseModelIdentity
+    from edge_agent.models.gguf import BaseModelIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +101,7 @@ class LlamaCppBackend(Backend):
         seed: int = 0,
         jump_forward: bool = True,
     ) -> None:
-        from edge_agent.modelfile import identity_of, read_header
+        from edge_agent.models.gguf import identity_of, read_header
 
         self._path = Path(model_path)
         header = read_header(self._path)  # a bad file fails here, before llama.cpp reads it
@@ -222,7 +215,7 @@ class LlamaCppBackend(Backend):
 
     def load_adapter(self, name: str, path: Path) -> None:
         """Load a LoRA GGUF made for this base model; it stays inactive until ``use_adapter``."""
-        from edge_agent.adapters.export import require_same_base
+        from edge_agent.lora.gguf import require_same_base
 
         self._check_open()
         if name in self._adapters:

@@ -28,23 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.adapters.onnx_export import (
-    check_fits,
-    lora_params_from_gguf,
-    read_onnx_adapter,
-    write_onnx_adapter,
-)
+from edge_agent.backends._chat_template import CHATML_TEMPLATE, ChatTemplate
 from edge_agent.backends._streaming import Clock, StopScanner
-from edge_agent.backends.base import (
-    Backend,
-    Chunk,
-    Done,
-    FinishReason,
-    GenerationRequest,
-    Message,
-    Usage,
-)
-from edge_agent.chat_template import CHATML_TEMPLATE, ChatTemplate
+from edge_agent.backends.base import Backend, Chunk, Done, FinishReason, GenerationRequest
 from edge_agent.errors import (
     AdapterError,
     BackendError,
@@ -54,7 +40,14 @@ from edge_agent.errors import (
     InvalidModelFileError,
     ModelNotFoundError,
 )
-from edge_agent.modelfile import BaseModelIdentity
+from edge_agent.lora.onnx import (
+    check_fits,
+    lora_params_from_gguf,
+    read_onnx_adapter,
+    write_onnx_adapter,
+)
+from edge_agent.models.gguf import BaseModelIdentity
+from edge_agent.types import Message, Usage
 
 try:
     import onnxruntime_genai as og

@@ -35,9 +35,9 @@ def settings_from(**flags: Any) -> Any:
 
 
 def plan_for(settings: Any) -> Any:
-    from edge_agent.catalog import load_catalog
-    from edge_agent.plan import make_plan
-    from edge_agent.store import ModelStore
+    from edge_agent.models.catalog import load_catalog
+    from edge_agent.models.plan import make_plan
+    from edge_agent.models.store import ModelStore
 
     store = ModelStore(settings.models_dir, offline=settings.is_offline)
     return make_plan(settings, load_catalog(), store), store

@@ -99,7 +99,7 @@ def _identity(settings: Any) -> Any:
     from pathlib import Path
 
     from edge_agent.errors import EdgeAgentError
-    from edge_agent.modelfile import identity_of, read_header
+    from edge_agent.models.gguf import identity_of, read_header
 
     try:
         plan, store = plan_for(settings)

@@ -29,11 +29,11 @@ def anonymize(file: IO[str], as_json: bool, findings: bool, inventory: Path | No
     Names, emails, phone numbers, cards, IBANs, addresses and secrets become tags like
     <PERSON_3f9a1c>, keyed with this device's secret: what is printed is what would be synced."""
     from edge_agent.anonymize import Anonymizer, device_secret
-    from edge_agent.home.inventory import Inventory, load_inventory
+    from edge_agent.skills.home.inventory import Inventory, load_inventory
 
     settings = settings_from()
     home = load_inventory(inventory) if inventory else Inventory.default()
-    anonymizer = Anonymizer(device_secret(settings.config_dir), home)
+    anonymizer = Anonymizer(device_secret(settings.config_dir), home.keep_words())
     text = file.read()
     if findings:
         found = anonymizer.findings(text)

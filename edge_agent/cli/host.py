@@ -161,8 +161,8 @@ def publish(
     """Sign ADAPTER.gguf into the adapter repository as the next version of --skill."""
     import json
 
-    from edge_agent.adapters.export import adapter_identity
     from edge_agent.adapters.release import AdapterRelease
+    from edge_agent.lora.gguf import adapter_identity
 
     repo = _repository()
     version = repo.next_version(skill)
@@ -224,8 +224,8 @@ def embedder_export(out: Path | None, fp32: bool, as_json: bool) -> None:
 @json_option
 def select(skill: str, targets: tuple[str, ...], context: int, as_json: bool) -> None:
     """Which catalog model to fine-tune for SKILL: the one each target's fit plan will run."""
-    from edge_agent.catalog import load_catalog
     from edge_agent.host.select import select_models
+    from edge_agent.models.catalog import load_catalog
 
     selection = select_models(skill, [_target(t) for t in targets], load_catalog(), context)
     if as_json:
@@ -238,7 +238,7 @@ def select(skill: str, targets: tuple[str, ...], context: int, as_json: bool) ->
 
 def _target(text: str) -> Any:
     from edge_agent.host.select import Target
-    from edge_agent.profile import load_profile
+    from edge_agent.models.profile import load_profile
 
     name, _, ram = text.partition(":")
     if not ram.isdigit():
@@ -331,7 +331,7 @@ def train(
 
 def _targets_onnx(profiles: tuple[str, ...]) -> bool:
     """Whether any target profile runs the onnx backend (its devices get an .onnx_adapter)."""
-    from edge_agent.profile import load_profile
+    from edge_agent.models.profile import load_profile
 
     folder = settings_from().profiles_dir
     extra = (folder,) if folder else ()
@@ -356,9 +356,9 @@ def _embedder_dir() -> Path:
 def _model_path(model: str | None) -> Path:
     if model:
         return Path(model)
-    from edge_agent.catalog import load_catalog
     from edge_agent.cli._common import settings_from
-    from edge_agent.store import ModelStore
+    from edge_agent.models.catalog import load_catalog
+    from edge_agent.models.store import ModelStore
 
     settings = settings_from()
     store = ModelStore(settings.models_dir, offline=settings.is_offline)

@@ -46,9 +46,9 @@ def models() -> None:
 @json_option
 def models_list(as_json: bool, profile: str | None) -> None:
     """Every catalog model, whether it is on this device and whether it fits."""
-    from edge_agent.catalog import load_catalog
-    from edge_agent.plan import assess_catalog, resolve_device
-    from edge_agent.store import ModelStore
+    from edge_agent.models.catalog import load_catalog
+    from edge_agent.models.plan import assess_catalog, resolve_device
+    from edge_agent.models.store import ModelStore
 
     settings = settings_from(profile=profile)
     store = ModelStore(settings.models_dir, offline=settings.is_offline)
@@ -100,8 +100,8 @@ def _model_row(c: Any) -> dict[str, Any]:
 @click.argument("name")
 def models_pull(name: str) -> None:
     """Fetch a catalog model into the local store and verify it."""
-    from edge_agent.catalog import load_catalog
-    from edge_agent.store import ModelStore
+    from edge_agent.models.catalog import load_catalog
+    from edge_agent.models.store import ModelStore
 
     settings = settings_from()
     store = ModelStore(settings.models_dir, offline=settings.is_offline)

@@ -64,8 +64,8 @@ def _pipeline() -> Any:
 
 
 def _default_model() -> Path:
-    from edge_agent.catalog import load_catalog
-    from edge_agent.store import ModelStore
+    from edge_agent.models.catalog import load_catalog
+    from edge_agent.models.store import ModelStore
 
     settings = settings_from()
     path: Path = ModelStore(settings.models_dir, offline=True).ensure(load_catalog().default())

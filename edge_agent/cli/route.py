@@ -32,10 +32,10 @@ def calibrate(target: float, limit: int | None, as_json: bool, **flags: Any) -> 
     """Run the local model on the HA validation split (never the test split), record its
     signals and whether each call was right, and store the thresholds that serve the most
     requests locally at the target accuracy (escalated requests counted right)."""
-    from edge_agent.home.dataset import load_split
-    from edge_agent.router import Router
-    from edge_agent.router_calibration import calibration_for, collect
+    from edge_agent.routing.calibration import calibration_for, collect
+    from edge_agent.routing.router import Router
     from edge_agent.runtime import open_runtime
+    from edge_agent.skills.home.dataset import load_split
 
     settings = settings_from(**flags)
     rows = load_split("validation")[:limit]
@@ -64,7 +64,7 @@ def calibrate(target: float, limit: int | None, as_json: bool, **flags: Any) -> 
 def report(since: str | None, plot: Path | None, as_json: bool) -> None:
     """How turns were routed (from the sealed log) and what the calibration measured: share
     served locally, accuracy local vs escalated, latency, what was sent to the remote."""
-    from edge_agent.router import Calibration
+    from edge_agent.routing.router import Calibration
     from edge_agent.settings import load_settings
 
     settings = load_settings()
@@ -83,7 +83,7 @@ def report(since: str | None, plot: Path | None, as_json: bool) -> None:
 
 def _log_summary(settings: Any, since: float | None) -> dict[str, Any] | None:
     from edge_agent.cli.log import open_store
-    from edge_agent.router_calibration import log_summary
+    from edge_agent.routing.calibration import log_summary
 
     if not settings.log_enabled or not settings.log_path.exists():
         return None
@@ -92,7 +92,7 @@ def _log_summary(settings: Any, since: float | None) -> dict[str, Any] | None:
 
 
 def _calibration_summary(calibration: Any) -> dict[str, Any]:
-    from edge_agent.router_calibration import dumps_curve, quantiles, signals_in, sweep
+    from edge_agent.routing.calibration import dumps_curve, quantiles, signals_in, sweep
 
     records, found = calibration.records, signals_in(calibration.records)
     summary = {
@@ -111,7 +111,7 @@ def _calibration_summary(calibration: Any) -> dict[str, Any]:
 
 def _plot(calibration: Any, path: Path) -> Path:
     from edge_agent.errors import ConfigError
-    from edge_agent.router_calibration import outcome, plot_curves, signals_in, sweep
+    from edge_agent.routing.calibration import outcome, plot_curves, signals_in, sweep
 
     if calibration is None or not calibration.records:
         raise ConfigError("nothing to plot: run `edge-agent route calibrate` first")

@@ -120,7 +120,8 @@ def _short(value: Any, limit: int = 120) -> str:
 
 
 def _chat_turn(rt: Any, prompt: str, max_tokens: int, as_json: bool, started: float) -> None:
-    from edge_agent.backends.base import GenerationRequest, Message
+    from edge_agent.backends.base import GenerationRequest
+    from edge_agent.types import Message
 
     messages = [Message(role="system", content=CHAT_SYSTEM), Message(role="user", content=prompt)]
     request = GenerationRequest(messages=messages, max_tokens=max_tokens)

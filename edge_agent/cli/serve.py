@@ -25,9 +25,10 @@ from edge_agent.cli._common import model_options, settings_from
 def serve(host: str, port: int, api_key: str | None, toolsets: str, **flags: Any) -> None:
     """Serve /v1/chat/completions and /v1/models (OpenAI-compatible, streaming)."""
     from edge_agent.adapters.canary import adapter_tasks
+    from edge_agent.cli.sync import device_scrubber
     from edge_agent.runtime import open_runtime
-    from edge_agent.server import create_app
-    from edge_agent.server import serve as run_server
+    from edge_agent.server.app import create_app
+    from edge_agent.server.app import serve as run_server
     from edge_agent.sync import worker_for
 
     key = api_key or os.environ.get("EDGE_AGENT_API_KEY")
@@ -38,7 +39,8 @@ def serve(host: str, port: int, api_key: str | None, toolsets: str, **flags: Any
         app = create_app(backend, toolsets=agents, model_name=rt.model_name, api_key=key)
         log = rt.log()
         tasks = adapter_tasks(rt)  # pulls, canaries and swaps new adapters after each push
-        worker = worker_for(rt.settings, log, tasks=tasks) if log else None
+        scrubber = device_scrubber(rt.settings)
+        worker = worker_for(rt.settings, log, scrubber, tasks=tasks) if log else None
         if worker:
             worker.start()
         click.echo(f"serving {rt.model_name} on http://{host}:{port}/v1", err=True)

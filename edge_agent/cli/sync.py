@@ -29,19 +29,28 @@ def sync(ctx: click.Context, once: bool, as_json: bool) -> None:
     settings = settings_from()
     with open_store() as store:
         if once:
-            with open_client(settings, store) as client:
+            with open_client(settings, store, scrubber=device_scrubber(settings)) as client:
                 _print_report(client.sync(), as_json)
         else:
             _run_forever(settings, store)
+
+
+def device_scrubber(settings: Any) -> Any:
+    from edge_agent.skills import keep_words
+    from edge_agent.sync import device_anonymizer
+
+    return device_anonymizer(settings, keep_words())
 
 
 def _run_forever(settings: Any, store: Any) -> None:
     from edge_agent.sync import SyncWorker, open_client
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    open_client(settings, store).close()  # refuse now, not in the thread, if sync is off
+    scrubber = device_scrubber(settings)
+    open_client(settings, store, scrubber=scrubber).close()  # refuse now if sync is off
     worker = SyncWorker(
-        lambda stop: open_client(settings, store, stop=stop), settings.sync_interval_s
+        lambda stop: open_client(settings, store, scrubber=scrubber, stop=stop),
+        settings.sync_interval_s,
     )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -43,7 +43,7 @@ Tools = Sequence[Sequence[str] | str | None]
 
 
 class TextEmbedder(Protocol):
-    """What clustering needs of an embedder (`edge_agent.embed.Embedder` is one)."""
+    """What clustering needs of an embedder (`edge_agent.routing.embed.Embedder` is one)."""
 
     @property
     def name(self) -> str: ...

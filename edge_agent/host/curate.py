@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from edge_agent.home.dataset import Row, load_split
-from edge_agent.home.inventory import Inventory
-from edge_agent.home.retrieve import context_block
 from edge_agent.prompt import dumps
+from edge_agent.skills.home.dataset import Row, load_split
+from edge_agent.skills.home.inventory import Inventory
+from edge_agent.skills.home.retrieve import context_block
 from edge_agent.types import CallStatus, Interaction, ToolCall
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def record_from_row(row: Row, homes: dict[str, Inventory] | None = None) -> Reco
 
 def _device_view(row: Row) -> Inventory:
     # what the device's toolset lists (the simulated home adds e.g. its shopping list)
-    from edge_agent.home.simulated import SimulatedHome
+    from edge_agent.skills.home.simulated import SimulatedHome
 
     return SimulatedHome(row.inventory()).inventory
 

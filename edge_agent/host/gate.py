@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.home.dataset import Row
-from edge_agent.home.evaluate import Evaluation, evaluate
-from edge_agent.home.score import Report
+from edge_agent.skills.home.dataset import Row
+from edge_agent.skills.home.evaluate import Evaluation, evaluate
+from edge_agent.skills.home.score import Report
 
 CANDIDATE = "candidate"
 INCUMBENT = "incumbent"

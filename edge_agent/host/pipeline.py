@@ -75,8 +75,8 @@ def gather(
 
 def export_adapter(adapter_dir: Path, model_path: Path, out: Path) -> Path:
     """The peft save as a llama.cpp LoRA GGUF (float32: the parity-tested dtype)."""
-    from edge_agent.adapters.export import export_lora_gguf, load_peft_adapter
-    from edge_agent.modelfile import identity_of, read_header
+    from edge_agent.lora.gguf import export_lora_gguf, load_peft_adapter
+    from edge_agent.models.gguf import identity_of, read_header
 
     state, alpha, _rank = load_peft_adapter(adapter_dir)
     identity = identity_of(read_header(model_path))
@@ -87,8 +87,8 @@ def export_onnx_adapter(gguf_adapter: Path, model_path: Path, out: Path) -> Path
     """The exported GGUF adapter as an ``.onnx_adapter`` for devices whose profile runs the
     onnx backend: converted from the GGUF, so both files hold the same numbers. (The onnx
     backend also converts a GGUF on load; this spares the device that step.)"""
-    from edge_agent.adapters.onnx_export import lora_params_from_gguf, write_onnx_adapter
-    from edge_agent.modelfile import identity_of, read_header
+    from edge_agent.lora.onnx import lora_params_from_gguf, write_onnx_adapter
+    from edge_agent.models.gguf import identity_of, read_header
 
     identity = identity_of(read_header(model_path))
     return write_onnx_adapter(lora_params_from_gguf(gguf_adapter, identity), out)
@@ -154,7 +154,7 @@ def _train(
     curated: Curated, model_path: Path, out_dir: Path, config: TrainConfig, progress: bool
 ) -> tuple[TrainResult, int]:
     from edge_agent.host.examples import Tokenizer, build_examples
-    from edge_agent.toolsets.home import home_toolset
+    from edge_agent.skills.home.toolset import home_toolset
 
     tokenizer = Tokenizer(model_path)
     try:
@@ -212,7 +212,7 @@ def publish_turn(
     clusters: ClusterSummary | None = None,
 ) -> AdapterRelease:
     """Sign the promoted adapter into the host's TUF repository as the skill's next version."""
-    from edge_agent.modelfile import identity_of, read_header
+    from edge_agent.models.gguf import identity_of, read_header
 
     if not turn.promoted:
         raise FlywheelError("the gate did not promote this adapter; nothing was published")

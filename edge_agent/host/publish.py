@@ -57,7 +57,6 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from edge_agent.adapters.export import adapter_identity
 from edge_agent.adapters.release import AdapterRelease
 from edge_agent.adapters.updater import (
     EMBEDDER_FILES,
@@ -69,13 +68,14 @@ from edge_agent.adapters.updater import (
     require_safe_embedder,
     require_safe_names,
 )
-from edge_agent.embed import MODEL_FILE, TOKENIZER_FILE, EmbedderSpec, sha256_file
 from edge_agent.errors import (
     AdapterMismatchError,
     AdapterVerificationError,
     EdgeAgentError,
     PublishError,
 )
+from edge_agent.lora.gguf import adapter_identity
+from edge_agent.routing.embed import MODEL_FILE, TOKENIZER_FILE, EmbedderSpec, sha256_file
 
 __all__ = ["AdapterRepository", "Expiries"]
 

@@ -13,9 +13,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from edge_agent.catalog import Catalog, CatalogEntry
 from edge_agent.errors import ModelDoesNotFitError
-from edge_agent.profile import DeviceProfile
+from edge_agent.models.catalog import Catalog, CatalogEntry
+from edge_agent.models.profile import DeviceProfile
 
 MIN_CONTEXT = 512
 

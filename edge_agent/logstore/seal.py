@@ -11,9 +11,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import TypeAdapter
 
-from edge_agent.backends.base import Message
 from edge_agent.logstore.keys import NONCE_BYTES
-from edge_agent.types import AgentResult
+from edge_agent.types import AgentResult, Message
 
 FORMAT = 1  # the layout of the payload and of its associated data; stored in every row
 TABLE = "interactions"

@@ -19,13 +19,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlite_utils import Database
 
-from edge_agent.backends.base import Message
 from edge_agent.errors import LogError, LogFullError, LogIntegrityError, LogKeyError
 from edge_agent.logstore import keys, lifecycle, seal
 from edge_agent.logstore.config import LogConfig, connect, is_full, typed, typed_errors
 from edge_agent.logstore.keys import KeySource
 from edge_agent.logstore.migrations import migrations
-from edge_agent.types import AgentResult, Feedback, Interaction
+from edge_agent.types import AgentResult, Feedback, Interaction, Message
 
 log = logging.getLogger(__name__)
 _INSERT = "INSERT INTO interactions ({}) VALUES ({}) ON CONFLICT(id) DO NOTHING".format(

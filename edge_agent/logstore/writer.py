@@ -8,10 +8,9 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 
-from edge_agent.backends.base import Message
 from edge_agent.errors import LogError
 from edge_agent.logstore.store import LogStore, Pending
-from edge_agent.types import AgentResult
+from edge_agent.types import AgentResult, Message
 
 _STOP = object()
 

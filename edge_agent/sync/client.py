@@ -360,7 +360,7 @@ def open_client(
     settings: Any,
     source: SyncSource,
     *,
-    scrubber: Scrubber | None = None,
+    scrubber: Scrubber,
     stop: threading.Event | None = None,
 ) -> SyncClient:
     """The client the settings describe; refuses unless sync is enabled and enrolled."""
@@ -374,7 +374,7 @@ def open_client(
         raise EnrollmentError("this device's sync credential has expired: enroll again")
     return SyncClient(
         source,
-        scrubber or device_anonymizer(settings),
+        scrubber,
         enrollment,
         SyncOptions.from_settings(settings),
         base_url=settings.sync_host_url,
@@ -382,9 +382,9 @@ def open_client(
     )
 
 
-def device_anonymizer(settings: Any) -> Scrubber:
-    """The same anonymizer `edge-agent anonymize` shows: what it prints is what is synced."""
+def device_anonymizer(settings: Any, keep: Iterable[str]) -> Scrubber:
+    """The same anonymizer `edge-agent anonymize` shows: what it prints is what is synced.
+    `keep`: the words the skills need readable (`edge_agent.skills.keep_words`)."""
     from edge_agent.anonymize import Anonymizer, device_secret
-    from edge_agent.home.inventory import Inventory
 
-    return Anonymizer(device_secret(settings.config_dir), Inventory.default())
+    return Anonymizer(device_secret(settings.config_dir), keep)

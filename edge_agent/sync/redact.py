@@ -10,8 +10,15 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any, Protocol
 
-from edge_agent.backends.base import Message
-from edge_agent.types import AgentResult, Feedback, Interaction, Routing, ToolCall, ToolOutcome
+from edge_agent.types import (
+    AgentResult,
+    Feedback,
+    Interaction,
+    Message,
+    Routing,
+    ToolCall,
+    ToolOutcome,
+)
 
 
 class Scrubber(Protocol):

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edge_agent.errors import SyncError
-from edge_agent.sync.client import SyncClient, SyncReport, SyncSource, open_client
+from edge_agent.sync.client import Scrubber, SyncClient, SyncReport, SyncSource, open_client
 from edge_agent.sync.enrollment import Enrollment
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class SyncWorker:
 
 
 def worker_for(
-    settings: Any, source: SyncSource, *, tasks: Sequence[SyncTask] = ()
+    settings: Any, source: SyncSource, scrubber: Scrubber, *, tasks: Sequence[SyncTask] = ()
 ) -> SyncWorker | None:
     """The background sync of `edge-agent serve`, or None when sync is off or the device is
     not enrolled (a warning says so). The source must be thread-safe (LogStore is)."""
@@ -90,7 +90,7 @@ def worker_for(
         log.warning("sync_enabled is set but %s", exc)
         return None
     return SyncWorker(
-        lambda stop: open_client(settings, source, stop=stop),
+        lambda stop: open_client(settings, source, scrubber=scrubber, stop=stop),
         settings.sync_interval_s,
         tasks=tasks,
     )

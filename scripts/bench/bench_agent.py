@@ -25,14 +25,15 @@ from pathlib import Path
 
 from edge_agent import prompt
 from edge_agent.agent import Agent, AgentConfig
-from edge_agent.backends import GenerationRequest, Message
+from edge_agent.backends import GenerationRequest
 from edge_agent.backends.llama_cpp import LlamaCppBackend
-from edge_agent.catalog import load_catalog
-from edge_agent.home.dataset import load_split
-from edge_agent.home.evaluate import first_call
-from edge_agent.home.score import score
-from edge_agent.store import ModelStore
-from edge_agent.toolsets.home import home_toolset
+from edge_agent.models.catalog import load_catalog
+from edge_agent.models.store import ModelStore
+from edge_agent.skills.home.dataset import load_split
+from edge_agent.skills.home.evaluate import first_call
+from edge_agent.skills.home.score import score
+from edge_agent.skills.home.toolset import home_toolset
+from edge_agent.types import Message
 
 MODES = {
     "full": {"jump_forward": True, "cache": True},

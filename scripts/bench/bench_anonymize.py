@@ -82,9 +82,11 @@ class Ours:
 
     def __init__(self) -> None:
         from edge_agent.anonymize import Anonymizer
-        from edge_agent.home.inventory import Inventory
+        from edge_agent.skills.home.inventory import Inventory
 
-        self.anonymizer = Anonymizer(b"bench-secret-0123456789abcdef", Inventory.default())
+        self.anonymizer = Anonymizer(
+            b"bench-secret-0123456789abcdef", Inventory.default().keep_words()
+        )
 
     def spans(self, text: str) -> list[Span]:
         return [(f.type, f.start, f.end) for f in self.anonymizer.findings(text)]

@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.embed import Embedder  # noqa: E402
 from edge_agent.host.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
+from edge_agent.routing.embed import Embedder  # noqa: E402
 from quantize.embedder import export_embedder  # noqa: E402
 
 RESULTS = ROOT / "scripts" / "bench" / "results" / "cluster.json"

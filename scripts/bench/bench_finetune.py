@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_agent.catalog import load_catalog
 from edge_agent.host.curate import curate_split
 from edge_agent.host.examples import Example, Tokenizer, build_examples
 from edge_agent.host.finetune import (
@@ -39,8 +38,9 @@ from edge_agent.host.finetune import (
     make_batches,
 )
 from edge_agent.host.prefix_cache import PrefixCache
-from edge_agent.store import ModelStore
-from edge_agent.toolsets.home import home_toolset
+from edge_agent.models.catalog import load_catalog
+from edge_agent.models.store import ModelStore
+from edge_agent.skills.home.toolset import home_toolset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune.json"
 

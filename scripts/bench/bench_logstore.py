@@ -5,7 +5,7 @@ Measures, in one run, on the same records, schema and pragmas (WAL, synchronous=
   * records/s for plaintext sqlite-utils ``insert_all`` and for plain ``executemany`` of the
     same rows (the body JSON unsealed), and the sealed/plaintext time ratio (goal <= 1.3x);
   * single-record commit latency (LogStore.record: one transaction and fsync each);
-  * the SIGKILL crash loop (tests/test_logstore_crash.py runs 200; this runs 1000).
+  * the SIGKILL crash loop (tests/logstore/test_crash.py runs 200; this runs 1000).
 
 Repetitions are interleaved and medians reported; the machine is shared, so expect noise.
 

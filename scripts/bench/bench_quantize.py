@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.profile import read_facts  # noqa: E402
+from edge_agent.models.profile import read_facts  # noqa: E402
 from quantize.pipeline import DEFAULT_VARIANTS, VariantResult, run  # noqa: E402
 from quantize.report import markdown_table  # noqa: E402
 

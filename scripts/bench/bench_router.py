@@ -36,13 +36,9 @@ from edge_agent.adapters.shipped import adapter_for
 from edge_agent.agent import Agent, AgentConfig
 from edge_agent.anonymize import Anonymizer
 from edge_agent.backends.llama_cpp import LlamaCppBackend
-from edge_agent.catalog import load_catalog
-from edge_agent.home.dataset import Row, load_split
-from edge_agent.home.inventory import Inventory
-from edge_agent.home.score import call_matches
-from edge_agent.remote import RemoteClient, RemoteConfig, TagMap
-from edge_agent.router import Router, SignalRecord
-from edge_agent.router_calibration import (
+from edge_agent.models.catalog import load_catalog
+from edge_agent.models.store import ModelStore
+from edge_agent.routing.calibration import (
     calibrate,
     calibration_for,
     collect,
@@ -52,8 +48,12 @@ from edge_agent.router_calibration import (
     quantiles,
     sweep,
 )
-from edge_agent.store import ModelStore
-from edge_agent.toolsets.home import home_toolset
+from edge_agent.routing.remote import RemoteClient, RemoteConfig, TagMap
+from edge_agent.routing.router import Router, SignalRecord
+from edge_agent.skills.home.dataset import Row, load_split
+from edge_agent.skills.home.inventory import Inventory
+from edge_agent.skills.home.score import call_matches
+from edge_agent.skills.home.toolset import home_toolset
 
 RESULTS = Path(__file__).parent / "results"
 TEACHER = "stand-in-teacher"
@@ -229,7 +229,7 @@ def main() -> int:
                           progress=progress("validation"))  # fmt: skip
     calibration = calibration_for(val_records, args.target, model=backend.model_name,
                                   adapter=adapter)  # fmt: skip
-    anonymizer = Anonymizer(b"bench-router-device-secret-32byt", Inventory.default())
+    anonymizer = Anonymizer(b"bench-router-device-secret-32byt", Inventory.default().keep_words())
     teacher = StandInTeacher(test, anonymizer)
     remote = RemoteClient(RemoteConfig(url=teacher.url, model=TEACHER, retries=0),
                           anonymizer=anonymizer)  # fmt: skip

@@ -54,8 +54,9 @@ def decode_rate(stream: Iterator[Any], count: Callable[[Any], int]) -> tuple[flo
 def bench_decode(model: Path, threads: int, n_tokens: int, reps: int) -> dict[str, Any]:
     import llama_cpp
 
-    from edge_agent.backends import GenerationRequest, Message
+    from edge_agent.backends import GenerationRequest
     from edge_agent.backends.llama_cpp import LlamaCppBackend
+    from edge_agent.types import Message
 
     ours = LlamaCppBackend(model, n_ctx=2048, n_threads=threads)
     raw = llama_cpp.Llama(str(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
@@ -103,7 +104,7 @@ def bench_decode(model: Path, threads: int, n_tokens: int, reps: int) -> dict[st
 
 def random_lora(identity: Any, path: Path, seed: int, rank: int = 8) -> Path:
     """A random LoRA on every attention projection, exported with edge-agent's exporter."""
-    from edge_agent.adapters.export import export_lora_gguf
+    from edge_agent.lora.gguf import export_lora_gguf
 
     rng = np.random.default_rng(seed)
     kv = identity.n_embd * identity.n_head_kv // identity.n_head
@@ -120,8 +121,9 @@ def random_lora(identity: Any, path: Path, seed: int, rank: int = 8) -> Path:
 
 
 def bench_switch(model: Path, threads: int, switches: int, adapters: list[Path]) -> dict[str, Any]:
-    from edge_agent.backends import GenerationRequest, Message
+    from edge_agent.backends import GenerationRequest
     from edge_agent.backends.llama_cpp import LlamaCppBackend
+    from edge_agent.types import Message
 
     backend = LlamaCppBackend(model, n_ctx=2048, n_threads=threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,8 @@ COMMANDS = [
 ]
 _PROBE = """
 import sys
-from edge_agent.backends.base import GenerationRequest, Message
+from edge_agent.backends.base import GenerationRequest
+from edge_agent.types import Message
 from edge_agent.backends.llama_cpp import LlamaCppBackend
 b = LlamaCppBackend(sys.argv[1], n_ctx=512)
 r = GenerationRequest(messages=[Message(role="user", content="hi " * 40)], max_tokens=4)
@@ -46,8 +47,8 @@ b.complete(r)
 
 
 def default_model_path(models_dir: Path) -> Path:
-    from edge_agent.catalog import load_catalog
-    from edge_agent.store import ModelStore
+    from edge_agent.models.catalog import load_catalog
+    from edge_agent.models.store import ModelStore
 
     return ModelStore(models_dir).ensure(load_catalog().default())
 
@@ -69,7 +70,8 @@ class FakeBackend:
 
     @staticmethod
     def make(delay_ms: float) -> Any:
-        from edge_agent.backends.base import Backend, Chunk, Done, GenerationRequest, Usage
+        from edge_agent.backends.base import Backend, Chunk, Done, GenerationRequest
+        from edge_agent.types import Usage
 
         class _Fake(Backend):
             def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import openai
 
     from edge_agent.agent import Agent, AgentConfig
-    from edge_agent.server import create_app, serve_in_thread
+    from edge_agent.server.app import create_app, serve_in_thread
     from edge_agent.tools import get_toolset
 
     backend, model, note = open_backend(args)
@@ -140,7 +142,7 @@ def open_backend(args: argparse.Namespace) -> tuple[Any, str, str]:
         problem = model_works(path)
         if problem is None:
             from edge_agent.backends.llama_cpp import LlamaCppBackend
-            from edge_agent.catalog import load_catalog
+            from edge_agent.models.catalog import load_catalog
 
             backend = LlamaCppBackend(path, n_ctx=args.ctx, n_threads=args.threads)
             return backend, load_catalog().default().name, "real model"

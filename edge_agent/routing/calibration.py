@@ -1,0 +1,325 @@
+"""Calibrating and measuring the router: signals on labelled rows, the thresholds that meet a
+target accuracy, the accuracy / local-share curve, and a summary of routed turns in the log.
+
+Calibration runs on the validation split only; the test split stays unseen so the benchmark
+that reports on it measures thresholds picked elsewhere. A grid over each signal's observed
+values (midpoints between them) is searched exhaustively: on a few hundred rows that is
+milliseconds, and it is exact where a greedy or 1-D search is not. The distance signal
+joins the search when the records carry it (`collect` with a router that has the adapter's
+clusters: `Runtime.clusters_for`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_agent.agent import Agent, AgentConfig
+from edge_agent.backends.base import Backend
+from edge_agent.errors import ConfigError
+from edge_agent.routing.router import Calibration, Router, Signal, SignalRecord, Thresholds
+from edge_agent.types import AgentResult, Interaction, RouteSignals, ToolCall
+
+if TYPE_CHECKING:
+    from edge_agent.skills.home.dataset import Row
+
+_MAX_CANDIDATES = 48  # thresholds tried per signal: the search is a grid over them
+
+
+def collect(
+    backend: Backend,
+    rows: Iterable[Row],
+    *,
+    adapter: str | None,
+    model_name: str | None = None,
+    router: Router | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[SignalRecord]:
+    """The local attempt on each HA row, as the runtime makes it (an adapted toolset: one
+    call per turn, one repair), its signals and whether its call is exactly right. Nothing
+    is executed. Pass validation rows: the test split must stay unseen."""
+    from edge_agent.skills.home.score import call_matches
+    from edge_agent.skills.home.toolset import home_toolset
+
+    router = router or Router(None)
+    config = AgentConfig(stop_after_call=adapter is not None)
+    records = []
+    for i, row in enumerate(rows):
+        tools = home_toolset(inventory=row.inventory())
+        agent = Agent(backend, tools, config=config, adapter=adapter, model_name=model_name)
+        attempt = router.attempt(agent.turn(row.sentence, area=row.speaker_area))
+        records.append(
+            SignalRecord(
+                id=row.id,
+                tool=attempt.call.name if attempt.call else None,
+                signals=attempt.signals,
+                correct=call_matches(row.slots, row.intent, attempt.call),
+                latency_ms=attempt.local.latency_ms,
+            )  # fmt: skip
+        )
+        if progress:
+            progress(i + 1)
+    return records
+
+
+class _Features:
+    """Signals of many records as arrays: missing log-probs never escalate (+inf), missing
+    distances never escalate (-inf)."""
+
+    def __init__(self, records: Sequence[SignalRecord]) -> None:
+        def column(get: Callable[[RouteSignals], float | None], missing: float) -> np.ndarray:
+            values = [get(r.signals) for r in records]
+            return np.array([missing if v is None else v for v in values], dtype=np.float64)
+
+        self.min = column(lambda s: s.min_logprob, np.inf)
+        self.mean = column(lambda s: s.mean_logprob, np.inf)
+        self.distance = column(lambda s: s.distance, -np.inf)
+        self.repaired = np.array([r.signals.repaired for r in records], dtype=bool)
+        self.ungrounded = np.array([r.signals.ungrounded for r in records], dtype=bool)
+        self.invalid = np.array([r.signals.invalid for r in records], dtype=bool)
+        self.correct = np.array([r.correct for r in records], dtype=bool)
+
+
+def candidates(values: np.ndarray, *, above: bool = False) -> list[float | None]:
+    """Thresholds worth trying for one signal: unused (None), then midpoints between its
+    observed values, then one past the extreme that escalates everything with a value (past
+    the largest for a lower bound, below the smallest for an upper bound, ``above``)."""
+    finite = np.unique(values[np.isfinite(values)])
+    if finite.size == 0:
+        return [None]
+    mids = list((finite[1:] + finite[:-1]) / 2)
+    cuts = [float(finite[0]) - 1.0, *mids] if above else [*mids, float(finite[-1]) + 1.0]
+    if len(cuts) > _MAX_CANDIDATES:  # evenly spaced by rank: the grid stays small
+        picks = np.linspace(0, len(cuts) - 1, _MAX_CANDIDATES).round().astype(int)
+        cuts = [cuts[i] for i in sorted(set(picks))]
+    return [None, *(float(c) for c in cuts)]
+
+
+def _mask(values: np.ndarray, threshold: float | None, *, above: bool = False) -> np.ndarray:
+    if threshold is None:
+        return np.zeros(values.shape, dtype=bool)
+    return values > threshold if above else values < threshold
+
+
+def outcome(
+    records: Sequence[SignalRecord], thresholds: Thresholds, remote_accuracy: float = 1.0
+) -> dict[str, float]:
+    """What `thresholds` do on `records`: share served locally, overall accuracy (escalated
+    requests right with `remote_accuracy`), accuracy of the local ones, counts."""
+    f = _Features(records)
+    esc = f.invalid | _mask(f.min, thresholds.min_logprob) | _mask(f.mean, thresholds.mean_logprob)
+    esc |= _mask(f.distance, thresholds.max_distance, above=True)
+    if thresholds.escalate_repaired:
+        esc |= f.repaired
+    if thresholds.escalate_ungrounded:
+        esc |= f.ungrounded
+    return _stats(f.correct, esc, remote_accuracy)
+
+
+def _stats(correct: np.ndarray, escalated: np.ndarray, remote_accuracy: float) -> dict[str, float]:
+    n = max(len(correct), 1)
+    local = ~escalated
+    right = float((correct & local).sum()) + remote_accuracy * float(escalated.sum())
+    return {
+        "n": float(len(correct)),
+        "local_share": float(local.sum()) / n,
+        "accuracy": right / n,
+        "local_accuracy": float((correct & local).sum()) / max(int(local.sum()), 1),
+        "local_only_accuracy": float(correct.sum()) / n,
+        "escalated": float(escalated.sum()),
+    }
+
+
+def calibrate(
+    records: Sequence[SignalRecord], target_accuracy: float, *, remote_accuracy: float = 1.0
+) -> tuple[Thresholds, bool]:
+    """The thresholds that serve the most requests locally while the overall accuracy stays
+    at or above `target_accuracy` (ties: higher accuracy, then fewer signals used); and
+    whether the target was reachable. Invalid attempts always escalate."""
+    f = _Features(records)
+    mins, means = candidates(f.min), candidates(f.mean)
+    m_min = np.stack([_mask(f.min, t) for t in mins])  # (A, n)
+    m_mean = np.stack([_mask(f.mean, t) for t in means])  # (B, n)
+    best: tuple[tuple[float, float, int], Thresholds] | None = None
+    combos = itertools.product(candidates(f.distance, above=True), (False, True), (False, True))
+    for dist, repaired, made_up in combos:
+        flags = (f.repaired & repaired) | (f.ungrounded & made_up)
+        esc = f.invalid | _mask(f.distance, dist, above=True) | flags  # (n,)
+        esc = esc | m_min[:, None, :] | m_mean[None, :, :]  # (A, B, n)
+        key, (a, b) = _best_cell(f.correct, esc, target_accuracy, remote_accuracy, (mins, means))
+        key = (key[0], key[1], key[2] - int(dist is not None) - int(repaired) - int(made_up))
+        if best is None or key > best[0]:
+            chosen = Thresholds(
+                min_logprob=mins[a], mean_logprob=means[b], max_distance=dist,
+                escalate_repaired=repaired, escalate_ungrounded=made_up,
+            )  # fmt: skip
+            best = (key, chosen)
+    assert best is not None
+    return best[1], best[0][0] >= 0
+
+
+def _best_cell(
+    correct: np.ndarray,
+    esc: np.ndarray,
+    target: float,
+    remote_accuracy: float,
+    axes: tuple[list[float | None], list[float | None]],
+) -> tuple[tuple[float, float, int], tuple[int, int]]:
+    """The (min, mean) cell with the most local requests at the target (-1 where the target
+    is missed), then the best accuracy, then the fewest signals in use."""
+    n = max(esc.shape[-1], 1)
+    acc = ((correct & ~esc).sum(-1) + remote_accuracy * esc.sum(-1)) / n
+    score = np.where(acc >= target - 1e-12, (~esc).sum(-1), -1).astype(np.float64)
+    used = np.add.outer([t is not None for t in axes[0]], [t is not None for t in axes[1]])
+    order = np.lexsort((used.ravel(), -acc.ravel(), -score.ravel()))
+    a, b = (int(i) for i in np.unravel_index(order[0], score.shape))
+    return (float(score[a, b]), float(acc[a, b]), -int(used[a, b])), (a, b)
+
+
+def signals_in(records: Sequence[SignalRecord]) -> list[Signal]:
+    """The threshold signals at least one record has a value for, in a fixed order."""
+    f = _Features(records)
+    values: dict[Signal, np.ndarray] = {"min_logprob": f.min, "mean_logprob": f.mean,
+                                        "distance": f.distance}  # fmt: skip
+    return [name for name, v in values.items() if np.isfinite(v).any()]
+
+
+def sweep(
+    records: Sequence[SignalRecord], signal: Signal, remote_accuracy: float = 1.0
+) -> list[dict[str, float]]:
+    """The accuracy / local-share curve as one signal's threshold varies (failures always
+    escalate): one point per candidate threshold, from all-local to all-escalated."""
+    f = _Features(records)
+    values = {"min_logprob": f.min, "mean_logprob": f.mean, "distance": f.distance}[signal]
+    points = []
+    above = signal == "distance"
+    for t in candidates(values, above=above):
+        esc = f.invalid | _mask(values, t, above=above)
+        stats = _stats(f.correct, esc, remote_accuracy)
+        points.append({"threshold": float("nan") if t is None else t} | stats)
+    return points
+
+
+def calibration_for(
+    records: Sequence[SignalRecord],
+    target_accuracy: float,
+    *,
+    model: str,
+    adapter: str | None,
+    toolset: str = "home",
+    remote_accuracy: float = 1.0,
+) -> Calibration:
+    """`calibrate` packaged with what it was picked on, ready to save."""
+    thresholds, met = calibrate(records, target_accuracy, remote_accuracy=remote_accuracy)
+    return Calibration(
+        model=model, adapter=adapter, toolset=toolset, target_accuracy=target_accuracy,
+        remote_accuracy=remote_accuracy, thresholds=thresholds, met=met,
+        stats=outcome(records, thresholds, remote_accuracy), records=list(records),
+    )  # fmt: skip
+
+
+def plot_curves(
+    path: Path,
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    points: Mapping[str, tuple[float, float]],
+    *,
+    title: str,
+    target: tuple[float, float] | None = None,
+) -> Path:
+    """Overall accuracy against the share served locally: one line per curve, one marker
+    per point, the target corner shaded. Needs matplotlib (the host extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ConfigError(
+            "the routing plot needs matplotlib: pip install 'edge-agent[host]'"
+        ) from exc
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for label, curve in curves.items():
+        ordered = sorted(curve, key=lambda p: p["local_share"])
+        ax.plot([p["local_share"] for p in ordered], [p["accuracy"] for p in ordered],
+                marker=".", label=label)  # fmt: skip
+    for label, (share, acc) in points.items():
+        ax.scatter([share], [acc], s=80, zorder=5, marker="*", label=label)
+    if target is not None:
+        ax.axvspan(target[0], 1.0, ymin=0, ymax=1, alpha=0.06, color="green")
+        ax.axhline(target[1], linestyle=":", color="green", label=f"target {target[1]:.0%}")
+    ax.set_xlabel("share served locally")
+    ax.set_ylabel("overall exact-call accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def dumps_curve(points: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
+    """Curve points for JSON (NaN, the "unused" threshold, becomes null)."""
+    return [{k: (None if math.isnan(v) else round(v, 5)) for k, v in p.items()} for p in points]
+
+
+# --- the log ---------------------------------------------------------------------------------
+
+_ROUTES = ("local", "escalated", "local_fallback")
+
+
+def log_summary(items: Iterable[Interaction]) -> dict[str, Any]:
+    """Routed turns in the log: how many each route served, how often the local attempt
+    agreed with the teacher where one answered (the only labels a log holds), latency per
+    route, thumbs-down per route, and what was sent to the remote."""
+    from edge_agent.skills.home.score import call_matches
+
+    routed = [(i.result, i.feedback) for i in items if i.result.routing is not None]
+    agree = [
+        call_matches(r.tool_calls[0].call.arguments, r.tool_calls[0].call.name, _local_call(r))
+        for r, _ in routed
+        if r.route == "escalated" and r.tool_calls and r.routing and r.routing.local_attempt
+    ]
+    usage = [r.routing.remote_usage for r, _ in routed if r.routing and r.routing.remote_usage]
+    n = len(routed)
+    return {
+        "turns": n,
+        "routes": {k: sum(r.route == k for r, _ in routed) for k in _ROUTES},
+        "local_share": sum(r.route != "escalated" for r, _ in routed) / n if n else None,
+        "local_agrees_with_teacher": sum(agree) / len(agree) if agree else None,
+        "latency_ms": {
+            k: quantiles([r.latency_ms for r, _ in routed if r.route == k]) for k in _ROUTES
+        },  # fmt: skip
+        "thumbs_down": {
+            k: sum(r.route == k and f is not None and f.rating == "down" for r, f in routed)
+            for k in _ROUTES
+        },  # fmt: skip
+        "queued_for_teacher": sum(bool(r.routing and r.routing.queued) for r, _ in routed),
+        "remote": {
+            "prompt_tokens": sum(u.prompt_tokens for u in usage),
+            "completion_tokens": sum(u.completion_tokens for u in usage),
+            "bytes_sent": sum(r.routing.remote_bytes for r, _ in routed if r.routing),
+            "errors": sum(bool(r.routing and r.routing.remote_error) for r, _ in routed),
+        },
+    }
+
+
+def _local_call(result: AgentResult) -> ToolCall | None:
+    attempt = result.routing.local_attempt if result.routing else None
+    return attempt.call if attempt else None
+
+
+def quantiles(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"n": len(ordered), "p50": round(pick(0.5), 1), "p95": round(pick(0.95), 1),
+            "mean": round(statistics.fmean(ordered), 1)}  # fmt: skip

@@ -1,0 +1,22 @@
+"""Tools an agent can call: `Tool`, `Toolset`, the `@tool` decorator, their schemas and registry."""
+
+from edge_agent.tools.registry import (
+    ToolsetFactory,
+    available_toolsets,
+    get_toolset,
+    register_toolset,
+)
+from edge_agent.tools.toolset import EffectRule, Grounding, Tool, Toolset, execute, tool
+
+__all__ = [
+    "EffectRule",
+    "Grounding",
+    "Tool",
+    "Toolset",
+    "ToolsetFactory",
+    "available_toolsets",
+    "execute",
+    "get_toolset",
+    "register_toolset",
+    "tool",
+]
