@@ -36,7 +36,9 @@
     ├── LogError                    the interaction log cannot be opened, read or written
     │   ├── LogKeyError             wrong or missing master key / passphrase; nothing written
     │   ├── LogIntegrityError       a record or the database failed its checks (tampered,
-    │   │                           truncated, damaged): `edge-agent log verify` lists them
+    │   │   │                       truncated, damaged): `edge-agent log verify` lists them
+    │   │   └── SealError           one sealed value failed to open (tampered, moved,
+    │   │                           truncated, wrong key; Shredded: its key was deleted)
     │   └── LogFullError            the disk (or the log's page limit) is full: the record
     │                               was dropped and counted in `edge-agent log status`
     └── SyncError                   sync is off, or a push to the host failed; nothing synced
@@ -199,6 +201,10 @@ class LogKeyError(LogError):
 
 class LogIntegrityError(LogError):
     pass
+
+
+class SealError(LogIntegrityError):
+    """A sealed value failed to open (tampered, moved, truncated or the wrong key)."""
 
 
 class LogFullError(LogError):

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from edge_agent.errors import LogError, LogFullError, LogIntegrityError
-from edge_agent.logstore import keys
-from edge_agent.logstore.keys import KeySourceName
+from edge_agent.logstore.keys import SCRYPT_N, KeySourceName
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,7 +32,7 @@ class LogConfig:
     synchronous: Literal["FULL", "NORMAL"] = "FULL"  # FULL: an acked record survives power loss
     busy_timeout_ms: int = 10_000
     max_pages: int | None = None  # seam for tests: SQLITE_FULL once the file has this many pages
-    scrypt_n: int = keys.SCRYPT_N
+    scrypt_n: int = SCRYPT_N
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> LogConfig:

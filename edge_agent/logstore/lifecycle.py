@@ -6,19 +6,42 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidTag
-
-from edge_agent.logstore import keys
-
-if TYPE_CHECKING:
-    from edge_agent.logstore.keys import KeySource
-    from edge_agent.logstore.store import LogStore
+from edge_agent.logstore.config import LogConfig
+from edge_agent.logstore.keys import KeySource
+from edge_agent.logstore.ring import KeyRing
 
 _HEADROOM = 0.9  # evict down to 90% of the budget so a full log does not evict on every write
 _KDF_META = ("kdf", "kdf_salt", "kdf_n", "kdf_r", "kdf_p")
+
+
+class Log(Protocol):
+    """What these operations need from a log (LogStore is one). Kept narrow so the store
+    depends on this module and never the other way round."""
+
+    @property
+    def config(self) -> LogConfig: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def conn(self) -> sqlite3.Connection: ...
+    @property
+    def lock(self) -> AbstractContextManager[Any]: ...
+    @property
+    def ring(self) -> KeyRing: ...
+    @property
+    def pending_drops(self) -> int: ...  # refused records not yet counted in the database
+    def clock(self) -> float: ...
+    def write_txn(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def meta(self) -> dict[str, str]: ...
+    def set_meta(self, values: Mapping[str, str]) -> None: ...
+    def pragma(self, name: str) -> int: ...
+    def bump(self, counter: str, n: int) -> None: ...
 
 
 @dataclass
@@ -58,160 +81,127 @@ class LogStatus:
 
 
 # -- rotation ---------------------------------------------------------------------------------
-def rotate_key(store: LogStore, new_source: KeySource | None = None) -> Rotation:
+def rotate_key(log: Log, new_source: KeySource | None = None) -> Rotation:
     """A new master key re-wraps every data key; no record is re-encrypted or lost. Crash
     order: stage the new key, commit the re-wrapped keys, promote the new key."""
-    source = new_source or store.source
-    new, params = source.create()
-    source.stage(new)
-    skipped: list[str] = []
-    with store.write_txn() as conn:
-        rows = conn.execute(
-            "SELECT key_id, period, wrapped FROM keys WHERE wrapped IS NOT NULL"
-        ).fetchall()
-        for key_id, period, wrapped in rows:
-            try:
-                data_key = keys.unwrap(store.master, wrapped, key_id, period)
-            except (InvalidTag, ValueError):
-                skipped.append(key_id)
-                continue
-            conn.execute(
-                "UPDATE keys SET wrapped = ?, master_kid = ? WHERE key_id = ?",
-                (keys.wrap(new, data_key, key_id, period), keys.kid_of(new), key_id),
-            )
+    staged = log.ring.stage(new_source or log.ring.source)
+    with log.write_txn() as conn:
+        rewrapped, skipped = log.ring.rewrap(staged)
         conn.execute(f"DELETE FROM meta WHERE name IN ({','.join('?' * len(_KDF_META))})",
                      _KDF_META)  # fmt: skip
-        store.set_meta({"master_kid": keys.kid_of(new), "key_source": source.name} | params)
-    source.promote(new)
-    store.master, store.source = new, source
-    _checkpoint(store)  # old wrapped copies leave the WAL
-    return Rotation(len(rows) - len(skipped), skipped, keys.kid_of(new))
+        log.set_meta(staged.meta())
+    log.ring.promote(staged)
+    _checkpoint(log)  # old wrapped copies leave the WAL
+    return Rotation(rewrapped, skipped, staged.kid)
 
 
 # -- retention --------------------------------------------------------------------------------
-def apply_retention(store: LogStore) -> int:
+def apply_retention(log: Log) -> int:
     """Shred the keys of periods past retention, then purge their records (and any left by
     an earlier crash between the two). Returns the records purged."""
-    days = store.config.retention_days
+    days = log.config.retention_days
     if days is not None:
-        cutoff = store.clock() - days * 86_400
-        with store.write_txn() as conn:
+        cutoff = log.clock() - days * 86_400
+        with log.write_txn() as conn:
             ids = [r[0] for r in conn.execute(
                 "SELECT key_id FROM keys WHERE shredded IS NULL AND ends <= ?", (cutoff,)
             )]  # fmt: skip
-            shred(store, ids)
-    with store.write_txn() as conn:
+            shred(log, ids)
+    with log.write_txn() as conn:
         purged = conn.execute(
             "DELETE FROM interactions WHERE key_id IN "
             "(SELECT key_id FROM keys WHERE shredded IS NOT NULL)"
         ).rowcount
-        store.bump("expired", purged)
+        log.bump("expired", purged)
     if purged:
-        _reclaim(store)
+        _reclaim(log)
     return purged
 
 
-def shred(store: LogStore, key_ids: list[str]) -> None:
+def shred(log: Log, key_ids: list[str]) -> None:
     """Delete data keys (inside a write transaction): their records become unreadable."""
-    now = store.clock()
-    store.conn.executemany(
-        "UPDATE keys SET wrapped = NULL, shredded = ? WHERE key_id = ?",
-        [(now, key_id) for key_id in key_ids],
-    )
-    store.bump("shredded_keys", len(key_ids))
-    for key_id in key_ids:
-        store.forget_key(key_id)
+    log.ring.shred(key_ids, log.clock())
+    log.bump("shredded_keys", len(key_ids))
 
 
 # -- disk budget ------------------------------------------------------------------------------
-def used_bytes(store: LogStore) -> int:
-    pages = store.pragma("page_count") - store.pragma("freelist_count")
-    return pages * store.pragma("page_size")
+def used_bytes(log: Log) -> int:
+    pages = log.pragma("page_count") - log.pragma("freelist_count")
+    return pages * log.pragma("page_size")
 
 
-def enforce_budget(store: LogStore) -> Eviction:
+def enforce_budget(log: Log) -> Eviction:
     """Oldest synced records first; unsynced ones only when no synced one is left."""
-    budget = store.config.budget_bytes
-    if not budget or used_bytes(store) <= budget:
+    budget = log.config.budget_bytes
+    if not budget or used_bytes(log) <= budget:
         return Eviction()
     target = int(budget * _HEADROOM)
-    done = Eviction(synced=_evict_until(store, target, synced=True))
-    if used_bytes(store) > target:
-        done.unsynced = _evict_until(store, target, synced=False)
-    with store.write_txn() as conn:
+    done = Eviction(synced=_evict_until(log, target, synced=True))
+    if used_bytes(log) > target:
+        done.unsynced = _evict_until(log, target, synced=False)
+    with log.write_txn() as conn:
         used = {r[0] for r in conn.execute("SELECT DISTINCT key_id FROM interactions")}
         ended = conn.execute(
-            "SELECT key_id FROM keys WHERE shredded IS NULL AND ends <= ?", (store.clock(),)
+            "SELECT key_id FROM keys WHERE shredded IS NULL AND ends <= ?", (log.clock(),)
         )
-        shred(store, [r[0] for r in ended if r[0] not in used])
-    _reclaim(store)
+        shred(log, [r[0] for r in ended if r[0] not in used])
+    _reclaim(log)
     return done
 
 
-def _evict_until(store: LogStore, target: int, *, synced: bool) -> int:
+def _evict_until(log: Log, target: int, *, synced: bool) -> int:
     total = 0
-    while (used := used_bytes(store)) > target:
-        count = store.conn.execute("SELECT count(*) FROM interactions").fetchone()[0]
+    while (used := used_bytes(log)) > target:
+        count = log.conn.execute("SELECT count(*) FROM interactions").fetchone()[0]
         per_row = used / max(count, 1)
-        deleted = evict(store, synced=synced, count=max(16, math.ceil((used - target) / per_row)))
+        deleted = evict(log, synced=synced, count=max(16, math.ceil((used - target) / per_row)))
         if not deleted:
             break
         total += deleted
     return total
 
 
-def evict(store: LogStore, *, synced: bool, count: int) -> int:
+def evict(log: Log, *, synced: bool, count: int) -> int:
     """Delete the ``count`` oldest records with that synced flag; returns how many went."""
-    with store.write_txn() as conn:
+    with log.write_txn() as conn:
         deleted = conn.execute(
             "DELETE FROM interactions WHERE rowid IN (SELECT rowid FROM interactions "
             "WHERE synced = ? ORDER BY ts, rowid LIMIT ?)",
             (int(synced), count),
         ).rowcount
-        store.bump("evicted_synced" if synced else "evicted_unsynced", deleted)
+        log.bump("evicted_synced" if synced else "evicted_unsynced", deleted)
     return int(deleted)
 
 
-def _reclaim(store: LogStore) -> None:
-    with store.lock:
-        store.conn.execute("PRAGMA incremental_vacuum")
-    _checkpoint(store)
+def _reclaim(log: Log) -> None:
+    with log.lock:
+        log.conn.execute("PRAGMA incremental_vacuum")
+    _checkpoint(log)
 
 
-def _checkpoint(store: LogStore) -> None:
+def _checkpoint(log: Log) -> None:
     """Fold the WAL into the database and truncate it, so shredded keys leave it too."""
     # busy readers: the next checkpoint gets it
-    with store.lock, contextlib.suppress(sqlite3.OperationalError):
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    with log.lock, contextlib.suppress(sqlite3.OperationalError):
+        log.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 # -- status -----------------------------------------------------------------------------------
-def status(store: LogStore) -> LogStatus:
-    with store.lock:
-        conn = store.conn
-        meta = store.meta()
-        counters = dict(conn.execute("SELECT name, value FROM stats").fetchall())
-        counters["dropped_disk_full"] += store.pending_drops  # not yet persisted
-        records, unsynced = conn.execute(
+def status(log: Log) -> LogStatus:
+    with log.lock:
+        meta = log.meta()
+        counters = dict(log.conn.execute("SELECT name, value FROM stats").fetchall())
+        counters["dropped_disk_full"] += log.pending_drops  # not yet persisted
+        records, unsynced = log.conn.execute(
             "SELECT count(*), coalesce(sum(synced = 0), 0) FROM interactions"
         ).fetchone()
-        per_key: dict[str, tuple[int, int]] = {row[0]: (row[1], row[2]) for row in conn.execute(
-            "SELECT key_id, count(*), sum(synced = 0) FROM interactions GROUP BY key_id"
-        )}  # fmt: skip
-        periods = []
-        for key_id, period, gone in conn.execute(
-            "SELECT key_id, period, shredded FROM keys ORDER BY starts, created"
-        ):
-            n, unsent = per_key.get(key_id, (0, 0))
-            periods.append(PeriodStatus(period, key_id, n, unsent, shredded=gone is not None))
-        used = used_bytes(store)
-    wal = store.path.with_name(store.path.name + "-wal")
-    size = store.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        periods, used = _periods(log.conn), used_bytes(log)
+    wal = log.path.with_name(log.path.name + "-wal")
     return LogStatus(
-        path=str(store.path),
-        size_bytes=size,
+        path=str(log.path),
+        size_bytes=log.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
         used_bytes=used,
-        budget_bytes=store.config.budget_bytes,
+        budget_bytes=log.config.budget_bytes,
         records=records,
         unsynced=unsynced,
         key_source=meta.get("key_source", "?"),
@@ -219,3 +209,16 @@ def status(store: LogStore) -> LogStatus:
         periods=periods,
         counters=counters,
     )
+
+
+def _periods(conn: sqlite3.Connection) -> list[PeriodStatus]:
+    per_key: dict[str, tuple[int, int]] = {row[0]: (row[1], row[2]) for row in conn.execute(
+        "SELECT key_id, count(*), sum(synced = 0) FROM interactions GROUP BY key_id"
+    )}  # fmt: skip
+    periods = []
+    for key_id, period, gone in conn.execute(
+        "SELECT key_id, period, shredded FROM keys ORDER BY starts, created"
+    ):
+        n, unsent = per_key.get(key_id, (0, 0))
+        periods.append(PeriodStatus(period, key_id, n, unsent, shredded=gone is not None))
+    return periods

@@ -11,6 +11,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import TypeAdapter
 
+from edge_agent.errors import SealError  # re-exported: callers catch it here
 from edge_agent.logstore.keys import NONCE_BYTES
 from edge_agent.types import AgentResult, Message
 
@@ -36,10 +37,6 @@ METADATA = (
 INSERT_COLUMNS = ("id", "key_id", *METADATA, "fmt", "body")
 _MESSAGES = TypeAdapter(list[Message])
 _TAG_BYTES = 16
-
-
-class SealError(Exception):
-    """A sealed value failed to open (tampered, moved, truncated or the wrong key)."""
 
 
 class Shredded(SealError):

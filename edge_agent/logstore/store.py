@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -15,15 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlite_utils import Database
 
-from edge_agent.errors import LogError, LogFullError, LogIntegrityError, LogKeyError
-from edge_agent.logstore import keys, lifecycle, seal
+from edge_agent.errors import LogError, LogFullError, LogIntegrityError
+from edge_agent.logstore import lifecycle, seal
 from edge_agent.logstore.config import LogConfig, connect, is_full, typed, typed_errors
 from edge_agent.logstore.keys import KeySource
 from edge_agent.logstore.migrations import migrations
+from edge_agent.logstore.ring import KeyRing, source_for
 from edge_agent.types import AgentResult, Feedback, Interaction, Message
 
 log = logging.getLogger(__name__)
@@ -57,10 +56,8 @@ class LogStore:
         self.path = config.path
         self.clock = clock
         self.lock = threading.RLock()
-        self._aeads: dict[str, AESGCM | seal.SealError] = {}
         self.pending_drops = 0
         self._new_period = False
-        self._new_params: dict[str, str] = {}
         self.conn = connect(config)
         self.db = Database(self.conn, execute_plugins=False)
         try:
@@ -72,13 +69,21 @@ class LogStore:
     # -- opening ------------------------------------------------------------------------------
     def _open(self, source: KeySource | None) -> None:
         meta = self._read_meta()
-        self.source = source or self._source_for(meta)
-        self.master = self._unlock(meta)  # a wrong key stops here, before any write
+        # the one owner of the key material; a wrong key stops here, before any write
+        self.ring = KeyRing(self.conn, source or source_for(self.config, meta), meta, self.path)
         self._prepare(new=self.pragma("page_count") <= 1)
         with self.write_txn():
             migrations.apply(self.db)
             self._init_meta()
         self._maintain(retention=True)
+
+    @property
+    def master(self) -> bytes:
+        return self.ring.master
+
+    @property
+    def source(self) -> KeySource:
+        return self.ring.source
 
     def _read_meta(self) -> dict[str, str]:
         try:
@@ -91,56 +96,6 @@ class LogStore:
                 "the damage; move the file aside to start a new log"
             ) from exc
 
-    def _source_for(self, meta: Mapping[str, str]) -> KeySource:
-        name: str = self.config.key_source
-        recorded = meta.get("key_source")
-        if name == "auto":
-            name = recorded or ("keyring" if keys.keyring_available() else "file")
-        elif recorded and recorded != name:
-            raise LogKeyError(
-                f"the log at {self.path} is sealed with a {recorded} key but log_key_source "
-                f"is {name!r}: set it to {recorded!r} or 'auto'"
-            )
-        cfg = self.config
-        return keys.make_source(
-            name,
-            key_dir=cfg.key_dir,
-            db_path=cfg.path,
-            passphrase=cfg.passphrase,
-            scrypt_n=cfg.scrypt_n,
-        )
-
-    def _unlock(self, meta: Mapping[str, str]) -> bytes:
-        kid = meta.get("master_kid")
-        if kid is None:  # a new log: reuse a stored key (the old log was deleted) or make one
-            key = self.source.load(meta)
-            if key is None:
-                key, self._new_params = self.source.create()
-                key = self.source.save(key)
-            return key
-        key = self.source.load(meta)
-        if key is not None and keys.kid_of(key) == kid:
-            return key
-        staged = self.source.load_staged(meta)
-        if staged is not None and keys.kid_of(staged) == kid:
-            self.source.promote(staged)  # a rotation died between its commit and its promote
-            return staged
-        raise LogKeyError(self._wrong_key_message(kid, key))
-
-    def _wrong_key_message(self, kid: str, found: bytes | None) -> str:
-        where = f"the log at {self.path} (master key {kid})"
-        if self.source.name == "passphrase":
-            return f"wrong passphrase for {where}; nothing was changed"
-        if found is None:
-            return (
-                f"the {self.source.name} key for {where} is missing: restore it from a backup "
-                "(without it the log cannot be read)"
-            )
-        return (
-            f"the {self.source.name} key ({keys.kid_of(found)}) is not the one that sealed "
-            f"{where}: restore the right key; nothing was changed"
-        )
-
     def _prepare(self, *, new: bool) -> None:
         if new:  # only settable before the first table exists
             self.conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -151,18 +106,16 @@ class LogStore:
             self.conn.execute(f"PRAGMA max_page_count = {int(self.config.max_pages)}")
 
     def _init_meta(self) -> None:
-        meta = self.meta()
-        if "master_kid" in meta:  # another process created the log while we were opening
-            if meta["master_kid"] != keys.kid_of(self.master):
-                self.master = self._unlock(meta)
+        if "master_kid" in self.meta():  # another process created the log while we opened
+            self.ring.refresh()
             return
         values = {
             "format": str(seal.FORMAT),
-            "master_kid": keys.kid_of(self.master),
-            "key_source": self.source.name,
+            "master_kid": self.ring.kid,
+            "key_source": self.ring.source.name,
             "created": repr(self.clock()),
         }
-        self.set_meta(values | self._new_params)
+        self.set_meta(values | self.ring.new_params)
 
     def set_meta(self, values: Mapping[str, str]) -> None:
         self.conn.executemany(
@@ -187,7 +140,7 @@ class LogStore:
                 raise
 
     def forget_key(self, key_id: str) -> None:
-        self._aeads.pop(key_id, None)
+        self.ring.forget(key_id)
 
     def pragma(self, name: str) -> int:
         return int(self.conn.execute(f"PRAGMA {name}").fetchone()[0])
@@ -239,32 +192,11 @@ class LogStore:
 
     def _live_key(self, period: str, starts: float, ends: float) -> tuple[str, AESGCM]:
         """The period's data key, made on its first record (inside the write transaction)."""
-        row = self.conn.execute(
-            "SELECT key_id FROM keys WHERE period = ? AND shredded IS NULL", (period,)
-        ).fetchone()
-        if row:
-            try:
-                return row[0], self.aead(row[0])
-            except seal.SealError as exc:
-                raise LogIntegrityError(
-                    f"cannot seal new records: {exc}; run `edge-agent log verify`"
-                ) from exc
-        self._refresh_master()  # never wrap a new key under a master another process retired
-        data_key, key_id = keys.new_key(), "k_" + os.urandom(8).hex()
-        self.conn.execute(
-            "INSERT INTO keys(key_id, period, starts, ends, wrapped, master_kid, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key_id, period, starts, ends, keys.wrap(self.master, data_key, key_id, period),
-             keys.kid_of(self.master), self.clock()),
-        )  # fmt: skip
-        self._aeads[key_id] = AESGCM(data_key)
-        self._new_period = True
-        return key_id, AESGCM(data_key)
-
-    def _refresh_master(self) -> None:
-        kid = self.conn.execute("SELECT value FROM meta WHERE name = 'master_kid'").fetchone()
-        if kid and kid[0] != keys.kid_of(self.master):
-            self.master = self._unlock(self.meta())
+        found = self.ring.current(period)
+        if found is None:
+            found = self.ring.create(period, starts, ends, self.clock())
+            self._new_period = True  # retention runs once this commits
+        return found
 
     def meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT name, value FROM meta").fetchall())
@@ -311,28 +243,7 @@ class LogStore:
     # -- reading ------------------------------------------------------------------------------
     def aead(self, key_id: str) -> AESGCM:
         """The data key ``key_id``, unwrapped; raises SealError (Shredded when deleted)."""
-        cached = self._aeads.get(key_id)
-        if isinstance(cached, AESGCM):
-            return cached
-        if cached is None:
-            cached = self._aeads[key_id] = self._unwrap(key_id)
-        if isinstance(cached, seal.SealError):
-            raise cached
-        return cached
-
-    def _unwrap(self, key_id: str) -> AESGCM | seal.SealError:
-        row = self.conn.execute(
-            "SELECT period, wrapped FROM keys WHERE key_id = ?", (key_id,)
-        ).fetchone()
-        if row is None:
-            return seal.SealError(f"data key {key_id} does not exist")
-        if row[1] is None:
-            return seal.Shredded(f"data key {key_id} was shredded (retention or budget)")
-        self._refresh_master()
-        try:
-            return AESGCM(keys.unwrap(self.master, row[1], key_id, row[0]))
-        except (InvalidTag, ValueError):
-            return seal.SealError(f"data key {key_id} cannot be unwrapped (damaged)")
+        return self.ring.aead(key_id)
 
     def decode(self, row: Mapping[str, Any]) -> Interaction:
         """A row back to an Interaction; raises SealError if any sealed part fails."""
