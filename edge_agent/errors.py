@@ -41,16 +41,20 @@
     │   │                           truncated, wrong key; Shredded: its key was deleted)
     │   └── LogFullError            the disk (or the log's page limit) is full: the record
     │                               was dropped and counted in `edge-agent log status`
-    └── SyncError                   sync is off, or a push to the host failed; nothing synced
-        ├── EnrollmentError         not enrolled, enrollment refused (token used, expired or
-        │                           wrong), or the host no longer accepts this device's
-        │                           credential: run `edge-agent sync enroll` again
-        ├── PinMismatchError        the host's certificate is not the one pinned at
-        │                           enrollment: nothing was sent (a changed host, or a MITM)
-        ├── HostUnreachableError    the host did not answer, or kept failing, within the
-        │                           retries; records stay unsynced for the next run
-        └── BatchRejectedError      the host refused a batch as a whole (4xx); its records
-                                    stay on the device
+    ├── SyncError                   sync is off, or a push to the host failed; nothing synced
+    │   ├── EnrollmentError         not enrolled, enrollment refused (token used, expired or
+    │   │                           wrong), or the host no longer accepts this device's
+    │   │                           credential: run `edge-agent sync enroll` again
+    │   ├── PinMismatchError        the host's certificate is not the one pinned at
+    │   │                           enrollment: nothing was sent (a changed host, or a MITM)
+    │   ├── HostUnreachableError    the host did not answer, or kept failing, within the
+    │   │                           retries; records stay unsynced for the next run
+    │   └── BatchRejectedError      the host refused a batch as a whole (4xx); its records
+    │                               stay on the device
+    ├── FlywheelError               a host-side flywheel turn cannot run (too little curated
+    │   │                           data, a missing host extra); nothing is promoted
+    │   └── PublishError            the adapter repository refused a publish (not a
+    │                               repository, name taken, key missing); nothing changed
     ├── RemoteError                 the remote model gave no usable answer; the turn ran on
     │   │                           the local model instead (marked local_fallback)
     │   ├── RemoteUnavailableError  unreachable, timed out, 5xx, or skipped while its circuit
@@ -60,12 +64,12 @@
     │   ├── RemoteModelError        the endpoint does not serve remote_model
     │   └── RemoteResponseError     a malformed answer: not JSON, a broken tool call, an
     │                               unknown tool, or a tag the device never sent
-    └── FlywheelError               a host-side flywheel turn cannot run (too little curated
-                                    data, a missing host extra); nothing is promoted
-        └── PublishError            the adapter repository refused a publish (not a
-                                    repository, name taken, key missing); nothing changed
     └── QuantizeError               a model variant could not be built or measured (an
                                     unsupported base, a failed quantize or ONNX build)
+
+Each direct child of EdgeAgentError has its own CLI exit code, in the order drawn: 2 ConfigError,
+3 ModelError, 4 AdapterError, 5 ToolError, 6 PolicyError, 7 AgentError, 8 LogError, 9 SyncError,
+10 FlywheelError, 11 RemoteError, 12 QuantizeError; 1 for anything else edge-agent raises.
 
 Messages say what went wrong *and what to do next*; the CLI prints them as one line.
 """

@@ -27,18 +27,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_agent.agent import Agent, AgentConfig, ConfirmFn
 from edge_agent.backends.base import Backend, Chunk, GenerationRequest
-from edge_agent.errors import AdapterError, EdgeAgentError
+from edge_agent.errors import AdapterError, ConfigError, EdgeAgentError
 from edge_agent.models.catalog import load_catalog
 from edge_agent.models.plan import FitPlan, make_plan
 from edge_agent.models.store import ModelStore
 from edge_agent.policy import Policy
-from edge_agent.settings import Settings
+from edge_agent.settings import Settings, load_settings
 from edge_agent.skills import keep_words
 from edge_agent.tools import Toolset, get_toolset
 
@@ -304,9 +304,16 @@ def _release_of(settings: Settings, adapter: str) -> AdapterRelease | None:
         return None
 
 
-def open_runtime(settings: Settings) -> Runtime:
-    """Plan for this device, verify the model file, and load it into the profile's backend."""
+def open_runtime(settings: Settings | None = None, **overrides: Any) -> Runtime:
+    """Plan for this device, verify the model file, and load it into the profile's backend.
+    Without ``settings`` they are read as the CLI reads them (defaults < config.toml <
+    ``EDGE_AGENT_*``), with ``overrides`` (e.g. ``threads=2``) on top, validated."""
     from edge_agent.backends import open_backend
+
+    if settings is None:
+        settings = load_settings(**overrides)
+    elif overrides:
+        raise ConfigError("pass either settings or overrides to open_runtime, not both")
 
     store = ModelStore(settings.models_dir, offline=settings.is_offline)
     plan = make_plan(settings, load_catalog(), store)

@@ -316,10 +316,10 @@ def test_the_upload_rate_is_limited() -> None:
 def test_nothing_leaves_unless_enabled_and_enrolled(tmp_path: Path) -> None:
     settings = Settings(config_dir=tmp_path / "c", data_dir=tmp_path / "d", cache_dir=tmp_path)
     with pytest.raises(SyncError, match="sync is off"):
-        open_client(settings, source(1))
+        open_client(settings, source(1), scrubber=Anonymizer(SECRET))
     enabled = settings.model_copy(update={"sync_enabled": True})
     with pytest.raises(EnrollmentError, match="not enrolled"):
-        open_client(enabled, source(1))
+        open_client(enabled, source(1), scrubber=Anonymizer(SECRET))
 
 
 def test_what_leaves_is_anonymized() -> None:
