@@ -107,7 +107,8 @@ def _identity(settings: Any) -> Any:
         path = Path(entry.source.path or "") if entry.source.kind == "path" else None
         path = path or store.local_path(entry)
         return identity_of(read_header(path)) if path else None
-    except EdgeAgentError:
+    except EdgeAgentError as exc:  # the listing still shows what is installed, without fits
+        click.echo(f"warning: the base model's identity is unknown: {exc}", err=True)
         return None
 
 

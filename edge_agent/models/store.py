@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass
 from importlib import import_module
@@ -24,6 +25,8 @@ from typing import Any
 
 from edge_agent.errors import InvalidModelFileError, ModelNotFoundError
 from edge_agent.models.catalog import Catalog, CatalogEntry
+
+logger = logging.getLogger(__name__)
 
 GENAI_CONFIG = "genai_config.json"  # what makes a folder an onnxruntime-genai model
 
@@ -238,7 +241,10 @@ def _hub_sha256(entry: CatalogEntry) -> str:
         meta = get_hf_file_metadata(
             hf_hub_url(src.repo or "", src.file or "", revision=src.revision)
         )
-    except Exception:  # noqa: BLE001 - no published hash just means "don't pin"
+    except Exception as exc:  # noqa: BLE001 - hub/network errors vary; no hash means "don't pin"
+        logger.info(
+            "no published sha256 for %s (%r): the file is pinned after download", src.file, exc
+        )
         return ""
     etag = (meta.etag or "").strip('"')
     return etag if len(etag) == 64 else ""

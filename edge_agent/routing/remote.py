@@ -89,9 +89,14 @@ def api_key(url: str, env_name: str | None) -> SecretStr | None:
         return SecretStr(value) if value else None
     try:
         import keyring
+        from keyring.errors import KeyringError
 
         value = keyring.get_password(KEYRING_SERVICE, url)
-    except Exception:  # no keyring backend (headless Linux): an endpoint without a key
+    except KeyringError as exc:  # no backend (headless Linux), locked: an endpoint without a key
+        logger.debug("no remote API key in the OS keyring (%s)", exc)
+        return None
+    except Exception as exc:  # backends (D-Bus, macOS) raise their own types
+        logger.warning("the OS keyring failed, using no remote API key: %r", exc)
         return None
     return SecretStr(value) if value else None
 
