@@ -24,7 +24,7 @@ def _repository() -> Any:
 
 
 def _store() -> Any:
-    from edge_agent.host.store import IngestStore
+    from edge_agent.host.ingest_store import IngestStore
 
     return IngestStore(_host_dir() / "ingest.db")
 
@@ -64,7 +64,7 @@ def serve(bind: str, port: int, cert: Path | None, key: Path | None, **limits: A
 
     from edge_agent.host.ingest import IngestConfig, create_app
     from edge_agent.host.ingest import serve as run_server
-    from edge_agent.host.store import Quota
+    from edge_agent.host.ingest_store import Quota
     from edge_agent.host.tls import cert_fingerprint, ensure_certificate
 
     if (cert is None) != (key is None):

@@ -27,7 +27,7 @@ from edge_agent.skills.home.retrieve import context_block
 from edge_agent.types import CallStatus, Interaction, ToolCall
 
 if TYPE_CHECKING:
-    from edge_agent.host.store import IngestStore
+    from edge_agent.host.ingest_store import IngestStore
 
 Route = Literal["local", "escalated", "local_fallback"]
 SPLIT_SEED = 20250704

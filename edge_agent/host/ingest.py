@@ -38,8 +38,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from edge_agent.errors import ConfigError
-from edge_agent.host.metrics import IngestMetrics
-from edge_agent.host.store import (
+from edge_agent.host.ingest_store import (
     DAY_S,
     Incoming,
     IngestStore,
@@ -48,6 +47,7 @@ from edge_agent.host.store import (
     QuotaExceeded,
     TokenRefused,
 )
+from edge_agent.host.metrics import IngestMetrics
 from edge_agent.sync import wire
 
 _KEY = re.compile(wire.KEY_PATTERN)

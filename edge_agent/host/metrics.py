@@ -22,7 +22,7 @@ from prometheus_client import (
 from edge_agent.sync.wire import BatchResult
 
 if TYPE_CHECKING:
-    from edge_agent.host.store import IngestStore
+    from edge_agent.host.ingest_store import IngestStore
 
 _PREFIX = "edge_agent_ingest"
 

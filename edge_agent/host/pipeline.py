@@ -18,8 +18,8 @@ from edge_agent.types import Interaction
 
 if TYPE_CHECKING:
     from edge_agent.host.cluster import Clustering, ClusterSummary, TextEmbedder
+    from edge_agent.host.ingest_store import IngestStore
     from edge_agent.host.publish import AdapterRepository
-    from edge_agent.host.store import IngestStore
 
 ADAPTER_FILE = "home.gguf"
 

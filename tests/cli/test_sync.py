@@ -28,9 +28,9 @@ def _run(*args: str) -> Result:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The isolated environment (conftest), the log keyed by a file; tests switch homes."""
     monkeypatch.setenv("EDGE_AGENT_LOG_KEY_SOURCE", "file")
-    monkeypatch.delenv("EDGE_AGENT_CONFIG_FILE", raising=False)
     return monkeypatch
 
 
@@ -68,8 +68,7 @@ def test_enroll_sync_once_and_forget(tmp_path: Path, env: pytest.MonkeyPatch) ->
         host.stop()
 
 
-def test_sync_refuses_while_disabled(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
-    env.setenv("EDGE_AGENT_HOME", str(tmp_path))
+def test_sync_refuses_while_disabled(env: pytest.MonkeyPatch) -> None:
     with pytest.raises(SyncError, match="sync is off"):
         _run("sync", "--once")
 

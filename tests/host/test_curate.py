@@ -103,7 +103,7 @@ def test_curate_against_a_fixed_eval_set_drops_its_requests_from_training() -> N
 
 
 def test_store_records_come_back_as_records(tmp_path: Path) -> None:
-    from edge_agent.host.store import Incoming, IngestStore, Quota
+    from edge_agent.host.ingest_store import Incoming, IngestStore, Quota
 
     store = IngestStore(tmp_path / "ingest.db")
     try:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from edge_agent.errors import EnrollmentError, PinMismatchError
-from edge_agent.host.store import Quota
+from edge_agent.host.ingest_store import Quota
 from edge_agent.sync import Enrollment, SyncClient, SyncOptions, enroll, pinned_context, wire
 from tests.sync_support import (
     SECRET,
