@@ -50,7 +50,7 @@ class InteractionLog(Protocol):
 
 
 class TurnRouter(Protocol):
-    """Serves a turn after the local attempt: locally, or escalated (``router.Router``)."""
+    """Serves a turn after the local attempt: locally, or escalated (``routing.router.Router``)."""
 
     def run_turn(self, agent: Agent, turn: Turn, route: RouteOverride) -> AgentResult: ...
 

@@ -5,7 +5,7 @@ Before it replaces the skill's current adapter the device replays, through its o
 and the agent's own prompts and constrained decoding (a dry run: calls are validated, never
 executed):
 
-1. the canary set with the new adapter: exact call match (home.score) must reach
+1. the canary set with the new adapter: exact call match (skills.home.score) must reach
    ``min_canary`` (default 0.5: a working adapter gets most of its set right, a broken one
    — another base, a damaged export, a bad build — next to none; a failure stops here);
 2. the canary set with the current adapter: the new one may fall ``tolerance`` below it, no
