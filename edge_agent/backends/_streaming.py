@@ -1,8 +1,11 @@
-"""What every backend's decode loop shares: first-token timing and stop-string scanning."""
+"""What every backend's decode loop shares: first-token timing, stop-string scanning and
+log-probabilities."""
 
 from __future__ import annotations
 
 import time
+
+import numpy as np
 
 from edge_agent.backends.base import Timings
 
@@ -55,3 +58,11 @@ def overlap(text: str, stop: str) -> int:
         if text.endswith(stop[:k]):
             return k
     return 0
+
+
+def log_softmax_at(logits: np.ndarray, token: int, scratch: np.ndarray | None = None) -> float:
+    """log p(token) under softmax(logits), the raw model's; ``scratch`` (float32, the logits'
+    shape) saves an allocation per token."""
+    top = float(logits.max())
+    shifted = np.subtract(logits, top, out=scratch)
+    return float(logits[token]) - top - float(np.log(np.exp(shifted, out=shifted).sum()))

@@ -1,10 +1,11 @@
 """The llama.cpp backend: GGUF models through llama-cpp-python, with runtime LoRA swaps.
 
-The decode loop is ``Llama.generate``'s, minus its per-token bookkeeping: ``Llama.eval`` for
-each token and a C sampler chain; per token this module adds a dict lookup, UTF-8 assembly
-and the stop-string scan. JSON schemas become a grammar that is only consulted to check the
-sampled token (see ``_llama_sampling``), so constrained decoding runs at nearly full speed,
-and text the schema forces is fed in one batch instead of decoded (see ``_jump_forward``).
+Prompts, prefix reuse and the decode loop follow ``_prompted.PromptedBackend``; a step here
+is ``Llama.generate``'s minus its per-token bookkeeping: ``Llama.eval`` for each token and a
+C sampler chain, plus a dict lookup and UTF-8 assembly (the loop adds the stop-string scan).
+JSON schemas become a grammar that is only consulted to check the sampled token (see
+``_llama_sampling``), so constrained decoding runs at nearly full speed, and text the schema
+forces is fed in one batch instead of decoded (see ``_jump_forward``).
 
 Prefix caching: the longest common token prefix of the KV cache and the new prompt is kept
 and only the rest is evaluated. The KV cache depends on the active adapter, so each switch
@@ -22,9 +23,8 @@ import codecs
 import ctypes
 import json
 import logging
-import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,10 +36,16 @@ from edge_agent.backends._chat_template import CHATML_TEMPLATE, ChatTemplate
 from edge_agent.backends._json_grammar import schema_to_gbnf
 from edge_agent.backends._jump_forward import Automaton, JumpForward
 from edge_agent.backends._llama_sampling import Grammar, Sampler
-from edge_agent.backends._streaming import Clock, StopScanner
-from edge_agent.backends.base import Backend, Chunk, Done, FinishReason, GenerationRequest
-from edge_agent.errors import AdapterError, BackendError, ContextLengthError, InvalidAdapterError
-from edge_agent.types import Message, Usage
+from edge_agent.backends._prompted import (
+    CLOSED_MID_STREAM,
+    PromptedBackend,
+    Run,
+    Step,
+    reusable_prefix,
+)
+from edge_agent.backends._streaming import Clock, log_softmax_at
+from edge_agent.backends.base import GenerationRequest
+from edge_agent.errors import BackendError, InvalidAdapterError
 
 if TYPE_CHECKING:
     from edge_agent.models.gguf import BaseModelIdentity
@@ -83,7 +89,33 @@ class _KVStash:
     state: ctypes.Array[ctypes.c_uint8]
 
 
-class LlamaCppBackend(Backend):
+class _Run(Run):
+    """One request's sampler, schema constraints and tokens still to evaluate."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        cached: int,
+        request: GenerationRequest,
+        *,
+        sampler: Sampler,
+        constraints: tuple[Grammar | None, JumpForward | None],
+        pending: list[int],
+    ) -> None:
+        super().__init__(clock, cached, request.logprobs)
+        self.sampler = sampler
+        self.grammar, self.jump = constraints
+        self.batch = pending  # tokens whose KV is still to compute: the prompt's rest, then ours
+        self.text_of = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+
+    def flush(self) -> str:
+        return self.text_of(b"", True)
+
+    def close(self) -> None:
+        self.sampler.close()
+
+
+class LlamaCppBackend(PromptedBackend[_Run]):
     """A GGUF model loaded once; LoRA adapters load and switch without reloading it."""
 
     def __init__(
@@ -103,6 +135,7 @@ class LlamaCppBackend(Backend):
     ) -> None:
         from edge_agent.models.gguf import identity_of, read_header
 
+        super().__init__()
         self._path = Path(model_path)
         header = read_header(self._path)  # a bad file fails here, before llama.cpp reads it
         self._identity = identity_of(header)
@@ -129,11 +162,7 @@ class LlamaCppBackend(Backend):
         self._logprob_buf = np.empty(self._n_vocab, dtype=np.float32)
         self._grammars: dict[str, Grammar] = {}  # compiled once per schema
         self._automata: dict[str, Automaton] = {}  # jump-forward oracles, built once per schema
-        self._adapters: dict[str, Any] = {}  # name -> llama_adapter_lora pointer
-        self._active: str | None = None
         self._stashes: OrderedDict[str | None, _KVStash] = OrderedDict()
-
-    # -- contract ---------------------------------------------------------------------------
 
     @property
     def identity(self) -> BaseModelIdentity:
@@ -144,119 +173,53 @@ class LlamaCppBackend(Backend):
         return self._name
 
     @property
-    def active_adapter(self) -> str | None:
-        return self._active
-
-    @property
     def n_ctx(self) -> int:
         return int(self._llama.n_ctx())
 
-    def render_prompt(
-        self, messages: Sequence[Message | dict[str, Any]], *, add_generation_prompt: bool = True
-    ) -> str:
-        """The exact prompt text this model sees; fine-tuning formats examples with it too."""
-        dicts = [m.to_template_dict() if isinstance(m, Message) else m for m in messages]
-        return self._template.render(dicts, add_generation_prompt=add_generation_prompt)
+    # -- prompt and decoding ----------------------------------------------------------------
 
-    def tokenize_prompt(self, messages: Sequence[Message | dict[str, Any]]) -> list[int]:
-        text = self.render_prompt(messages)
+    def _encode(self, text: str) -> list[int]:
         bos = self._template.bos_token
         # The template may already spell BOS; a second one shifts every position.
         add_bos = bool(self._llama._model.add_bos_token()) and not (bos and text.startswith(bos))
         tokens: list[int] = self._llama.tokenize(text.encode(), add_bos=add_bos, special=True)
         return tokens
 
-    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
-        self._check_open()
-        clock = Clock(time.perf_counter())
-        prompt = self.tokenize_prompt(request.messages)
-        room = self.n_ctx - len(prompt)
-        if room < 1:
-            raise ContextLengthError(
-                f"the prompt is {len(prompt)} tokens but the context holds {self.n_ctx}; "
-                "shorten the conversation or raise context_size"
-            )
-        grammar, jump = self._constraints(request.json_schema)
+    def _start(self, request: GenerationRequest, prompt: list[int], clock: Clock) -> _Run:
+        constraints = self._constraints(request.json_schema)
+        cached = self._reuse_prefix(prompt)
         seed = self._seed if request.seed is None else request.seed
         sampler = Sampler(self._n_vocab, temperature=request.temperature, top_p=request.top_p,
                           seed=seed)  # fmt: skip
-        try:
-            cached = self._reuse_prefix(prompt)
-            limit = min(request.max_tokens, room)
-            counts = (len(prompt), cached)
-            yield from self._stream(
-                request, sampler, (grammar, jump), prompt[cached:],
-                limit=limit, clock=clock, counts=counts,
-            )  # fmt: skip
-        finally:
-            sampler.close()
+        pending = prompt[cached:]
+        return _Run(
+            clock, cached, request, sampler=sampler, constraints=constraints, pending=pending
+        )
 
-    def clear_cache(self) -> None:
-        """Drop the active adapter's prefix KV cache: the next request evaluates its whole
-        prompt (benchmarks measure the uncached cost with it)."""
-        self._check_open()
-        self._clear_kv()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
-        for adapter in self._adapters.values():
-            llama_cpp.llama_adapter_lora_free(adapter)
-        self._adapters.clear()
-        for grammar in self._grammars.values():
-            grammar.close()
-        self._grammars.clear()
-        self._stashes.clear()
-        self._llama.close()
-
-    # -- adapters ---------------------------------------------------------------------------
-
-    def load_adapter(self, name: str, path: Path) -> None:
-        """Load a LoRA GGUF made for this base model; it stays inactive until ``use_adapter``."""
-        from edge_agent.lora.gguf import require_same_base
-
-        self._check_open()
-        if name in self._adapters:
-            raise AdapterError(f"an adapter named {name!r} is already loaded; pick another name")
-        path = Path(path)
-        require_same_base(path, self._identity)  # llama.cpp checks only arch and shapes
-        _recent_errors.clear()
-        adapter = llama_cpp.llama_adapter_lora_init(self._llama.model, str(path).encode())
-        if not adapter:
-            raise InvalidAdapterError(
-                f"llama.cpp could not load the adapter {path.name}: {_last_errors()}; "
-                "pull it again (`edge-agent adapters pull`) or re-export it on the host"
-            )
-        self._adapters[name] = adapter
-
-    def use_adapter(self, name: str | None) -> None:
-        """Make ``name`` (or the bare base model, for None) the adapter for what follows."""
-        self._check_open()
-        if name is not None and name not in self._adapters:
-            loaded = ", ".join(sorted(self._adapters)) or "none"
-            raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {loaded})")
-        if name == self._active:
-            return
-        self._stash_kv()
-        if name is None:
-            llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
-        else:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[name])
-            llama_cpp.llama_set_adapters_lora(
-                self._llama.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)
-            )
-        self._active = name
-        self._restore_kv(name)
-
-    # -- internals --------------------------------------------------------------------------
+    def _step(self, run: _Run, budget: int) -> Step | None:
+        """Forced tokens fed without the model when the schema allows, else the model's pick;
+        evaluation is deferred so forced tokens go in one batch with the next pick's input."""
+        if run.jump is not None:
+            forced = self._forced(run, budget)
+            if forced is not None:
+                run.batch += forced.tokens
+                return forced
+        self._eval(run.batch)
+        token = run.sampler.sample(self._llama.ctx, run.grammar)
+        run.clock.first_token()
+        piece, is_eog = self._token_cache.get(token) or self._token_info(token)
+        if is_eog:
+            return None
+        run.batch = [token]  # its KV is only needed by a next step or request
+        text = run.text_of(piece)
+        if run.jump is not None:
+            run.jump.observe(token, piece, text)
+        return Step((token,), text, (self._logprob(token),) if run.logprobs else ())
 
     def _reuse_prefix(self, prompt: list[int]) -> int:
         """Keep the KV cache's common prefix with the prompt; return its length. The rest is
-        evaluated by ``_stream``, in one batch with any text the schema forces first."""
-        # At least the last prompt token is evaluated: its logits pick the first answer token.
-        keep = min(self._common_prefix(prompt), len(prompt) - 1)
+        evaluated by the first ``_step``, in one batch with any text the schema forces first."""
+        keep = reusable_prefix(self._llama.input_ids[: self._llama.n_tokens], prompt)
         memory = llama_cpp.llama_get_memory(self._llama.ctx)
         if keep and not llama_cpp.llama_memory_seq_rm(memory, -1, keep, -1):
             keep = 0  # e.g. recurrent models cannot cut their state: start over
@@ -266,62 +229,13 @@ class LlamaCppBackend(Backend):
 
     def _eval(self, tokens: Sequence[int]) -> None:
         if self._closed:
-            raise BackendError("the backend was closed during generation")
+            raise BackendError(CLOSED_MID_STREAM)
         try:
             self._llama.eval(tokens)
         except RuntimeError as exc:
             raise BackendError(f"llama.cpp failed to evaluate the prompt: {exc}") from exc
 
-    def _stream(
-        self,
-        request: GenerationRequest,
-        sampler: Sampler,
-        constraints: tuple[Grammar | None, JumpForward | None],
-        pending: list[int],
-        *,
-        limit: int,
-        clock: Clock,
-        counts: tuple[int, int],
-    ) -> Iterator[Chunk]:
-        run = _Run(request.logprobs, *constraints)
-        stops = StopScanner(request.stop)
-        finish: FinishReason = "length"
-        n = 0
-        batch = pending  # tokens whose KV is still to compute: the prompt's rest, then ours
-        while n < limit:
-            step = self._forced(run, limit - n) if run.jump is not None else None
-            if step is None:
-                self._eval(batch)
-                step, batch = self._chosen(run, sampler), []
-                clock.first_token()
-                if step is None:  # end of generation
-                    finish = "stop"
-                    break
-            n += len(step.tokens)
-            batch += step.tokens  # the last step's KV is only needed by a next request: skipped
-            text, stopped = stops.feed(step.text)
-            if step.tokens:
-                yield Chunk(text, step.tokens, step.logprobs)
-            if stopped or step.complete:
-                finish = "stop"
-                break
-        tail = "" if stops.stopped else stops.feed(run.text_of(b"", True))[0]
-        n_prompt, cached = counts
-        usage = Usage(prompt_tokens=n_prompt, completion_tokens=n, cached_prompt_tokens=cached)
-        yield Done(tail + stops.flush(), finish_reason=finish, usage=usage, timings=clock.done())
-
-    def _chosen(self, run: _Run, sampler: Sampler) -> _Step | None:
-        """The model's next token, or None when it ends the generation."""
-        token = sampler.sample(self._llama.ctx, run.grammar)
-        piece, is_eog = self._token_cache.get(token) or self._token_info(token)
-        if is_eog:
-            return None
-        text = run.text_of(piece)
-        if run.jump is not None:
-            run.jump.observe(token, piece, text)
-        return _Step((token,), text, (self._logprob(token),) if run.logprobs else ())
-
-    def _forced(self, run: _Run, budget: int) -> _Step | None:
+    def _forced(self, run: _Run, budget: int) -> Step | None:
         """The tokens the schema forces now, each checked against and accepted into the grammar;
         None when the model must choose."""
         assert run.jump is not None and run.grammar is not None
@@ -343,7 +257,7 @@ class LlamaCppBackend(Backend):
         if not taken and not complete:
             return None
         logprobs = (0.0,) * len(taken) if run.logprobs else ()  # forced, not chosen
-        return _Step(tuple(taken), "".join(texts), logprobs, complete)
+        return Step(tuple(taken), "".join(texts), logprobs, complete)
 
     def _token_info(self, token: int) -> tuple[bytes, bool]:
         """The token's text bytes and whether it ends generation, computed once per token id."""
@@ -359,9 +273,7 @@ class LlamaCppBackend(Backend):
     def _logprob(self, token: int) -> float:
         raw = llama_cpp.llama_get_logits_ith(self._llama.ctx, -1)
         logits = np.ctypeslib.as_array(raw, shape=(self._n_vocab,))
-        top = float(logits.max())
-        shifted = np.subtract(logits, top, out=self._logprob_buf)
-        return float(logits[token]) - top - float(np.log(np.exp(shifted, out=shifted).sum()))
+        return log_softmax_at(logits, token, self._logprob_buf)
 
     def _constraints(
         self, schema: dict[str, Any] | None
@@ -392,13 +304,46 @@ class LlamaCppBackend(Backend):
     def _piece(self, token: int) -> bytes:
         return (self._token_cache.get(token) or self._token_info(token))[0]
 
-    def _common_prefix(self, prompt: list[int]) -> int:
-        held = self._llama.input_ids[: self._llama.n_tokens]
-        width = min(len(held), len(prompt))
-        if width == 0:
-            return 0
-        diff = np.flatnonzero(held[:width] != np.asarray(prompt[:width], dtype=held.dtype))
-        return int(diff[0]) if diff.size else width
+    def _drop_cache(self) -> None:
+        self._clear_kv()
+
+    def _release(self) -> None:
+        llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
+        for adapter in self._loaded.values():
+            llama_cpp.llama_adapter_lora_free(adapter)
+        self._loaded.clear()
+        for grammar in self._grammars.values():
+            grammar.close()
+        self._grammars.clear()
+        self._stashes.clear()
+        self._llama.close()
+
+    # -- adapters ---------------------------------------------------------------------------
+
+    def _load_adapter(self, name: str, path: Path) -> Any:
+        """A LoRA GGUF made for this base model, as a llama_adapter_lora pointer."""
+        from edge_agent.lora.gguf import require_same_base
+
+        require_same_base(path, self._identity)  # llama.cpp checks only arch and shapes
+        _recent_errors.clear()
+        adapter = llama_cpp.llama_adapter_lora_init(self._llama.model, str(path).encode())
+        if not adapter:
+            raise InvalidAdapterError(
+                f"llama.cpp could not load the adapter {path.name}: {_last_errors()}; "
+                "pull it again (`edge-agent adapters pull`) or re-export it on the host"
+            )
+        return adapter
+
+    def _apply_adapter(self, name: str | None) -> None:
+        self._stash_kv()
+        if name is None:
+            llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
+        else:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._loaded[name])
+            llama_cpp.llama_set_adapters_lora(
+                self._llama.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)
+            )
+        self._restore_kv(name)
 
     def _stash_kv(self) -> None:
         """Save sequence 0's KV under the adapter that computed it, then empty the cache."""
@@ -439,26 +384,6 @@ class LlamaCppBackend(Backend):
             bos_token=model.token_get_text(bos) if bos >= 0 else "",
             eos_token=model.token_get_text(eos) if eos >= 0 else "",
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """Tokens produced in one step: one chosen by the model, or a run of forced ones."""
-
-    tokens: tuple[int, ...]
-    text: str
-    logprobs: tuple[float, ...]
-    complete: bool = False  # the output is finished: stop without asking the model
-
-
-class _Run:
-    """Per-request decoding state shared by the steps."""
-
-    def __init__(self, logprobs: bool, grammar: Grammar | None, jump: JumpForward | None) -> None:
-        self.logprobs = logprobs
-        self.grammar = grammar
-        self.jump = jump
-        self.text_of = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
 
 
 def _kv_type(name: str) -> int:

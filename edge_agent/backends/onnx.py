@@ -3,12 +3,14 @@
 A model is a folder: ``genai_config.json``, the ONNX graph and weights, the tokenizer and,
 when ``quantize`` built it, ``edge_agent.json`` naming its base identity and LoRA slots.
 
-Decoding is onnxruntime-genai's loop over its KV cache. A greedy request reuses the previous
-request's generator when schema and adapter match, rewound to the longest common token
-prefix (``rewind_to``), so a fixed system prompt is evaluated once. JSON schemas go to its
-guidance (llguidance, in the CPU wheel too) with ``json.dumps``'s separators: the output is
-the canonical call JSON the flywheel trains on. Text the schema forces is fed in one batch
-and gets logprob 0.0, as on llama.cpp; other logprobs are the raw logits' log-softmax.
+Prompts, prefix reuse and the decode loop follow ``_prompted.PromptedBackend``; a step is
+onnxruntime-genai's ``generate_next_token`` over its KV cache. A greedy request reuses the
+previous request's generator when schema and adapter match, rewound to the longest common
+token prefix (``rewind_to``), so a fixed system prompt is evaluated once. JSON schemas go
+to its guidance (llguidance, in the CPU wheel too) with ``json.dumps``'s separators: the
+output is the canonical call JSON the flywheel trains on. Text the schema forces is fed in
+one batch and gets logprob 0.0, as on llama.cpp; other logprobs are the raw logits'
+log-softmax.
 
 Adapters fill the model's LoRA slots through ``og.Adapters`` (see adapters.onnx_export); a
 GGUF adapter is converted on load. The execution provider comes from the device profile;
@@ -20,8 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,15 @@ from typing import Any
 import numpy as np
 
 from edge_agent.backends._chat_template import CHATML_TEMPLATE, ChatTemplate
-from edge_agent.backends._streaming import Clock, StopScanner
-from edge_agent.backends.base import Backend, Chunk, Done, FinishReason, GenerationRequest
+from edge_agent.backends._prompted import (
+    CLOSED_MID_STREAM,
+    PromptedBackend,
+    Run,
+    Step,
+    reusable_prefix,
+)
+from edge_agent.backends._streaming import Clock, log_softmax_at
+from edge_agent.backends.base import GenerationRequest
 from edge_agent.errors import (
     AdapterError,
     BackendError,
@@ -47,7 +55,6 @@ from edge_agent.lora.onnx import (
     write_onnx_adapter,
 )
 from edge_agent.models.gguf import BaseModelIdentity
-from edge_agent.types import Message, Usage
 
 try:
     import onnxruntime_genai as og
@@ -73,7 +80,25 @@ _CORRUPT = (  # onnxruntime's words for a damaged file, as opposed to an unsuppo
 )
 
 
-class OnnxBackend(Backend):
+class _Run(Run):
+    """One request's generator, streaming detokenizer and text so far."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        cached: int,
+        request: GenerationRequest,
+        generator: og.Generator,
+        decode: Callable[[int], str],
+    ) -> None:
+        super().__init__(clock, cached, request.logprobs)
+        self.generator = generator
+        self.decode = decode
+        self.constrained = request.json_schema is not None
+        self.text: list[str] = []
+
+
+class OnnxBackend(PromptedBackend[_Run]):
     """An onnxruntime-genai model folder, loaded once; adapters switch per request."""
 
     def __init__(
@@ -89,6 +114,7 @@ class OnnxBackend(Backend):
     ) -> None:
         # A profile's llama.cpp options (gpu_layers, mmap, KV type, ...) have no ONNX meaning.
         del llama_options
+        super().__init__()
         self._folder = model_folder(model_path)
         self._config = read_genai_config(self._folder)
         self._info = _read_info(self._folder)
@@ -102,13 +128,9 @@ class OnnxBackend(Backend):
         self._n_ctx = min(n_ctx, int(model.get("context_length") or n_ctx))
         self._eos = {int(t) for t in np.atleast_1d(model.get("eos_token_id", []))}
         self._seed = seed
-        self._adapters = og.Adapters(self._model)
-        self._loaded: dict[str, Path] = {}
-        self._active: str | None = None
+        self._lora = og.Adapters(self._model)  # the adapters loaded, by name (``_loaded``)
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._held: _Held | None = None
-
-    # -- contract ---------------------------------------------------------------------------
 
     @property
     def identity(self) -> BaseModelIdentity | None:
@@ -119,36 +141,8 @@ class OnnxBackend(Backend):
         return str(self._info.get("name") or self._folder.name)
 
     @property
-    def active_adapter(self) -> str | None:
-        return self._active
-
-    @property
     def n_ctx(self) -> int:
         return self._n_ctx
-
-    def render_prompt(
-        self, messages: Sequence[Message | dict[str, Any]], *, add_generation_prompt: bool = True
-    ) -> str:
-        """The exact prompt text this model sees (its own chat template)."""
-        dicts = [m.to_template_dict() if isinstance(m, Message) else m for m in messages]
-        return self._template.render(dicts, add_generation_prompt=add_generation_prompt)
-
-    def tokenize_prompt(self, messages: Sequence[Message | dict[str, Any]]) -> list[int]:
-        return [int(t) for t in self._tokenizer.encode(self.render_prompt(messages))]
-
-    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
-        self._check_open()
-        clock = Clock(time.perf_counter())
-        prompt = self.tokenize_prompt(request.messages)
-        room = self._n_ctx - len(prompt)
-        if room < 1:
-            raise ContextLengthError(
-                f"the prompt is {len(prompt)} tokens but the context holds {self._n_ctx}; "
-                "shorten the conversation or raise context_size"
-            )
-        generator, cached = self._start(request, prompt)
-        limit = min(request.max_tokens, room)
-        yield from self._stream(request, generator, limit, clock, (len(prompt), cached))
 
     def token_logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Raw logits after each prefix of ``tokens`` (row i predicts token i + 1), with the
@@ -161,36 +155,98 @@ class OnnxBackend(Backend):
         params.set_search_options(max_length=min(self._n_ctx, len(tokens) + 1), batch_size=1)
         generator = og.Generator(self._model, params)
         if self._active is not None:
-            generator.set_active_adapter(self._adapters, self._active)
+            generator.set_active_adapter(self._lora, self._active)
         rows = []
         for token in tokens:
             generator.append_tokens(np.array([token], dtype=np.int32))
             rows.append(np.array(generator.get_logits()[0, -1], dtype=np.float32))
         return np.stack(rows)
 
-    def clear_cache(self) -> None:
-        """Drop the held KV cache: the next request evaluates its whole prompt."""
-        self._check_open()
+    # -- prompt and decoding ----------------------------------------------------------------
+
+    def _encode(self, text: str) -> list[int]:
+        return [int(t) for t in self._tokenizer.encode(text)]
+
+    def _start(self, request: GenerationRequest, prompt: list[int], clock: Clock) -> _Run:
+        generator, cached = self._generator_for(request, prompt)
+        return _Run(clock, cached, request, generator, self._tokenizer.create_stream().decode)
+
+    def _generator_for(
+        self, request: GenerationRequest, prompt: list[int]
+    ) -> tuple[og.Generator, int]:
+        """A generator holding the prompt, and how many prompt tokens came from its cache."""
+        key = _cache_key(request, self._active)
+        held = self._held
+        if key is not None and held is not None and held.key == key:
+            sequence = held.generator.get_sequence(0)
+            # Rewind strictly below the held length: that also resets the guidance state.
+            keep = min(reusable_prefix(sequence, prompt), len(sequence) - 1)
+            if keep > 0:
+                held.generator.rewind_to(keep)
+                _append(held.generator, prompt[keep:])
+                return held.generator, keep
+        self._held = None  # free the old KV cache before allocating a new one
+        generator = self._new_generator(request)
+        _append(generator, prompt)
+        if key is not None:
+            self._held = _Held(key, generator)
+        return generator, 0
+
+    def _new_generator(self, request: GenerationRequest) -> og.Generator:
+        params = og.GeneratorParams(self._model)
+        params.set_search_options(**_search_options(request, self._n_ctx, self._seed))
+        if request.json_schema is not None:
+            params.set_guidance("json_schema", json.dumps(_canonical(request.json_schema)), True)
+        try:
+            generator = og.Generator(self._model, params)
+        except RuntimeError as exc:
+            if request.json_schema is not None:
+                raise BackendError(f"cannot constrain output to this JSON schema: {exc}") from exc
+            raise BackendError(f"onnxruntime-genai could not start generating: {exc}") from exc
+        if self._active is not None:
+            generator.set_active_adapter(self._lora, self._active)
+        return generator
+
+    def _step(self, run: _Run, budget: int) -> Step:
+        """One ``generate_next_token``: the forced tokens it fed, then the one it chose."""
+        if self._closed:
+            raise BackendError(CLOSED_MID_STREAM)
+        generator = run.generator
+        before = generator.token_count()
+        try:
+            # The logits that pick the next token (computed now, after any forced tokens).
+            logits = np.array(generator.get_logits()[0, -1]) if run.logprobs else None
+            generator.generate_next_token()
+        except RuntimeError as exc:
+            raise BackendError(f"onnxruntime-genai failed to generate: {exc}") from exc
+        chosen = int(generator.get_next_tokens()[0])
+        new = tuple(int(t) for t in generator.get_sequence(0)[before:])
+        eos = chosen in self._eos
+        if eos:  # the end token is not output (nor, in some versions, kept in the sequence)
+            new = tuple(t for t in new if t not in self._eos)
+        run.clock.first_token()
+        logprobs = _logprobs(logits, len(new), chosen, eos) if logits is not None else ()
+        tokens, logprobs = new[:budget], logprobs[:budget]
+        piece = "".join(run.decode(t) for t in tokens)
+        run.text.append(piece)
+        # The model ended, the context is full, or the JSON value is closed.
+        ended = eos or generator.is_done() or _json_done(run, piece)
+        return Step(tokens, piece, logprobs, ended)
+
+    def _drop_cache(self) -> None:
         self._held = None
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self._held = None
-        del self._adapters, self._tokenizer, self._model
+        del self._lora, self._tokenizer, self._model
         if self._scratch is not None:
             self._scratch.cleanup()
 
     # -- adapters ---------------------------------------------------------------------------
 
-    def load_adapter(self, name: str, path: Path) -> None:
-        """Load a LoRA (an ``.onnx_adapter``, or a GGUF adapter made for this base model);
-        it stays inactive until ``use_adapter``."""
-        self._check_open()
-        if name in self._loaded:
-            raise AdapterError(f"an adapter named {name!r} is already loaded; pick another name")
-        path = Path(path)
+    def _load_adapter(self, name: str, path: Path) -> Path:
+        """An ``.onnx_adapter``, or a GGUF adapter made for this base model, converted; returns
+        the file onnxruntime-genai loaded."""
         if not path.is_file():
             raise InvalidAdapterError(f"{path}: no such adapter file")
         slots = self._slots()
@@ -201,18 +257,14 @@ class OnnxBackend(Backend):
         else:
             check_fits(read_onnx_adapter(path), slots, path)
         try:
-            self._adapters.load(str(path), name)
+            self._lora.load(str(path), name)
         except RuntimeError as exc:
             raise InvalidAdapterError(f"onnxruntime could not load {path.name}: {exc}") from exc
-        self._loaded[name] = path
+        return path
 
-    def use_adapter(self, name: str | None) -> None:
-        """Make ``name`` (or the bare base model, for None) the adapter for what follows."""
-        self._check_open()
-        if name is not None and name not in self._loaded:
-            loaded = ", ".join(sorted(self._loaded)) or "none"
-            raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {loaded})")
-        self._active = name
+    def _apply_adapter(self, name: str | None) -> None:
+        """Nothing to do now: each new generator takes the active adapter, and a held one is
+        reused only under the adapter it was made with (``_cache_key``)."""
 
     def _identity_for(self, adapter: Path) -> BaseModelIdentity:
         identity = self.identity
@@ -237,96 +289,6 @@ class OnnxBackend(Backend):
         if self._scratch is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="edge-agent-onnx-")
         return Path(self._scratch.name)
-
-    # -- decoding ---------------------------------------------------------------------------
-
-    def _start(self, request: GenerationRequest, prompt: list[int]) -> tuple[og.Generator, int]:
-        """A generator holding the prompt, and how many prompt tokens came from its cache."""
-        key = _cache_key(request, self._active)
-        held = self._held
-        if key is not None and held is not None and held.key == key:
-            sequence = held.generator.get_sequence(0)
-            # Rewind strictly below the held length: that also resets the guidance state, and
-            # at least one prompt token is evaluated so its logits pick the first answer token.
-            keep = min(_common_prefix(sequence, prompt), len(sequence) - 1, len(prompt) - 1)
-            if keep > 0:
-                held.generator.rewind_to(keep)
-                _append(held.generator, prompt[keep:])
-                return held.generator, keep
-        self._held = None  # free the old KV cache before allocating a new one
-        generator = self._new_generator(request)
-        _append(generator, prompt)
-        if key is not None:
-            self._held = _Held(key, generator)
-        return generator, 0
-
-    def _new_generator(self, request: GenerationRequest) -> og.Generator:
-        params = og.GeneratorParams(self._model)
-        params.set_search_options(**_search_options(request, self._n_ctx, self._seed))
-        if request.json_schema is not None:
-            params.set_guidance("json_schema", json.dumps(_canonical(request.json_schema)), True)
-        try:
-            generator = og.Generator(self._model, params)
-        except RuntimeError as exc:
-            if request.json_schema is not None:
-                raise BackendError(f"cannot constrain output to this JSON schema: {exc}") from exc
-            raise BackendError(f"onnxruntime-genai could not start generating: {exc}") from exc
-        if self._active is not None:
-            generator.set_active_adapter(self._adapters, self._active)
-        return generator
-
-    def _stream(
-        self,
-        request: GenerationRequest,
-        generator: og.Generator,
-        limit: int,
-        clock: Clock,
-        counts: tuple[int, int],
-    ) -> Iterator[Chunk]:
-        decode = self._tokenizer.create_stream().decode
-        stops = StopScanner(request.stop)
-        text_so_far: list[str] = []
-        finish: FinishReason = "length"
-        n = 0
-        while n < limit:
-            step = self._step(generator, request.logprobs)
-            clock.first_token()
-            tokens, logprobs = step.tokens[: limit - n], step.logprobs[: limit - n]
-            n += len(tokens)
-            piece = "".join(decode(t) for t in tokens)
-            text_so_far.append(piece)
-            text, stopped = stops.feed(piece)
-            if tokens:
-                yield Chunk(text, tokens, logprobs)
-            if step.ended or stopped or _json_done(request, piece, text_so_far):
-                finish = "stop"
-                break
-        n_prompt, cached = counts
-        usage = Usage(prompt_tokens=n_prompt, completion_tokens=n, cached_prompt_tokens=cached)
-        tail = "" if stops.stopped else stops.flush()
-        yield Done(tail, finish_reason=finish, usage=usage, timings=clock.done())
-
-    def _step(self, generator: og.Generator, want_logprobs: bool) -> _Step:
-        """One ``generate_next_token``: the forced tokens it fed, then the one it chose."""
-        if self._closed:
-            raise BackendError("the backend was closed during generation")
-        before = generator.token_count()
-        try:
-            # The logits that pick the next token (computed now, after any forced tokens).
-            logits = np.array(generator.get_logits()[0, -1]) if want_logprobs else None
-            generator.generate_next_token()
-        except RuntimeError as exc:
-            raise BackendError(f"onnxruntime-genai failed to generate: {exc}") from exc
-        chosen = int(generator.get_next_tokens()[0])
-        new = tuple(int(t) for t in generator.get_sequence(0)[before:])
-        eos = chosen in self._eos
-        if eos:  # the end token is not output (nor, in some versions, kept in the sequence)
-            new = tuple(t for t in new if t not in self._eos)
-        logprobs: tuple[float, ...] = ()
-        if logits is not None:  # all but the chosen (last) token were forced by the schema
-            last = () if eos else (_log_softmax_at(logits, chosen),)
-            logprobs = (0.0,) * (len(new) - len(last)) + last
-        return _Step(new, logprobs, eos or generator.is_done())
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -474,13 +436,6 @@ class _Held:
     generator: og.Generator
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
-    tokens: tuple[int, ...]
-    logprobs: tuple[float, ...]
-    ended: bool  # the model chose to end, or the context is full
-
-
 def _cache_key(request: GenerationRequest, adapter: str | None) -> tuple[Any, ...] | None:
     """What a held generator must share with a request to be reused; None for sampled
     requests, which get a fresh generator so that one seed always gives one output."""
@@ -516,25 +471,19 @@ def _append(generator: og.Generator, tokens: Sequence[int]) -> None:
         raise BackendError(f"onnxruntime-genai failed to evaluate the prompt: {exc}") from exc
 
 
-def _common_prefix(held: np.ndarray, prompt: list[int]) -> int:
-    width = min(len(held), len(prompt))
-    if width == 0:
-        return 0
-    diff = np.flatnonzero(held[:width] != np.asarray(prompt[:width], dtype=held.dtype))
-    return int(diff[0]) if diff.size else width
+def _logprobs(logits: np.ndarray, n_new: int, chosen: int, eos: bool) -> tuple[float, ...]:
+    """All but the chosen (last) new token were forced by the schema and get 0.0; an end
+    token is not output, so it gets none."""
+    last = () if eos else (log_softmax_at(logits, chosen),)
+    return (0.0,) * (n_new - len(last)) + last
 
 
-def _log_softmax_at(logits: np.ndarray, token: int) -> float:
-    top = float(logits.max())
-    return float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
-
-
-def _json_done(request: GenerationRequest, piece: str, text: list[str]) -> bool:
+def _json_done(run: _Run, piece: str) -> bool:
     """A closed top-level object or array admits nothing more: stop without one more step."""
-    if request.json_schema is None or not piece.rstrip().endswith(("}", "]")):
+    if not run.constrained or not piece.rstrip().endswith(("}", "]")):
         return False
     try:
-        json.loads("".join(text))
+        json.loads("".join(run.text))
     except ValueError:
         return False
     return True

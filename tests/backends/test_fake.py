@@ -1,4 +1,5 @@
-"""The scripted backend and the backend registry: the seams other tests build on."""
+"""The scripted backend and the backend registry: the seams other tests build on (the contract
+all backends keep, the fake included, is test_contract.py)."""
 
 from __future__ import annotations
 
@@ -65,27 +66,6 @@ def test_adapters_by_name(tmp_path: Path) -> None:
     backend.load_adapter("tone", tmp_path / "tone.gguf")
     backend.use_adapter("tone")
     assert backend.active_adapter == "tone"
-
-
-def test_closed_backend_refuses_work() -> None:
-    with ScriptedBackend(["a"]) as backend:
-        pass
-    with pytest.raises(BackendError, match="closed"):
-        backend.complete(_request())
-    backend.close()  # a second close is harmless
-
-
-def test_contract_defaults_refuse_adapters() -> None:
-    class Minimal(Backend):
-        def generate(self, request: GenerationRequest):  # type: ignore[no-untyped-def]
-            yield Done("ok")
-
-    backend = Minimal()
-    assert backend.complete(_request()).text == "ok"
-    with pytest.raises(AdapterError, match="cannot load"):
-        backend.load_adapter("x", Path("x.gguf"))
-    backend.use_adapter(None)
-    assert backend.active_adapter is None
 
 
 def test_stream_without_done_is_an_error() -> None:

@@ -19,7 +19,7 @@ from edge_agent.backends._jump_forward import Automaton, Forced
 from edge_agent.backends.llama_cpp import LlamaCppBackend
 from edge_agent.errors import ContextLengthError
 from edge_agent.types import Message
-from tests.backends.test_llama_cpp import SCHEMA
+from tests.backends.support import SCHEMA
 from tests.tinymodel import TinyModel
 
 LIGHT_SET = {

@@ -1,11 +1,11 @@
-"""The llama.cpp backend: prompts, streaming, JSON constraints, logprobs, prefix cache, LoRA.
+"""The llama.cpp backend beyond the contract (test_contract.py): raw logprobs, the grammar
+fast path, KV stashes across LoRA switches, load errors, SmolLM2.
 
 Fast tests run on a tiny random llama built by the test; `integration` ones on SmolLM2-135M.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,67 +16,27 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.backends import Done, GenerationRequest, open_backend
 from edge_agent.backends._json_grammar import int_range_gbnf
 from edge_agent.backends._streaming import StopScanner
 from edge_agent.backends.llama_cpp import LlamaCppBackend
 from edge_agent.errors import (
-    AdapterError,
     AdapterMismatchError,
     BackendError,
-    ContextLengthError,
     InvalidAdapterError,
     InvalidModelFileError,
 )
-from edge_agent.models.gguf import BaseModelIdentity, identity_of, read_header
+from edge_agent.models.gguf import identity_of, read_header
 from edge_agent.types import Message
+from tests.backends.support import SCHEMA, ask, check_schema_output, random_lora
 from tests.tinymodel import TinyModel
 
 SYSTEM = "You are a helpful assistant. " * 12
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "color": {"enum": ["red", "green", "blue"]},
-        "count": {"type": "integer", "minimum": 1, "maximum": 12},
-    },
-    "required": ["color", "count"],
-    "additionalProperties": False,
-}
-
-
-def ask(text: str, system: str | None = None, **kwargs: object) -> GenerationRequest:
-    messages = [Message(role="system", content=system)] if system else []
-    messages.append(Message(role="user", content=text))
-    return GenerationRequest(messages=messages, **kwargs)
-
-
-def random_lora(identity: BaseModelIdentity, path: Path, seed: int, rank: int = 4) -> Path:
-    """A random LoRA on q/v projections, exported for `identity` (no torch needed)."""
-    from edge_agent.lora.gguf import export_lora_gguf
-
-    rng = np.random.default_rng(seed)
-    kv = identity.n_embd * identity.n_head_kv // identity.n_head
-    state = {}
-    for i in range(identity.n_layer):
-        for module, n_out in (("q_proj", identity.n_embd), ("v_proj", kv)):
-            key = f"base_model.model.model.layers.{i}.self_attn.{module}"
-            a = rng.standard_normal((rank, identity.n_embd)) / np.sqrt(identity.n_embd)
-            state[f"{key}.lora_A.weight"] = a.astype(np.float32)
-            state[f"{key}.lora_B.weight"] = rng.standard_normal((n_out, rank)).astype(np.float32)
-    return export_lora_gguf(state, alpha=2.0 * rank, identity=identity, path=path)
 
 
 def system_tokens(backend: LlamaCppBackend, system: str) -> int:
     """Prompt tokens of the system turn alone (without the assistant turn opener)."""
     with_system = backend.tokenize_prompt([Message(role="system", content=system)])
     return len(with_system) - len(backend.tokenize_prompt([]))
-
-
-def check_schema_output(text: str) -> None:
-    value = json.loads(text)
-    assert set(value) == {"color", "count"}
-    assert value["color"] in {"red", "green", "blue"}
-    assert isinstance(value["count"], int) and 1 <= value["count"] <= 12
 
 
 # -- tiny model -------------------------------------------------------------------------------
@@ -98,42 +58,6 @@ def tiny_loras(tiny_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 def tiny(tiny_path: Path) -> Iterator[LlamaCppBackend]:
     with LlamaCppBackend(tiny_path, n_ctx=512, n_threads=2) as backend:
         yield backend
-
-
-def test_prompt_uses_the_models_template_and_special_tokens(tiny: LlamaCppBackend) -> None:
-    prompt = tiny.render_prompt([Message(role="user", content="hi")])
-    assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    tokens = tiny.tokenize_prompt([Message(role="user", content="hi")])
-    im_start = tiny.tokenize_prompt([])  # an empty chat renders just the generation prompt
-    assert tokens[0] == im_start[0]  # '<|im_start|>' parsed as one special token
-    assert len(tokens) < len(prompt)
-
-
-def test_streams_chunks_then_done(tiny: LlamaCppBackend) -> None:
-    chunks = list(tiny.generate(ask("hello", max_tokens=8)))
-    done = chunks[-1]
-    assert isinstance(done, Done)
-    assert all(not isinstance(c, Done) for c in chunks[:-1])
-    assert done.usage.completion_tokens == sum(len(c.token_ids) for c in chunks) <= 8
-    if done.finish_reason == "length":
-        assert done.usage.completion_tokens == 8
-    assert done.usage.prompt_tokens > 0
-    assert done.timings.first_token_ms >= done.timings.prompt_ms >= 0
-
-
-def test_greedy_is_deterministic(tiny: LlamaCppBackend, tiny_path: Path) -> None:
-    first = tiny.complete(ask("hello", max_tokens=16))
-    with LlamaCppBackend(tiny_path, n_ctx=512, n_threads=2) as fresh:
-        assert fresh.complete(ask("hello", max_tokens=16)).token_ids == first.token_ids
-
-
-def test_logprobs_are_the_raw_model_ones(tiny: LlamaCppBackend) -> None:
-    done = tiny.complete(ask("hello", max_tokens=12, logprobs=True))
-    assert len(done.logprobs) == len(done.token_ids)
-    # Greedy picks the argmax, whose probability is at least 1/vocab.
-    floor = -np.log(tiny._n_vocab)
-    assert all(floor - 1e-4 <= lp <= 0.0 for lp in done.logprobs)
-    assert tiny.complete(ask("hello", max_tokens=12)).logprobs == ()
 
 
 def test_logprobs_match_llama_cpp_pythons_own(tiny: LlamaCppBackend, tiny_path: Path) -> None:
@@ -191,30 +115,6 @@ def test_grammar_check_then_resample_equals_full_grammar(
     check_schema_output(ours.text)
 
 
-def test_json_schema_output_validates(tiny: LlamaCppBackend) -> None:
-    for seed in range(3):
-        done = tiny.complete(ask("pick", json_schema=SCHEMA, temperature=1.0, seed=seed))
-        check_schema_output(done.text)
-
-
-def test_prefix_cache_reuses_the_shared_prompt(tiny: LlamaCppBackend) -> None:
-    first = tiny.complete(ask("first question", system=SYSTEM, max_tokens=4))
-    assert first.usage.cached_prompt_tokens == 0
-    second = tiny.complete(ask("second one", system=SYSTEM, max_tokens=4))
-    assert second.usage.cached_prompt_tokens >= system_tokens(tiny, SYSTEM)
-    assert second.usage.cached_prompt_tokens < second.usage.prompt_tokens
-
-
-def test_cached_generation_equals_fresh(tiny: LlamaCppBackend, tiny_path: Path) -> None:
-    tiny.complete(ask("warm the cache", system=SYSTEM, max_tokens=4))
-    cached = tiny.complete(ask("other question", system=SYSTEM, max_tokens=12))
-    assert cached.usage.cached_prompt_tokens > 0
-    with LlamaCppBackend(tiny_path, n_ctx=512, n_threads=2) as fresh:
-        assert fresh.complete(ask("other question", system=SYSTEM, max_tokens=12)).token_ids == (
-            cached.token_ids
-        )
-
-
 def test_adapter_switching_matches_fresh_backends(
     tiny: LlamaCppBackend, tiny_path: Path, tiny_loras: dict[str, Path]
 ) -> None:
@@ -239,12 +139,7 @@ def test_adapter_switching_matches_fresh_backends(
     assert seen["l1"][0].logprobs != seen[None][0].logprobs  # the adapter does something
 
 
-def test_adapter_errors(tiny: LlamaCppBackend, tiny_loras: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(AdapterError, match="no adapter named"):
-        tiny.use_adapter("missing")
-    tiny.load_adapter("l1", tiny_loras["l1"])
-    with pytest.raises(AdapterError, match="already loaded"):
-        tiny.load_adapter("l1", tiny_loras["l1"])
+def test_a_junk_adapter_is_refused(tiny: LlamaCppBackend, tmp_path: Path) -> None:
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a gguf at all" * 10)
     with pytest.raises(InvalidAdapterError):
@@ -284,33 +179,6 @@ def test_llama_cpp_load_failure_is_a_backend_error(tmp_path: Path) -> None:
 def test_bad_kv_cache_type(tiny_path: Path) -> None:
     with pytest.raises(BackendError, match="kv_cache_type"):
         LlamaCppBackend(tiny_path, kv_cache_type="f8")
-
-
-def test_prompt_longer_than_context(tiny_path: Path) -> None:
-    with (
-        LlamaCppBackend(tiny_path, n_ctx=64, n_batch=64) as backend,
-        pytest.raises(ContextLengthError, match="context holds"),
-    ):
-        backend.complete(ask("x " * 200))
-
-
-def test_close_is_final_and_idempotent(tiny_path: Path) -> None:
-    backend = open_backend("llama_cpp", model_path=tiny_path, n_ctx=128)
-    backend.close()
-    backend.close()
-    with pytest.raises(BackendError, match="closed"):
-        backend.complete(ask("hi"))
-    with pytest.raises(BackendError, match="closed"):
-        backend.use_adapter(None)
-
-
-def test_closing_mid_stream_ends_the_stream_safely(tiny_path: Path) -> None:
-    backend = LlamaCppBackend(tiny_path, n_ctx=128)
-    stream = backend.generate(ask("hi", max_tokens=32))
-    next(stream)
-    backend.close()
-    with pytest.raises(BackendError, match="closed during generation"):
-        list(stream)
 
 
 def test_llama_cpp_prints_nothing(tiny_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
