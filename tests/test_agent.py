@@ -211,11 +211,10 @@ def test_canonical_call_json_orders_required_first():
     )
 
 
-def test_turns_are_written_through_to_the_sealed_log(tmp_path, monkeypatch):
+def test_turns_are_written_through_to_the_sealed_log(edge_home):
     from edge_agent.logstore import open_log
     from edge_agent.settings import load_settings
 
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
     log = open_log(load_settings())
     a = Agent(
         ScriptedBackend(['{"name": "set_light", "arguments": {"name": "kitchen"}}']),
@@ -227,7 +226,7 @@ def test_turns_are_written_through_to_the_sealed_log(tmp_path, monkeypatch):
     stored = log.get(result.id)
     assert stored.result.tool_calls[0].call.arguments == {"name": "kitchen", "brightness": 100}
     assert stored.messages[1].content.startswith("turn the kitchen light on")
-    assert b"kitchen" not in (tmp_path / "data").joinpath("log", "interactions.db").read_bytes()
+    assert b"kitchen" not in (edge_home / "data").joinpath("log", "interactions.db").read_bytes()
     log.close()
 
 

@@ -123,7 +123,7 @@ def serve_in_thread(
         log_level="warning",
         timeout_graceful_shutdown=1,
     )
-    server = uvicorn.Server(config)
+    server = _StoppingServer(config)
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -140,6 +140,19 @@ def serve_in_thread(
         finally:
             server.should_exit = True
             thread.join(timeout=10)
+
+
+class _StoppingServer(uvicorn.Server):
+    """Leaves no socket open when it stops. uvicorn closes each connection with a TLS
+    close_notify and waits for the peer's; an idle keep-alive client (a device's connection
+    pool) never answers, so after the graceful timeout the rest are aborted here, before the
+    thread's event loop closes under them."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        for connection in list(self.server_state.connections):
+            connection.transport.abort()
+        await asyncio.sleep(0)  # the aborts close their sockets on the next loop pass
 
 
 async def _retention_loop(store: IngestStore, days: float | None) -> None:

@@ -130,21 +130,20 @@ def release(identity: BaseModelIdentity, version: int, canary=CANARY, **extra) -
     )  # fmt: skip
 
 
-def make_runtime(tiny_model: TinyModel, backend, tmp_path, monkeypatch):
+def make_runtime(tiny_model: TinyModel, backend):
     from edge_agent.cli._common import plan_for
     from edge_agent.runtime import Runtime
     from edge_agent.settings import load_settings
 
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
     settings = load_settings(model=str(tiny_model.gguf_path), log_enabled=False)
     return Runtime(settings, plan_for(settings)[0], backend)
 
 
 @pytest.fixture
-def world(tiny_model, identity, files, tmp_path, monkeypatch):
+def world(tiny_model, identity, files):
     """A runtime on the scripted backend, its installed store and a source of v1..v3."""
     backend = ByAdapter(identity, {})
-    rt = make_runtime(tiny_model, backend, tmp_path, monkeypatch)
+    rt = make_runtime(tiny_model, backend)
     source = LocalSource(files, [release(identity, 1)])
     return rt, backend, InstalledAdapters(rt.settings.adapters_dir), source
 
@@ -344,14 +343,13 @@ def test_the_sync_task_runs_only_when_enabled_and_never_raises(world, monkeypatc
 
 
 @pytest.mark.integration
-def test_smollm2_activates_the_home_adapter_and_rejects_it_with_wrong_labels(tmp_path, monkeypatch):
+def test_smollm2_activates_the_home_adapter_and_rejects_it_with_wrong_labels():
     from edge_agent.adapters.shipped import adapter_for, shipped_adapters
     from edge_agent.runtime import open_runtime
     from edge_agent.settings import load_settings
     from edge_agent.skills.home.dataset import load_split
     from edge_agent.skills.home.retrieve import context_block
 
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
     home = shipped_adapters()[0]
     rows = {r.id: r for r in load_split("test")}
     chosen = [rows[i] for i in HOME_CANARY_IDS]

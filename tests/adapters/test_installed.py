@@ -172,11 +172,10 @@ def test_a_corrupt_state_file_is_moved_aside_and_the_device_runs_on(
 
 
 @pytest.fixture
-def runtime(tiny_model: TinyModel, tmp_path, monkeypatch):
+def runtime(tiny_model: TinyModel):
     from edge_agent.runtime import open_runtime
     from edge_agent.settings import load_settings
 
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
     settings = load_settings(model=str(tiny_model.gguf_path), threads=1, log_enabled=False)
     with open_runtime(settings) as rt:
         yield rt

@@ -41,11 +41,10 @@ def test_a_file_that_does_not_match_its_pin_is_refused(tmp_path):
 
 
 @pytest.mark.integration
-def test_run_uses_the_adapter_for_home_commands(tmp_path, monkeypatch):
+def test_run_uses_the_adapter_for_home_commands():
     from edge_agent.runtime import open_runtime
     from edge_agent.settings import load_settings
 
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
     with open_runtime(load_settings(threads=1)) as rt:
         result = rt.agent("home").run("turn on the kitchen light")
     assert result.adapter == "home"

@@ -556,9 +556,8 @@ def _raw_get(host: HostServer, path: str) -> tuple[int, bytes]:
 
 
 def test_host_publish_signs_the_next_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapter: Path
+    tmp_path: Path, edge_home: Path, adapter: Path
 ) -> None:
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
     extra = tmp_path / "release.json"
     extra.write_text(json.dumps({"gate": {"exact": 0.8}, "cluster_names": ["lights"]}))
     runner = CliRunner()
@@ -567,7 +566,7 @@ def test_host_publish_signs_the_next_version(
     assert json.loads(first.output)["name"] == "home-v1"
     second = runner.invoke(cli, args, catch_exceptions=False)
     assert "published home-v2 as adapters/home/home-v2.gguf" in second.output
-    repo = AdapterRepository(tmp_path / "data" / "host" / "tuf")
+    repo = AdapterRepository(edge_home / "data" / "host" / "tuf")
     releases = repo.releases()
     assert [r.version for r in releases] == [1, 2]
     assert releases[0].gate == {"exact": 0.8} and releases[1].target_profiles == ["raspberry-pi-5"]

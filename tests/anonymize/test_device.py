@@ -20,12 +20,6 @@ SCORED = {"PERSON", "STREET_ADDRESS", "ZIP_CODE", "CREDIT_CARD", "PHONE_NUMBER",
           "IBAN_CODE", "US_SSN", "IP_ADDRESS", "US_DRIVER_LICENSE"}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
-    return tmp_path
-
-
 @pytest.fixture(scope="module")
 def anon() -> Anonymizer:
     return Anonymizer(b"test-secret-0123456789abcdef", Inventory.default().keep_words())
@@ -66,13 +60,13 @@ def test_vendored_pii_samples_do_not_leak(anon: Anonymizer) -> None:
 
 
 def test_cli_prints_the_scrubbed_text(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, edge_home: Path
 ) -> None:
     source = tmp_path / "log.txt"
     source.write_text("Call John Smith at +1 650-253-0000, then turn on the kitchen light\n")
     code, out, _ = run_cli(capsys, "anonymize", str(source))
     assert code == 0
-    secret = (tmp_path / "config" / "anonymize.key").read_bytes()
+    secret = (edge_home / "config" / "anonymize.key").read_bytes()
     expected = Anonymizer(secret, Inventory.default().keep_words()).scrub(source.read_text())
     assert out == expected and "John" not in out and out.endswith("kitchen light\n")
 

@@ -28,12 +28,6 @@ CANARY = [
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture(autouse=True)
 def demo_toolset() -> Iterator[None]:
     register_toolset(SKILL, Toolset(SKILL, [demo_tools.set_light, demo_tools.unlock]))
     yield
@@ -65,7 +59,7 @@ def installed() -> InstalledAdapters:
 
 
 @pytest.fixture
-def source(monkeypatch, files, identity, home) -> LocalSource:
+def source(monkeypatch, files, identity) -> LocalSource:
     """The enrolled host, replaced by local files (the TUF path has its own tests)."""
     src = LocalSource(files, [release(identity, 1)])
     monkeypatch.setattr("edge_agent.adapters.canary.open_source", lambda *_: src)

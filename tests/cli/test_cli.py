@@ -1,16 +1,11 @@
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from edge_agent.cli import main
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
-    return tmp_path
 
 
 def run_cli(capsys, *args):
@@ -78,13 +73,13 @@ def test_corrupt_model_file_is_one_readable_line(capsys, tmp_path):
     assert "Traceback" not in err
 
 
-def test_console_script_never_prints_a_traceback(tmp_path):
+def test_console_script_never_prints_a_traceback():
     proc = subprocess.run(
         [sys.executable, "-m", "edge_agent", "profile", "--profile", "nope"],
         check=False,
         capture_output=True,
         text=True,
-        env={"EDGE_AGENT_HOME": str(tmp_path), "PATH": ""},
+        env=os.environ | {"PATH": ""},  # the isolated environment (conftest), no tools
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 

@@ -30,10 +30,8 @@ from tests.teacher_support import stand_in_teacher
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
+def key_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGE_AGENT_LOG_KEY_SOURCE", "file")
-    return tmp_path
 
 
 def records(n: int = 40) -> list[SignalRecord]:

@@ -153,11 +153,9 @@ def test_config_from_settings_uses_data_and_config_dirs(tmp_path: Path) -> None:
 
 # -- CLI ---------------------------------------------------------------------------------------
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
+def home(edge_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("EDGE_AGENT_LOG_KEY_SOURCE", "file")
-    monkeypatch.delenv("EDGE_AGENT_CONFIG_FILE", raising=False)
-    return tmp_path
+    return edge_home
 
 
 def _seed(home: Path, n: int = 3) -> list[str]:

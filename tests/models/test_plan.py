@@ -9,8 +9,7 @@ from edge_agent.settings import load_settings
 
 
 @pytest.fixture
-def settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
+def settings():
     return load_settings()
 
 

@@ -67,13 +67,12 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_2k: TinyModel) -> P
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated EDGE_AGENT_HOME with two test profiles: tiny-onnx and tiny-llama."""
+    """Two test profiles, tiny-onnx and tiny-llama, in the isolated environment (conftest)."""
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     for name, backend in (("tiny-onnx", "onnx"), ("tiny-llama", "llama_cpp")):
         text = PROFILE.format(name=name, backend=backend)
         (profiles / f"{name}.toml").write_text(text, encoding="utf-8")
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("EDGE_AGENT_PROFILES_DIR", str(profiles))
     monkeypatch.setenv("EDGE_AGENT_LOG_ENABLED", "false")
     return tmp_path

@@ -159,18 +159,18 @@ def test_open_or_export_exports_only_when_missing(
 
 
 def test_cli_exports_to_the_default_host_dir(
-    tiny_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_source: Path, edge_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from click.testing import CliRunner
 
     from edge_agent.cli import cli
 
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
     monkeypatch.setattr("quantize.embedder.minilm_folder", lambda: tiny_source)
     result = CliRunner().invoke(cli, ["host", "embedder", "export", "--json"])
     assert result.exit_code == 0, result.output
     spec = json.loads(result.output)
     assert spec["name"] == "all-minilm-l6-v2-int8" and spec["dim"] == 16
+    assert Path(spec["folder"]).is_relative_to(edge_home / "data" / "host")
     assert Embedder.open(spec["folder"]).embed(["light"]).shape == (1, 16)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from edge_agent.errors import (
     RemoteUnavailableError,
 )
 from edge_agent.routing.remote import (
+    KEYRING_SERVICE,
     CircuitBreaker,
     RemoteClient,
     RemoteConfig,
@@ -24,10 +26,11 @@ from edge_agent.routing.remote import (
     api_key,
     openai_messages,
 )
-from edge_agent.settings import Settings
+from edge_agent.settings import Settings, load_settings
 from edge_agent.tools import Toolset
 from edge_agent.types import Message
 from tests.demo_tools import set_light, unlock
+from tests.logstore_support import memory_keyring
 from tests.teacher_support import StandInTeacher, stand_in_teacher, user_text
 
 DEMO = Toolset("demo", [set_light, unlock], description="lights and doors")
@@ -202,6 +205,33 @@ def test_api_key_from_a_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert api_key("http://x/v1", "MY_TEACHER_KEY") is None
 
 
+@pytest.fixture
+def os_keyring() -> Iterator[Any]:
+    """An OS keyring holding one remote key (conftest gives every test none at all)."""
+    import keyring
+
+    backend = memory_keyring()
+    backend.set_password(KEYRING_SERVICE, "http://x/v1", "from-keyring")
+    previous = keyring.get_keyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+def test_api_key_from_the_os_keyring_when_no_variable_is_named(os_keyring: Any) -> None:
+    key = api_key("http://x/v1", None)
+    assert key is not None and key.get_secret_value() == "from-keyring"
+    assert api_key("http://other/v1", None) is None  # the entry is per URL
+
+
+def test_a_named_variable_that_is_unset_never_falls_back_to_the_keyring(os_keyring: Any) -> None:
+    assert api_key("http://x/v1", "MY_TEACHER_KEY") is None
+
+
+def test_no_keyring_backend_means_no_key() -> None:
+    assert api_key("http://x/v1", None) is None  # conftest: keyring.backends.fail
+
+
 def test_config_from_settings(tmp_path: Any) -> None:
     base = {"config_dir": tmp_path, "data_dir": tmp_path, "cache_dir": tmp_path}
     assert RemoteConfig.from_settings(Settings(**base)) is None
@@ -211,4 +241,14 @@ def test_config_from_settings(tmp_path: Any) -> None:
     )  # fmt: skip
     config = RemoteConfig.from_settings(settings)
     assert config is not None and config.model == "big" and not config.anonymize
-    assert config.timeout_s == 3.0
+    assert config.timeout_s == 3.0 and config.api_key is None
+
+
+def test_config_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_AGENT_REMOTE_URL", "http://h:8000/v1")
+    monkeypatch.setenv("EDGE_AGENT_REMOTE_MODEL", "big")
+    monkeypatch.setenv("EDGE_AGENT_REMOTE_API_KEY_ENV", "MY_TEACHER_KEY")
+    monkeypatch.setenv("MY_TEACHER_KEY", "sekret")
+    config = RemoteConfig.from_settings(load_settings())
+    assert config is not None and config.url == "http://h:8000/v1" and config.model == "big"
+    assert config.api_key is not None and config.api_key.get_secret_value() == "sekret"

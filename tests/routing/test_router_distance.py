@@ -93,10 +93,10 @@ def kit(
 
 
 @pytest.fixture
-def rt(kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+def rt(kit: Kit) -> Runtime:
     """A runtime on the scripted backend with a router (offline: it never escalates)."""
     return make_runtime(
-        kit, tmp_path / "home", monkeypatch, remote_url="http://127.0.0.1:9/v1",
+        kit, remote_url="http://127.0.0.1:9/v1",
         remote_model="big", remote_api_key_env="EDGE_AGENT_TEST_NO_KEY", offline=True,
     )  # fmt: skip
 
@@ -152,11 +152,10 @@ class ByAdapter(ScriptedBackend):
         yield from super().generate(request)
 
 
-def make_runtime(kit: Kit, home: Path, monkeypatch: Any, **extra: Any) -> Runtime:
+def make_runtime(kit: Kit, **extra: Any) -> Runtime:
     from edge_agent.cli._common import plan_for
     from edge_agent.settings import load_settings
 
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(home))
     settings = load_settings(model=str(kit.model.gguf_path), log_enabled=False, **extra)
     return Runtime(settings, plan_for(settings)[0], ByAdapter(kit.identity))
 
@@ -366,7 +365,7 @@ def test_a_shipped_adapter_has_clusters_only_when_its_json_carries_a_release(
         shipped.append(ShippedAdapter(name, SKILL, folder / f"{name}.gguf", sha, {}))
     monkeypatch.setattr("edge_agent.adapters.shipped.shipped_adapters", lambda: shipped)
     embedders = tmp_path / "embedders"
-    rt = make_runtime(kit, tmp_path / "home", monkeypatch, embedder_dir=str(embedders))
+    rt = make_runtime(kit, embedder_dir=str(embedders))
     assert rt.settings.embedders_dir == embedders
     assert rt.clusters_for("with") is None  # the embedder is not on the device yet
     shutil.copytree(kit.embedder_dir, embedders / NAME)
@@ -427,11 +426,10 @@ def test_collect_records_the_distance_of_the_adapter_it_calibrates() -> None:
     assert [r.signals.distance for r in records] == pytest.approx(expected, abs=1e-6)
 
 
-def test_route_report_shows_the_distance_curve(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
+def test_route_report_shows_the_distance_curve(edge_home: Path, monkeypatch) -> None:
     monkeypatch.setenv("EDGE_AGENT_LOG_ENABLED", "false")
     calibration = calibration_for(_records(), 0.97, model="m", adapter="home-v2")
-    calibration.save(tmp_path / "data" / "route.json")
+    calibration.save(edge_home / "data" / "route.json")
     out = CliRunner().invoke(cli, ["route", "report", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)["calibration"]
@@ -450,7 +448,6 @@ def test_host_train_publish_signs_the_embedder_before_the_release(
 
     from edge_agent.host.cluster import ClusterSummary
 
-    monkeypatch.setenv("EDGE_AGENT_HOME", str(tmp_path))
     summary = ClusterSummary(NAME, [[1.0] * 16], ["lights"])
     clustering = SimpleNamespace(summary=lambda skill: summary)
     turn = SimpleNamespace(promoted=True, summary={}, adapter=tmp_path / "a.gguf")

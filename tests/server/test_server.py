@@ -57,8 +57,11 @@ def running(backend: Backend, **kwargs: Any) -> Iterator[str]:
 
 @contextmanager
 def client_for(backend: Backend, **kwargs: Any) -> Iterator[openai.OpenAI]:
-    with running(backend, **kwargs) as url:
-        yield openai.OpenAI(base_url=url, api_key=kwargs.get("api_key") or "none", max_retries=0)
+    with (
+        running(backend, **kwargs) as url,
+        openai.OpenAI(base_url=url, api_key=kwargs.get("api_key") or "none", max_retries=0) as c,
+    ):
+        yield c
 
 
 def ask(client: openai.OpenAI, text: str, model: str = "base", **kwargs: Any) -> Any:
@@ -297,16 +300,16 @@ def test_a_toolset_model_refuses_client_tools() -> None:
 
 def test_an_api_key_is_required_on_every_route_when_set() -> None:
     with running(ScriptedBackend(["hi"]), api_key="s3cret") as url:
-        wrong = openai.OpenAI(base_url=url, api_key="nope", max_retries=0)
-        with pytest.raises(openai.AuthenticationError):
-            wrong.models.list()
-        with pytest.raises(openai.AuthenticationError):
-            ask(wrong, "hi")
+        with openai.OpenAI(base_url=url, api_key="nope", max_retries=0) as wrong:
+            with pytest.raises(openai.AuthenticationError):
+                wrong.models.list()
+            with pytest.raises(openai.AuthenticationError):
+                ask(wrong, "hi")
         r = httpx.get(f"{url}/models")
         assert r.status_code == 401
         assert r.json()["error"]["code"] == "invalid_api_key"
-        right = openai.OpenAI(base_url=url, api_key="s3cret", max_retries=0)
-        assert ask(right, "hi").choices[0].message.content == "hi"
+        with openai.OpenAI(base_url=url, api_key="s3cret", max_retries=0) as right:
+            assert ask(right, "hi").choices[0].message.content == "hi"
 
 
 def test_serving_beyond_loopback_needs_an_api_key() -> None:
@@ -454,8 +457,8 @@ def test_a_client_that_goes_away_cancels_its_stream() -> None:
             next(r.iter_lines())  # generation has started
         assert _wait_for(lambda: backend.finished == [False])  # stopped long before 200 tokens
         backend.n = 2
-        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
-        assert ask(client, "x").choices[0].message.content == " t0 t1"
+        with openai.OpenAI(base_url=url, api_key="none", max_retries=0) as client:
+            assert ask(client, "x").choices[0].message.content == " t0 t1"
 
 
 def test_a_client_that_times_out_cancels_its_completion() -> None:

@@ -19,7 +19,10 @@ def test_gold_calls_score_100_percent():
     ev = evaluate(ScriptedBackend(gold_outputs(rows)), rows)
     assert ev.report.n == 25
     assert ev.report.exact_match == 1.0 and ev.report.function_accuracy == 1.0
-    assert len(ev.latencies_ms) == 25 and ev.summary()["p50_ms"] >= 0
+    assert len(ev.latencies_ms) == 25 and all(ms > 0 for ms in ev.latencies_ms)
+    summary = ev.summary()
+    assert summary["p50_ms"] == sorted(ev.latencies_ms)[12]  # the 13th of 25
+    assert summary["p50_ms"] <= summary["p95_ms"] <= max(ev.latencies_ms)
 
 
 def test_wrong_and_missing_calls_are_scored_as_such():

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
@@ -111,7 +117,96 @@ def test_disk_usage_of_a_missing_path_is_a_tool_error(device: Path) -> None:
         _call(device, "get_disk_usage", path="/nope")
 
 
-def test_real_device_reports_something() -> None:
+def test_missing_proc_files_say_which_file(tmp_path: Path) -> None:
+    assert "no /proc/loadavg" in _call(tmp_path, "get_load_average")["reason"]
+    assert "no /proc/meminfo" in _call(tmp_path, "get_memory")["reason"]
+    assert "no /proc/uptime" in _call(tmp_path, "get_uptime")["reason"]
+
+
+# --- the real device: Linux has /proc, so every reading but the temperature must be there -------
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _real(name: str, **arguments: Any) -> Any:
     ts: Toolset = system.toolset()
-    for t in ts:
-        assert execute(t, {})["status"] in ("ok", "unavailable")
+    return execute(ts.get(name), arguments)
+
+
+@linux_only
+def test_real_load_average_is_the_kernels() -> None:
+    def kernel() -> tuple[float, ...]:
+        return tuple(float(x) for x in Path("/proc/loadavg").read_text().split()[:3])
+
+    before = kernel()
+    load = _real("get_load_average")
+    after = kernel()
+    assert load["status"] == "ok" and load["cpus"] == psutil.cpu_count()
+    assert (load["load_1m"], load["load_5m"], load["load_15m"]) in (before, after)
+
+
+@linux_only
+def test_real_memory_matches_psutil() -> None:
+    memory = _real("get_memory")
+    assert memory["status"] == "ok"
+    assert memory["total_mb"] == psutil.virtual_memory().total // 2**20
+    assert 0 < memory["available_mb"] <= memory["total_mb"]
+    assert 0 < memory["used_percent"] < 100
+
+
+@linux_only
+def test_real_uptime_is_time_since_boot() -> None:
+    uptime = _real("get_uptime")
+    assert uptime["status"] == "ok"
+    assert uptime["seconds"] == pytest.approx(time.time() - psutil.boot_time(), abs=5)
+    assert uptime["human"].endswith(" min")
+
+
+def test_real_disk_usage_of_the_root() -> None:
+    disk = _real("get_disk_usage")
+    total = shutil.disk_usage("/").total
+    assert disk["status"] == "ok" and disk["path"] == "/"
+    assert disk["total_gb"] == round(total / 1024**3, 2)
+    assert 0 <= disk["free_gb"] <= disk["total_gb"] and 0 < disk["used_percent"] < 100
+
+
+def _machine_temperature_sources() -> bool:
+    """Whether this machine exposes a temperature at all (VMs and containers often don't)."""
+    for temp in Path("/sys/class/thermal").glob("thermal_zone*/temp"):
+        with contextlib.suppress(OSError, ValueError):
+            int(temp.read_text().strip())
+            return True
+    read = getattr(psutil, "sensors_temperatures", None)
+    return bool(read and any(read().values()))
+
+
+def test_real_cpu_temperature_is_there_exactly_when_the_machine_has_a_sensor() -> None:
+    result = _real("get_cpu_temperature")
+    if _machine_temperature_sources():
+        assert result["status"] == "ok" and -40 < result["celsius"] < 130
+    else:
+        assert result == {"status": "unavailable",
+                          "reason": "this device exposes no temperature sensor"}  # fmt: skip
+
+
+def test_cpu_temperature_without_zones_falls_back_to_psutil(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reading = SimpleNamespace(label="Package id 0", current=47.04)
+    monkeypatch.setattr(system.SystemStatus, "_thermal_zones", lambda self: [])
+    sensors = {"acpitz": [SimpleNamespace(label="", current=30.0)], "coretemp": [reading]}
+    monkeypatch.setattr(psutil, "sensors_temperatures", lambda: sensors, raising=False)
+    result = _real("get_cpu_temperature")
+    assert result == {"status": "ok", "celsius": 47.0, "sensor": "coretemp"}
+
+
+@pytest.mark.parametrize("platform", ["no sensors", "no sensors api"])
+def test_cpu_temperature_unavailable_where_the_platform_has_none(
+    monkeypatch: pytest.MonkeyPatch, platform: str
+) -> None:
+    monkeypatch.setattr(system.SystemStatus, "_thermal_zones", lambda self: [])
+    if platform == "no sensors":  # a VM: psutil reads an empty /sys/class/hwmon
+        monkeypatch.setattr(psutil, "sensors_temperatures", lambda: {}, raising=False)
+    else:  # macOS and Windows: psutil has no sensors_temperatures at all
+        monkeypatch.delattr(psutil, "sensors_temperatures", raising=False)
+    assert _real("get_cpu_temperature")["status"] == "unavailable"
