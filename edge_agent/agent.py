@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, Field
 
@@ -104,17 +104,20 @@ class Agent:
         *,
         area: str | None = None,
         confirmed: bool = False,
+        approved: ToolCall | None = None,
         cancel: threading.Event | None = None,
         route: RouteOverride = "auto",
     ) -> AgentResult:
-        """One turn. ``confirmed=True`` pre-approves calls the policy wants confirmed (the
-        user already said yes, e.g. `--yes` or a server confirmation id). ``route`` overrides
-        the router for this request ("local" or "remote"); without a router only "auto" and
-        "local" apply."""
+        """One turn. ``confirmed=True`` pre-approves every call of this turn the policy wants
+        confirmed (the user said yes to the whole turn, as at a terminal). ``approved`` is one
+        held call the user confirmed (a server's confirmation id): it runs first, exactly as
+        held, and only it is approved; any other call that needs confirming asks again.
+        ``route`` overrides the router for this request ("local" or "remote"); without a
+        router only "auto" and "local" apply."""
         if route == "remote" and self.router is None:
             raise ConfigError("route 'remote' needs a remote model: set remote_url, remote_model")
         with self._lock:
-            turn = self.turn(text, area=area, confirmed=confirmed, cancel=cancel)
+            turn = self.turn(text, area=area, confirmed=confirmed, approved=approved, cancel=cancel)
             result = turn.run() if self.router is None else self.router.run_turn(self, turn, route)
         self._record(result, turn.messages)
         return result
@@ -125,10 +128,12 @@ class Agent:
         *,
         area: str | None = None,
         confirmed: bool = False,
+        approved: ToolCall | None = None,
         cancel: threading.Event | None = None,
     ) -> Turn:
         """A turn not yet run; the router drives it (``propose`` then ``resume``)."""
-        return Turn(self, text, area or self.config.area, confirmed, cancel)
+        area = area or self.config.area
+        return Turn(self, text, area, confirmed, cancel, approved=approved)
 
     async def arun(self, text: str, **kwargs: Any) -> AgentResult:
         """The same turn for asyncio daemons; the model runs in a worker thread."""
@@ -153,8 +158,9 @@ class Turn:
 
     A `TurnRouter` drives it through this public surface: ``run()`` (the local attempt),
     ``fork(backend)`` (the same turn on another backend), ``result``, ``messages``,
-    ``logprobs`` (of the chosen tokens), and ``hold``/``held`` (stop before the first call's
-    policy check, so the router decides where the call comes from)."""
+    ``logprobs`` (of the chosen tokens), ``hold``/``held`` (stop before the first call's
+    policy check, so the router decides where the call comes from) and ``approved`` (the
+    call the user confirmed, which the turn replays first instead of generating)."""
 
     def __init__(
         self,
@@ -165,6 +171,7 @@ class Turn:
         cancel: threading.Event | None,
         *,
         backend: Backend | None = None,
+        approved: ToolCall | None = None,
     ):
         self.agent = agent
         self.backend = backend or agent.backend
@@ -182,6 +189,10 @@ class Turn:
         self.logprobs: list[float] = []  # of the tokens the model chose, every generation
         self.hold = False  # stop before the first call's policy check: the router decides
         self.held: tuple[ToolCall, Tool, str] | None = None
+        # Replayed, not generated again: a sampled or remote model could propose another call.
+        self.approved = approved
+        self._replay = approved is not None
+        self._approval_used = False
 
     def run(self) -> AgentResult:
         try:
@@ -207,14 +218,19 @@ class Turn:
 
     def fork(self, backend: Backend) -> Turn:
         """The same request as a fresh turn on another backend (the remote model)."""
-        request, area = self.result.request, self.area
-        return Turn(self.agent, request, area, self.confirmed, self.cancel, backend=backend)
+        request, area, approved = self.result.request, self.area, self.approved
+        return Turn(
+            self.agent, request, area, self.confirmed, self.cancel, backend=backend,
+            approved=approved,
+        )  # fmt: skip
 
     @property
     def repaired(self) -> bool:
         return self.repairs_left < self.agent.config.repair_attempts
 
     def _loop(self) -> None:
+        if self._replay and not self.cancel.is_set() and self._replay_approved():
+            return None
         for _ in range(self.agent.config.max_steps - self.result.steps):
             if self.cancel.is_set():
                 return self._fail("cancelled", "the turn was cancelled")
@@ -255,14 +271,29 @@ class Turn:
             if isinstance(parsed, str):
                 self.result.answer = parsed
                 return True
-            tool = self.agent.tool(parsed.name)
-            parsed.arguments = tool.validate(parsed.arguments)
+            tool = self._validated(parsed)
         except (ToolArgumentsError, UnknownToolError) as exc:
             return self._repair(output, str(exc))
+        return self._proposed(parsed, tool, output)
+
+    def _replay_approved(self) -> bool:
+        """The confirmed call, as if the model had proposed it again; True when the turn is
+        over. Its arguments were valid when held: a ToolError now means the tool changed."""
+        self._replay = False
+        call = cast(ToolCall, self.approved).model_copy(deep=True)
+        tool = self._validated(call)
+        return self._proposed(call, tool, prompt.call_json(call, self.agent.toolset))
+
+    def _validated(self, call: ToolCall) -> Tool:
+        tool = self.agent.tool(call.name)
+        call.arguments = tool.validate(call.arguments)
+        return tool
+
+    def _proposed(self, call: ToolCall, tool: Tool, output: str) -> bool:
         if self.hold and self.held is None:  # nothing runs before the router has decided
-            self.held = (parsed, tool, output)
+            self.held = (call, tool, output)
             return True
-        return self._call(parsed, tool, output)
+        return self._call(call, tool, output)
 
     def _repair(self, output: str, problem: str) -> bool:
         if self.repairs_left <= 0:
@@ -296,9 +327,17 @@ class Turn:
         return self._after_call(call, outcome)
 
     def _confirmed(self, call: ToolCall, decision: Decision) -> bool:
-        if self.confirmed:
+        if self.confirmed or self._approves(call):
             return True
         return bool(self.agent.confirm and self.agent.confirm(call, decision))
+
+    def _approves(self, call: ToolCall) -> bool:
+        """Whether `call` is the one the user confirmed (same tool, same arguments), once."""
+        approved = self.approved
+        if approved is None or self._approval_used:
+            return False
+        self._approval_used = (call.name, call.arguments) == (approved.name, approved.arguments)
+        return self._approval_used
 
     def _execute(self, call: ToolCall, tool: Tool) -> ToolOutcome:
         t0 = time.perf_counter()

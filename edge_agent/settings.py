@@ -121,6 +121,24 @@ class Settings(BaseSettings):
     embedder_dir: Path | None = Field(
         None, description="embedders, one folder per name; default <data dir>/adapters/embedders"
     )
+    server_token: bool = Field(
+        True,
+        description="`serve` without an API key requires this install's token (a 0600 file in "
+        "the config dir), even on loopback; false: any local process or page may call it",
+    )
+    server_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names `serve` answers to besides localhost, 127.0.0.1 and [::1] "
+        "(e.g. 'edge.local'); '*' = any. Others are refused: DNS rebinding",
+    )
+    server_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="web page origins that may call `serve` (CORS), e.g. "
+        "'http://localhost:3000'; none by default: browsers' cross-site requests are refused",
+    )
+    server_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest request body `serve` reads (else 413)"
+    )
 
     @property
     def models_dir(self) -> Path:
@@ -154,6 +172,11 @@ class Settings(BaseSettings):
     def enrollment_path(self) -> Path:
         """The sync credential and the pinned host certificate (0600)."""
         return self.config_dir / "sync" / "enrollment.json"
+
+    @property
+    def server_token_path(self) -> Path:
+        """This install's token for `edge-agent serve` (0600), made on first use."""
+        return self.config_dir / "server-token"
 
     @property
     def is_offline(self) -> bool:

@@ -1,13 +1,25 @@
-"""`edge-agent serve`: the OpenAI-compatible API on this device."""
+"""`edge-agent serve`: the OpenAI-compatible API on this device.
+
+Every request needs a bearer key, even on 127.0.0.1: a web page or another user's process can
+reach loopback too. The key is the user's own (``--api-key-file``, ``EDGE_AGENT_API_KEY``) or
+else this install's token, made on first start (0600 in the config dir, as Jupyter's) and
+printed at each start; ``--no-token`` (or ``server_token = false``) drops it on loopback.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import click
 
 from edge_agent.cli._common import model_options, settings_from
+
+_PS_WARNING = (
+    "warning: --api-key shows the key to every user of this machine (ps, /proc); "
+    "use --api-key-file or EDGE_AGENT_API_KEY instead"
+)
 
 
 @click.command()
@@ -15,40 +27,91 @@ from edge_agent.cli._common import model_options, settings_from
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option(
-    "--api-key",
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="required when binding beyond 127.0.0.1 (or EDGE_AGENT_API_KEY)",
+    help="a file (chmod 600) holding the key clients must send; or set EDGE_AGENT_API_KEY",
+)
+@click.option("--api-key", default=None, help="deprecated: visible in ps; use --api-key-file")
+@click.option(
+    "--no-token",
+    is_flag=True,
+    help="without an API key, do not require this install's token (loopback only)",
 )
 @click.option(
     "--toolsets", default="home,system", show_default=True, help="served as edge-agent/<name>"
 )
-def serve(host: str, port: int, api_key: str | None, toolsets: str, **flags: Any) -> None:
+def serve(
+    *,
+    host: str,
+    port: int,
+    api_key_file: Path | None,
+    api_key: str | None,
+    no_token: bool,
+    toolsets: str,
+    **flags: Any,
+) -> None:
     """Serve /v1/chat/completions and /v1/models (OpenAI-compatible, streaming)."""
-    from edge_agent.adapters.canary import adapter_tasks
-    from edge_agent.cli.sync import device_scrubber
     from edge_agent.runtime import open_runtime
-    from edge_agent.server.app import create_app
     from edge_agent.server.app import serve as run_server
-    from edge_agent.sync import worker_for
 
-    key = api_key or os.environ.get("EDGE_AGENT_API_KEY")
-    with open_runtime(settings_from(**flags)) as rt:
-        agents = {name: _factory(rt, name) for name in toolsets.split(",") if name}
-        # the locked view: the sync loop may hot-swap an adapter while requests are served
-        backend = rt.shared_backend()
-        app = create_app(backend, toolsets=agents, model_name=rt.model_name, api_key=key)
-        log = rt.log()
-        tasks = adapter_tasks(rt)  # pulls, canaries and swaps new adapters after each push
-        scrubber = device_scrubber(rt.settings)
-        worker = worker_for(rt.settings, log, scrubber, tasks=tasks) if log else None
-        if worker:
-            worker.start()
+    settings = settings_from(**flags, server_token=False if no_token else None)
+    key, token = _key(settings, api_key, api_key_file)  # before the model loads: fail fast
+    with open_runtime(settings) as rt:
+        app = _app(rt, key, toolsets)
+        worker = _sync_worker(rt)
         click.echo(f"serving {rt.model_name} on http://{host}:{port}/v1", err=True)
+        if token:
+            click.echo(
+                f"token: {key} (kept in {settings.server_token_path}); clients send "
+                "'Authorization: Bearer <token>'",
+                err=True,
+            )
         try:
             run_server(app, host=host, port=port, api_key=key)
         finally:
             if worker:
                 worker.stop()  # before the runtime closes the log
+
+
+def _key(settings: Any, api_key: str | None, key_file: Path | None) -> tuple[str | None, bool]:
+    """The key clients must send, and whether it is this install's token."""
+    from edge_agent.server.keys import install_token, read_secret_file
+
+    if api_key is not None:
+        click.echo(_PS_WARNING, err=True)
+    env = os.environ.get("EDGE_AGENT_API_KEY")
+    key = read_secret_file(key_file) if key_file else api_key or env
+    if key or not settings.server_token:
+        return key or None, False
+    return install_token(settings.server_token_path), True
+
+
+def _app(rt: Any, key: str | None, toolsets: str) -> Any:
+    from edge_agent.server.app import create_app
+
+    s = rt.settings
+    agents = {name: _factory(rt, name) for name in toolsets.split(",") if name}
+    # the locked view: the sync loop may hot-swap an adapter while requests are served
+    return create_app(
+        rt.shared_backend(), toolsets=agents, model_name=rt.model_name, api_key=key,
+        allowed_hosts=s.server_allowed_hosts, allowed_origins=s.server_allowed_origins,
+        max_body_bytes=s.server_max_body_bytes,
+    )  # fmt: skip
+
+
+def _sync_worker(rt: Any) -> Any:
+    """The background sync loop, started; it pulls, canaries and swaps new adapters after
+    each push. None without a log."""
+    from edge_agent.adapters.canary import adapter_tasks
+    from edge_agent.cli.sync import device_scrubber
+    from edge_agent.sync import worker_for
+
+    log, tasks, scrubber = rt.log(), adapter_tasks(rt), device_scrubber(rt.settings)
+    worker = worker_for(rt.settings, log, scrubber, tasks=tasks) if log else None
+    if worker:
+        worker.start()
+    return worker
 
 
 def _factory(rt: Any, name: str) -> Any:

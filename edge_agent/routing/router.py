@@ -262,8 +262,10 @@ class Router:
 
     # -- the turn ---------------------------------------------------------------------------
     def run_turn(self, agent: Agent, turn: Turn, route: RouteOverride = "auto") -> AgentResult:
-        replayed = self._replay(agent, turn) if turn.confirmed else None
+        confirmed = turn.confirmed or turn.approved is not None
+        replayed = self._replay(agent, turn) if confirmed else None
         if replayed is not None:
+            self._remember(agent, turn, replayed)  # a later call in it may ask in turn
             return replayed
         attempt = self.attempt(turn)
         if attempt.result.failure == "cancelled":
@@ -379,7 +381,9 @@ class Router:
         _, call, routing = held
         escalated = routing.decision == "remote" and routing.remote_error is None
         then = self.remote.backend(agent.toolset) if escalated and self.remote else turn.backend
-        result = turn.fork(_Replay(prompt.call_json(call, agent.toolset), then=then)).run()
+        # A turn with an approved call replays that call itself (what the user confirmed)
+        replay = _Replay(prompt.call_json(call, agent.toolset), then=then)
+        result = turn.fork(then if turn.approved is not None else replay).run()
         if escalated:
             result.route, result.model, result.adapter = (
                 "escalated",

@@ -4,13 +4,15 @@
         the base model         plain chat, or the client's `tools` → constrained `tool_calls`
         edge-agent/<toolset>   the local agent loop runs the calls; the answer comes back with
                                the executed calls in the `edge_agent` extension; a call that
-                               needs confirmation returns an id a follow-up request confirms
+                               needs confirmation returns an id: a follow-up request with
+                               it runs exactly that call, and any other asks again
     GET  /v1/models            the base model and one model per local toolset
 
 Every request runs in one model thread, first come first served: a device holds one model
 context. A client that goes away sets its request's cancel event, so queued work is skipped
 and generation stops at the next token. Bound to 127.0.0.1 by default; `serve` refuses any
-other address without an API key.
+other address without an API key. Every request first passes the guard (`guard`): a Host
+this server answers to, no foreign browser Origin, the API key, a bounded body.
 """
 
 from __future__ import annotations
@@ -18,19 +20,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -47,6 +49,7 @@ from edge_agent.server.chat import (
     run_turn,
     stream_chat,
 )
+from edge_agent.server.guard import DEFAULT_MAX_BODY_BYTES, Guard, Rules
 from edge_agent.server.responses import ChunkWriter, completion, reply_events, sse
 from edge_agent.server.schemas import (
     APIError,
@@ -54,6 +57,7 @@ from edge_agent.server.schemas import (
     ModelCard,
     ModelList,
 )
+from edge_agent.types import AgentResult, ToolCall, ToolOutcome
 
 __all__ = ["AgentSource", "create_app", "serve", "serve_in_thread"]
 
@@ -80,25 +84,30 @@ class ClientGoneError(Exception):
 
 @dataclass
 class _Pending:
+    """A call held for confirmation: the turn it belongs to and the call itself (tool, exact
+    arguments, effect). Confirming runs that call and nothing else on the strength of it."""
+
     model: str
     text: str
     area: str | None
+    held: ToolOutcome
     expires: float
 
 
 class _Confirmations:
-    """Turns held for the user's confirmation, by id. Touched only on the event loop."""
+    """Calls held for the user's confirmation, by id. Touched only on the event loop."""
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._items: dict[str, _Pending] = {}
 
-    def hold(self, confirmation_id: str, model: str, text: str, area: str | None) -> None:
+    def hold(self, model: str, text: str, area: str | None, turn: AgentResult) -> None:
         self._purge()
         while len(self._items) >= _MAX_PENDING:
             self._items.pop(next(iter(self._items)))  # oldest first: dicts keep order
         expires = time.monotonic() + self.ttl_s
-        self._items[confirmation_id] = _Pending(model, text, area, expires)
+        held = turn.tool_calls[-1]  # the turn stopped at it
+        self._items[held.call.id] = _Pending(model, text, area, held, expires)
 
     def take(self, confirmation_id: str, model: str) -> _Pending:
         self._purge()
@@ -127,11 +136,11 @@ class _State:
         backend: Backend,
         agents: Mapping[str, AgentSource],
         options: ServerOptions,
-        api_key: str | None,
+        rules: Rules,
     ) -> None:
         self.backend = backend
         self.options = options
-        self.api_key = api_key
+        self.rules = rules
         self.created = int(time.time())
         self.confirmations = _Confirmations(options.confirmation_ttl_s)
         self._sources = {f"{TOOLSET_PREFIX}{name}": src for name, src in agents.items()}
@@ -195,40 +204,46 @@ def create_app(
     api_key: str | None = None,
     default_max_tokens: int = 512,
     confirmation_ttl_s: float = 300.0,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The server app. ``toolsets`` maps a toolset name to its Agent (or a factory building
     it on first use), served as model ``edge-agent/<name>``; the agents should share
-    ``backend``. ``model_name`` is the base model's id (default: the backend's name)."""
+    ``backend``. ``model_name`` is the base model's id (default: the backend's name).
+    ``api_key`` (None: none asked), ``allowed_hosts`` (besides localhost, 127.0.0.1, [::1]),
+    ``allowed_origins`` (browser pages, with CORS; none by default) and ``max_body_bytes``
+    are what the guard enforces."""
     options = ServerOptions(
         model_name=model_name or backend.model_name,
         default_max_tokens=default_max_tokens,
         confirmation_ttl_s=confirmation_ttl_s,
     )
-    state = _State(backend, toolsets or {}, options, api_key)
+    hosts, origins = frozenset(allowed_hosts), frozenset(allowed_origins)
+    state = _State(backend, toolsets or {}, options, Rules(api_key, hosts, origins, max_body_bytes))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         state.close()
 
-    app = FastAPI(title="edge-agent", lifespan=lifespan, dependencies=[Depends(_authorize)])
+    app = FastAPI(title="edge-agent", lifespan=lifespan)
     app.state.edge = state
+    _add_middleware(app, state.rules)
     _add_error_handlers(app)
     _add_routes(app)
     return app
 
 
-async def _authorize(request: Request) -> None:
-    key = _state(request).api_key
-    if key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), key):
-        raise APIError(
-            401,
-            "missing or wrong API key; send the header 'Authorization: Bearer <key>'",
-            code="invalid_api_key",
+def _add_middleware(app: FastAPI, rules: Rules) -> None:
+    if rules.origins:  # the guard has refused any other origin before CORS sees it
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(rules.origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-edge-agent-confirm"],
         )
+    app.add_middleware(Guard, rules=rules)  # added last: the outermost
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -297,19 +312,20 @@ async def _local_turn(state: _State, body: ChatCompletionRequest, request: Reque
         )
     options = body.edge_agent
     confirm = request.headers.get("x-edge-agent-confirm") or (options.confirm if options else None)
-    if confirm:
-        held = state.confirmations.take(confirm, body.model)
-        text, area, confirmed = held.text, held.area, True
+    approved: ToolCall | None = None
+    if confirm:  # exactly the held call runs; any other call in the turn asks again
+        pending = state.confirmations.take(confirm, body.model)
+        text, area, approved = pending.text, pending.area, pending.held.call
     else:
         area = options.area if options else None
-        text, confirmed = last_user_text(body.messages), False
+        text = last_user_text(body.messages)
     routed = functools.partial(_turn, route=options.route if options else "auto")
     reply = await state.run(
-        request, routed, state, body.model, text, area, confirmed, cancel=threading.Event()
+        request, routed, state, body.model, text, area, approved, cancel=threading.Event()
     )
     turn = reply.turn
-    if turn is not None and turn.outcome == "needs_confirmation" and turn.confirmation_id:
-        state.confirmations.hold(turn.confirmation_id, body.model, text, area)
+    if turn is not None and turn.outcome == "needs_confirmation" and turn.tool_calls:
+        state.confirmations.hold(body.model, text, area, turn)
     return reply
 
 
@@ -318,13 +334,13 @@ def _turn(
     model: str,
     text: str,
     area: str | None,
-    confirmed: bool,
+    approved: ToolCall | None,
     *,
     cancel: threading.Event,
     route: RouteOverride = "auto",
 ) -> Reply:
     agent = state.agent(model)
-    return run_turn(agent, text, area=area, confirmed=confirmed, cancel=cancel, route=route)
+    return run_turn(agent, text, area=area, approved=approved, cancel=cancel, route=route)
 
 
 # --- token streaming ---------------------------------------------------------------------------
@@ -411,10 +427,15 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return await _api_error(request, APIError(400, message, param=param))
 
 
+_HTTP_CODES = {404: "not_found", 413: "request_too_large"}
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     err = cast(HTTPException, exc)
-    code = "not_found" if err.status_code == 404 else None
-    return await _api_error(request, APIError(err.status_code, str(err.detail), code=code))
+    code = _HTTP_CODES.get(err.status_code)
+    response = await _api_error(request, APIError(err.status_code, str(err.detail), code=code))
+    response.headers.update(err.headers or {})
+    return response
 
 
 async def _library_error(request: Request, exc: Exception) -> JSONResponse:
@@ -483,13 +504,14 @@ def _server(
     app: FastAPI, host: str, port: int, api_key: str | None, log_level: str
 ) -> uvicorn.Server:
     state = cast(_State, app.state.edge)
-    if api_key is not None:
-        state.api_key = api_key
-    if not _is_loopback(host) and not state.api_key:
+    if api_key:
+        state.rules.api_key = api_key
+    if not _is_loopback(host) and not state.rules.api_key:
         raise ConfigError(
             f"refusing to serve on {host} without an API key: anyone who can reach it could "
             "act on this device; set an API key, or bind to 127.0.0.1"
         )
+    state.rules.bound_to(host)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
     )

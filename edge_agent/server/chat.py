@@ -229,11 +229,11 @@ def run_turn(
     text: str,
     *,
     area: str | None,
-    confirmed: bool,
+    approved: ToolCall | None,
     cancel: threading.Event,
     route: RouteOverride = "auto",
 ) -> Reply:
-    result = agent.run(text, area=area, confirmed=confirmed, cancel=cancel, route=route)
+    result = agent.run(text, area=area, approved=approved, cancel=cancel, route=route)
     return Reply(turn_message(result), usage=result.usage, turn=result)
 
 

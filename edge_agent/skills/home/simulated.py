@@ -152,9 +152,17 @@ class SimulatedHome(HomeBackend):
             "timers": [t.model_dump() for t in self._home.timers],
         }
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, self._path)  # atomic: a crash never leaves half a state file
+        # A fresh file each time, 0600 from birth: the home's state (locks, presence) is no
+        # other user's business; the unique name keeps two processes off each other's file.
+        tmp = self._path.with_name(f"{self._path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(state, indent=1, ensure_ascii=False))
+            os.replace(tmp, self._path)  # atomic: a crash never leaves half a state file
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _set_position(entity: Entity, data: dict[str, Any]) -> None:
