@@ -16,11 +16,24 @@ def _host_dir() -> Path:
     return Path(settings_from().data_dir) / "host"
 
 
-def _repository() -> Any:
-    """The host's signed adapter repository, created on first use."""
+def _repository(folder: Path | None = None, keys: Path | None = None) -> Any:
+    """The host's signed adapter repository, created on first use; or `folder` (a copy on the
+    machine that keeps the offline keys, in `keys`)."""
     from edge_agent.host.publish import AdapterRepository
 
-    return AdapterRepository.open_or_init(_host_dir() / "tuf")
+    if folder is None and keys is None:
+        return AdapterRepository.open_or_init(_host_dir() / "tuf")
+    return AdapterRepository(folder or _host_dir() / "tuf", key_dir=keys)
+
+
+_repo_option = click.option(
+    "--repo", "repo_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None, help="a copy of the adapter repository (default: this host's)",
+)  # fmt: skip
+_keys_option = click.option(
+    "--keys", "keys_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None, help="the folder with the root and targets keys, when kept offline",
+)  # fmt: skip
 
 
 def _store() -> Any:
@@ -56,8 +69,17 @@ def host() -> None:
     "--metrics-token",
     envvar="EDGE_AGENT_METRICS_TOKEN",
     default=None,
-    help="require it as a Bearer token on /metrics",
+    help="the Bearer token /metrics asks for (default: one made on first use, kept 0600 in "
+    "<host dir>/metrics.token)",
 )
+@click.option(
+    "--max-body-kb",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="largest batch on the wire (a device's is 256 KiB at most by default)",
+)
+@click.option("--openapi", is_flag=True, help="serve /openapi.json (off: it maps the API)")
 def serve(bind: str, port: int, cert: Path | None, key: Path | None, **limits: Any) -> None:
     """Serve the ingest API and the signed adapter repository over HTTPS."""
     import threading
@@ -77,8 +99,10 @@ def serve(bind: str, port: int, cert: Path | None, key: Path | None, **limits: A
         cert_sha256=cert_fingerprint(cert),
         quota=Quota(records_per_day=limits["quota_records"]),
         retention_days=limits["retention_days"],
-        metrics_token=limits["metrics_token"],
+        metrics_token=limits["metrics_token"] or _metrics_token(),
         tuf_dir=repo.folder,
+        max_body_bytes=limits["max_body_kb"] * 1024,
+        openapi=limits["openapi"],
     )
     click.echo(
         f"ingest on https://{bind}:{port}, certificate sha256:{config.cert_sha256}", err=True
@@ -90,6 +114,15 @@ def serve(bind: str, port: int, cert: Path | None, key: Path | None, **limits: A
         run_server(create_app(config), host=bind, port=port, certfile=cert, keyfile=key)
     finally:
         stop.set()
+
+
+def _metrics_token() -> str:
+    from edge_agent.host.metrics import ensure_metrics_token
+
+    path = _host_dir() / "metrics.token"
+    token = ensure_metrics_token(path)
+    click.echo(f"/metrics needs the Bearer token in {path}", err=True)
+    return token
 
 
 @host.command("enroll-token")
@@ -154,9 +187,18 @@ def forget(device_id: str) -> None:
     default=None,
     help="JSON of further release fields (canary, centroids, gate)",
 )
+@_repo_option
+@_keys_option
 @json_option
 def publish(
-    adapter: Path, skill: str, profiles: tuple[str, ...], release_file: Path | None, as_json: bool
+    *,
+    adapter: Path,
+    skill: str,
+    profiles: tuple[str, ...],
+    release_file: Path | None,
+    repo_dir: Path | None,
+    keys_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Sign ADAPTER.gguf into the adapter repository as the next version of --skill."""
     import json
@@ -164,7 +206,7 @@ def publish(
     from edge_agent.adapters.release import AdapterRelease
     from edge_agent.lora.gguf import adapter_identity
 
-    repo = _repository()
+    repo = _repository(repo_dir, keys_dir)
     version = repo.next_version(skill)
     try:
         extra = json.loads(release_file.read_text()) if release_file else {}
@@ -184,6 +226,55 @@ def publish(
         echo_json(release.model_dump(mode="json") | {"target": target})
         return
     click.echo(f"published {release.name} as {target} in {repo.folder}")
+    _say_what_to_bring(repo)
+
+
+def _say_what_to_bring(repo: Any) -> None:
+    """On a copy without the online keys: what goes to the ingest host, and what then."""
+    if repo.holds_online_keys():
+        return
+    version = repo.versions()["targets"]
+    click.echo(
+        f"signed {version}.targets.json here; bring {repo.targets_dir}/ first, then "
+        f"{repo.metadata_dir}/ but timestamp.json and *.snapshot.json, into the ingest host's "
+        "repository, and run `edge-agent host refresh` there"
+    )
+
+
+@host.command("offline-keys")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+def offline_keys(dest: Path) -> None:
+    """Move the root and targets keys to DEST (a USB stick): this host keeps only the
+    snapshot and timestamp keys; adapters are signed where DEST is (`publish --keys`)."""
+    moved = _repository().move_keys_offline(dest)
+    click.echo(f"moved {', '.join(p.name for p in moved)} to {dest}: keep it off this host")
+    click.echo(
+        "sign there, on a copy of this repository: `edge-agent host publish ADAPTER --skill "
+        f"SKILL --repo COPY --keys {dest}`; `host sign-targets` renews targets (30 days)"
+    )
+
+
+@host.command("sign-targets")
+@_repo_option
+@click.option("--keys", "keys_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="the folder with the targets (and root) key")  # fmt: skip
+def sign_targets(repo_dir: Path | None, keys_dir: Path) -> None:
+    """Re-sign the targets metadata with a fresh expiry, where its key is kept."""
+    repo = _repository(repo_dir, keys_dir)
+    click.echo(f"signed targets v{repo.sign_targets()} in {repo.folder}")
+    _say_what_to_bring(repo)
+
+
+@host.command("refresh")
+def refresh() -> None:
+    """Re-sign the timestamp now and snapshot targets signed on another machine (`host
+    serve` does it hourly)."""
+    repo = _repository()
+    repo.refresh()
+    versions = repo.versions()
+    roles = ("timestamp", "snapshot", "targets", "root")
+    click.echo(", ".join(f"{role} v{versions[role]}" for role in roles))
 
 
 @host.group("embedder")

@@ -12,13 +12,14 @@ normalized request to exactly one part, so nothing the gate evaluates was traine
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edge_agent.prompt import dumps
 from edge_agent.skills.home.dataset import Row, load_split
@@ -33,6 +34,7 @@ Route = Literal["local", "escalated", "local_fallback"]
 SPLIT_SEED = 20250704
 _SHARED_FIXTURES = "tests/en/_fixtures.yaml"
 _PUNCT = re.compile(r"[^\w\s]")
+log = logging.getLogger(__name__)
 
 
 class Record(BaseModel):
@@ -118,12 +120,20 @@ def record_from_interaction(interaction: Interaction) -> Record:
     )  # fmt: skip
 
 
-def records_from_store(store: IngestStore) -> list[Record]:
-    """Every interaction the fleet has synced, as records (anonymized on the devices)."""
-    return [
-        record_from_interaction(Interaction.model_validate_json(row["body"]))
-        for row in store.records()
-    ]
+def records_from_store(store: IngestStore, dropped: dict[str, int] | None = None) -> list[Record]:
+    """Every interaction the fleet has synced, as records (anonymized on the devices). A row
+    that no longer reads as an interaction (stored by an older host, damaged) is skipped and
+    counted in ``dropped["unreadable"]``: one device's bad record must not stop the fleet's
+    training."""
+    records = []
+    for row in store.records():
+        try:
+            records.append(record_from_interaction(Interaction.model_validate_json(row["body"])))
+        except ValidationError:
+            log.warning("skipping unreadable record %s of %s", row["id"], row["device_id"])
+            if dropped is not None:
+                dropped["unreadable"] = dropped.get("unreadable", 0) + 1
+    return records
 
 
 def _context_of(interaction: Interaction) -> str | None:

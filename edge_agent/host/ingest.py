@@ -5,13 +5,16 @@ batches over HTTPS (`edge-agent host serve`).
     POST /v1/batches          Bearer credential, Idempotency-Key, gzip JSON → BatchResult
     GET  /v1/batches/{key}    this device's answer for a key (404 for any other device's)
     GET  /v1/device           this device: records stored, credential expiry
-    GET  /metrics             Prometheus (Bearer metrics_token when one is set)
+    GET  /metrics             Prometheus, Bearer metrics_token (no token configured: no route)
     GET  /tuf/metadata/{file}, /tuf/targets/{path}   the signed adapter repository (read-only,
                               no credential: TUF metadata is public and verified by devices)
 
 Errors are JSON ``{"detail": …}``: 400 unreadable body, 401 credential, 409 key reused for
-another body, 413 too large, 415 encoding, 422 schema (``records`` lists the bad indices),
-429 daily quota (Retry-After).
+another body, 413 too large, 415 encoding, 422 schema or a number that is not finite
+(``records`` lists the bad indices), 429 daily quota (Retry-After).
+
+Nothing but these routes is public: no /docs, and /openapi.json only with ``openapi=True``
+(``create_app(config).openapi()`` gives the schema in-process, to tests and fuzzers).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_agent.errors import ConfigError
 from edge_agent.host.ingest_store import (
@@ -57,15 +62,19 @@ _KEY = re.compile(wire.KEY_PATTERN)
 class IngestConfig:
     db_path: Path
     cert_sha256: str  # the certificate devices pin: reported at enrollment
-    max_body_bytes: int = 2**20  # on the wire
+    # A batch on the wire. A device packs at most sync_batch_kb (256 KiB) of JSON per batch
+    # and gzips it, so its largest batch is ~256 KiB: 1 MiB leaves 4x headroom.
+    max_body_bytes: int = 2**20
     max_decoded_bytes: int = 8 * 2**20  # after gunzip: a gzip bomb stops here
+    max_request_bytes: int = 64 * 2**10  # any other request (an enrollment is < 1 KiB)
     max_batch_records: int = 1000
     quota: Quota = field(default_factory=Quota)
     credential_ttl_days: float = 365.0
     retention_days: float | None = 180.0
     trusted_root: dict[str, Any] | None = None  # the adapter repository's root of trust
-    metrics_token: str | None = None
+    metrics_token: str | None = None  # None: no /metrics route at all
     tuf_dir: Path | None = None  # an AdapterRepository folder, served under /tuf
+    openapi: bool = False  # serve /openapi.json (it maps the attack surface for anyone)
 
     @property
     def limits(self) -> wire.Limits:
@@ -91,9 +100,17 @@ def create_app(config: IngestConfig, *, clock: Callable[[], float] = time.time) 
             task.cancel()
             store.close()
 
-    app = FastAPI(title="edge-agent ingest", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="edge-agent ingest",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if config.openapi else None,
+    )
     app.state.store, app.state.config, app.state.metrics = store, config, metrics
-    metrics.instrument(app)
+    limits = {"/v1/batches": config.max_body_bytes}
+    app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, config.max_request_bytes))
+    metrics.instrument(app)  # after: outside the limit, so the metrics count its 413s
 
     @app.exception_handler(_Unprocessable)
     async def unprocessable(_: Request, exc: _Unprocessable) -> JSONResponse:
@@ -190,7 +207,7 @@ def _routes(app: FastAPI, store: IngestStore, config: IngestConfig, metrics: Ing
     ) -> Response:
         if not _KEY.match(key):
             raise HTTPException(400, f"{wire.KEY_HEADER} must match {wire.KEY_PATTERN}")
-        raw = await _read_limited(request, config.max_body_bytes)
+        raw = await request.body()  # BodyLimit bounds it
         body = _decoded(raw, request.headers.get("content-encoding"), config.max_decoded_bytes)
         batch = _validated(body, config.max_batch_records)
         incoming = Incoming(
@@ -257,12 +274,17 @@ def _device_routes(app: FastAPI, store: IngestStore) -> None:
 def _ops_routes(
     app: FastAPI, store: IngestStore, config: IngestConfig, metrics: IngestMetrics
 ) -> None:
-    @app.get("/metrics")
-    def prometheus(authorization: Annotated[str | None, Header()] = None) -> Response:
-        wanted = config.metrics_token
-        if wanted and not hmac.compare_digest(authorization or "", f"Bearer {wanted}"):
-            raise HTTPException(401, "metrics need the metrics token")
-        return metrics.render(store)
+    wanted = f"Bearer {config.metrics_token}".encode() if config.metrics_token else None
+
+    if wanted is not None:  # public metrics would say how big the fleet is and how busy
+
+        @app.get("/metrics")
+        def prometheus(request: Request) -> Response:
+            # Bytes: compare_digest refuses a str that is not ASCII (a 500, not a 401).
+            given = request.headers.get("authorization", "").encode("latin-1")
+            if not hmac.compare_digest(given, wanted):
+                raise HTTPException(401, "metrics need the metrics token (Bearer)")
+            return metrics.render(store)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -312,18 +334,59 @@ def _ingest(store: IngestStore, incoming: Incoming, quota: Quota) -> tuple[wire.
         ) from exc
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` (before it is all read)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the batch is {declared} bytes; this host's limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"the batch passes {limit} bytes, this host's limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+class _TooLarge(HTTPException):
+    def __init__(self, path: str, limit: int) -> None:
+        super().__init__(413, f"the body for {path} passes {limit} bytes, this host's limit")
+
+
+class BodyLimit:
+    """Every request body has a limit (``limit_for(path)``), enforced while it is read: a
+    declared Content-Length past it is refused before the app runs, a chunked body as soon
+    as the bytes read pass it. 413 with a JSON detail either way."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+        self.app, self.limit_for = app, limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, limit = scope["path"], self.limit_for(scope["path"])
+        declared = Headers(scope=scope).get("content-length", "")
+        # isascii: '²' is a digit to isdigit() but not to int(); 19+ digits pass any limit
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > limit)
+        ):
+            await _answer(_TooLarge(path, limit), scope, receive, send)
+            return
+        seen, started = 0, False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge(path, limit)  # the route's handler answers it (ExceptionMiddleware)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except _TooLarge as exc:  # read outside a route: answer it here
+            if started:
+                raise
+            await _answer(exc, scope, receive, send)
+
+
+async def _answer(exc: HTTPException, scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    await response(scope, receive, send)
 
 
 def _decoded(raw: bytes, encoding: str | None, limit: int) -> bytes:
@@ -345,6 +408,11 @@ def _decoded(raw: bytes, encoding: str | None, limit: int) -> bytes:
 
 
 def _validated(body: bytes, max_records: int) -> wire.WireBatch:
+    bad = wire.non_finite_records(body)
+    if bad is not None:  # pydantic would take them: stored as null, unreadable afterwards
+        where = f"records {bad}" if bad else "the batch"
+        detail = f"{where}: a number is NaN, Infinity or past the float range; JSON numbers "
+        raise _Unprocessable(detail + "must be finite", bad)
     try:
         batch = wire.WireBatch.model_validate_json(body)
     except ValidationError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import os
 import secrets
 import sqlite3
 import threading
@@ -77,6 +78,16 @@ class Incoming:
     records: Sequence[tuple[str, float, str]]
 
 
+def _owner_only(db: Path) -> None:
+    """The database (credential hashes, every device's records) readable by its owner alone.
+    SQLite gives the -wal, -shm and -journal files the database file's mode, so creating it
+    0600 covers those; files from an older version are chmod'ed."""
+    os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{db}{suffix}", 0o600)
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -85,7 +96,8 @@ class IngestStore:
     """Thread-safe: one connection behind a lock (SQLite writes one at a time anyway)."""
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _owner_only(path)
         self.path, self.clock = path, clock
         self.lock = threading.Lock()
         self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

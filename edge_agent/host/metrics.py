@@ -5,8 +5,11 @@ devices are active to whoever can scrape."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
@@ -68,3 +71,18 @@ class IngestMetrics:
     def render(self, store: IngestStore) -> Response:
         self.devices.set(len(store.devices()))
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def ensure_metrics_token(path: Path) -> str:
+    """The token /metrics asks for, kept in `path` (0600): made on first use, then reused so
+    a scraper configured once keeps working across restarts."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token

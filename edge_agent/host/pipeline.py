@@ -62,15 +62,19 @@ def gather(
 
     if rows is not None:
         return c.curate_split()
+    unreadable: dict[str, int] = {}
     if interactions is not None:
         records = read_records(interactions)
     elif store is not None:
-        records = c.records_from_store(store)
+        records = c.records_from_store(store, unreadable)
     else:
         raise FlywheelError("nothing to train on: give the split, a JSONL file or the store")
     if eval_on == "split":
-        return c.curate_against(records, c.held_out_split())
-    return c.curate(records)
+        curated = c.curate_against(records, c.held_out_split())
+    else:
+        curated = c.curate(records)
+    curated.dropped |= unreadable  # reported with the other drops (`host train` prints them)
+    return curated
 
 
 def export_adapter(adapter_dir: Path, model_path: Path, out: Path) -> Path:

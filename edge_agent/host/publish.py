@@ -17,13 +17,21 @@ Layout of the repository folder (served read-only under ``/tuf`` by ``edge-agent
 
 Consistent snapshots are on: metadata is written under new versioned names and
 ``timestamp.json`` is replaced last, so a device reading during a publish sees the old
-repository or the new one, never a mix. One key per role, threshold 1. All four keys sit on
-the host by default; the root key only signs ``root.json`` (at init and when ``refresh()``
-renews it before it expires), so it can live elsewhere: ``init(root_key_dir=…)`` writes it to
-another folder (a USB stick, say), and ``refresh()`` warns instead of renewing while that
-folder is absent. Expiries (``Expiries``): timestamp 1 day, snapshot 7, targets 30, root 365;
-``refresh()`` re-signs the timestamp every time and a role whose expiry is less than half its
-lifetime away, so running it hourly (``host serve`` does) keeps devices updating.
+repository or the new one, never a mix. One key per role, threshold 1. Expiries
+(``Expiries``): timestamp 1 day, snapshot 7, targets 30, root 365; ``refresh()`` re-signs the
+timestamp every time and a role whose expiry is less than half its lifetime away, so running
+it hourly (``host serve`` does) keeps devices updating.
+
+All four keys sit on the host by default. Whoever holds the targets key decides what devices
+install, so it (and the root key) can live off the ingest host: ``move_keys_offline(dir)``
+moves both to `dir` (a USB stick, another machine). The host then holds only the snapshot and
+timestamp keys and refreshes those; it warns instead of renewing root or targets. Targets are
+signed where the keys are, on a copy of the repository: ``AdapterRepository(copy,
+key_dir=dir).publish(…)`` (or ``sign_targets()`` to renew them) writes ``N.targets.json`` and
+the new files and stops there (no online keys on the copy). Once those are brought into the
+host's folder, its next ``refresh()`` verifies ``N.targets.json`` against the root's targets
+key and signs a snapshot and a timestamp over it; a file the targets key did not sign is
+ignored.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
+from tuf.api.exceptions import RepositoryError
 from tuf.api.metadata import (
     Metadata,
     MetaFile,
@@ -99,13 +108,23 @@ class Expiries:
 class AdapterRepository:
     """A TUF repository folder made by ``init``; every method takes the folder's lock."""
 
-    def __init__(self, folder: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        key_dir: Path | None = None,
+    ) -> None:
+        """`key_dir`: where the root and targets keys are this time (the offline machine's
+        copy of the repository), instead of where config.json says."""
         self.folder = Path(folder)
         self.metadata_dir = self.folder / "metadata"
         self.targets_dir = self.folder / "targets"
         config = _read_config(self.folder)
         self.expiries = Expiries(**config["expiries"])
-        self.root_key_dir = Path(config["root_key_dir"])
+        online = self.folder / "keys"
+        self.root_key_dir = Path(key_dir or config["root_key_dir"])
+        self.targets_key_dir = Path(key_dir or config.get("targets_key_dir", online))
         self._clock = clock
 
     @classmethod
@@ -153,6 +172,7 @@ class AdapterRepository:
             raise PublishError(str(exc)) from exc
         _require_matching_file(Path(adapter_file), release)
         with self._locked():
+            self._signer(Targets.type)  # no key here: refuse before storing anything
             targets = self._current(Targets)
             if release.target_path in targets.signed.targets:
                 raise PublishError(
@@ -172,6 +192,7 @@ class AdapterRepository:
         folder = Path(folder)
         name = _checked_embedder(folder)
         with self._locked():
+            self._signer(Targets.type)
             targets = self._current(Targets)
             signed = targets.signed
             infos = {f: self._embedder_file(signed, folder, name, f) for f in EMBEDDER_FILES}
@@ -184,15 +205,54 @@ class AdapterRepository:
         return [i.path for i in infos.values()]
 
     def refresh(self) -> int:
-        """Re-sign the timestamp (and any role near expiry); returns the timestamp's version."""
+        """Re-sign the timestamp (and any role near expiry), snapshot targets signed on
+        another machine; returns the timestamp's version."""
         with self._locked():
             self._renew_root_if_due()
             targets, snapshot = self._current(Targets), self._current(Snapshot)
-            if self._due(targets.signed, self.expiries.targets):
+            if self._due(targets.signed, self.expiries.targets) and self._key_or_warn(targets):
                 return self._commit_targets(targets)
+            if targets.signed.version != snapshot.signed.meta[f"{Targets.type}.json"].version:
+                return self._commit_snapshot(snapshot, self._targets_meta(targets))
             if self._due(snapshot.signed, self.expiries.snapshot):
                 return self._commit_snapshot(snapshot)
             return self._commit_timestamp(snapshot)
+
+    def sign_targets(self) -> int:
+        """Re-sign targets with a fresh expiry (and root, if due) where their keys are: the
+        offline machine's copy. Returns the new targets version."""
+        with self._locked():
+            self._renew_root_if_due()
+            targets = self._current(Targets)
+            self._commit_targets(targets)
+            return targets.signed.version
+
+    def move_keys_offline(self, dest: Path) -> list[Path]:
+        """Move the root and targets keys to `dest`: from now on this host signs snapshots and
+        timestamps only. Returns the keys' new paths."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        dest.chmod(0o700)
+        with self._locked():
+            moves = [
+                (self._key_path(role), dest / f"{role}.pem") for role in (Root.type, Targets.type)
+            ]
+            for source, target in moves:  # all checked before any is moved
+                if not source.exists():
+                    raise PublishError(f"there is no key at {source}; nothing was moved")
+                if target.exists() and not target.samefile(source):
+                    raise PublishError(f"{target} holds a key already; nothing was moved")
+            moved = [_move_key(source, target) for source, target in moves]
+            config = _read_config(self.folder)
+            config |= {"root_key_dir": str(dest), "targets_key_dir": str(dest)}
+            _write_atomic(self.folder / "config.json", json.dumps(config, indent=2).encode())
+        self.root_key_dir = self.targets_key_dir = dest
+        return moved
+
+    def holds_online_keys(self) -> bool:
+        """Whether this folder can sign snapshots and timestamps (the ingest host's can; an
+        offline machine's copy cannot: what it signs waits for the host's refresh)."""
+        return self._key_path(Snapshot.type).exists()
 
     def refresh_every(self, interval_s: float, stop: threading.Event) -> None:
         """`refresh()` every `interval_s` until `stop` is set (a failure is logged, not fatal)."""
@@ -257,14 +317,17 @@ class AdapterRepository:
             self._commit_targets(targets, snapshot)
 
     def _commit_targets(self, targets: Metadata[Targets], snapshot: Any = None) -> int:
+        signer = self._signer(Targets.type)  # before any change: the key may be offline
         targets.signed.version += 1
         targets.signed.expires = self._expiry(self.expiries.targets)
-        meta = self._sign_and_write(targets, self._signer(Targets.type))
-        snapshot = snapshot or self._current(Snapshot)
-        snapshot.signed.meta[f"{Targets.type}.json"] = meta
-        return self._commit_snapshot(snapshot)
+        meta = self._sign_and_write(targets, signer)
+        if not self.holds_online_keys():  # signed offline: the host's refresh snapshots it
+            return targets.signed.version
+        return self._commit_snapshot(snapshot or self._current(Snapshot), meta)
 
-    def _commit_snapshot(self, snapshot: Metadata[Snapshot]) -> int:
+    def _commit_snapshot(self, snapshot: Metadata[Snapshot], targets: Any = None) -> int:
+        if targets is not None:
+            snapshot.signed.meta[f"{Targets.type}.json"] = targets
         snapshot.signed.version += 1
         snapshot.signed.expires = self._expiry(self.expiries.snapshot)
         meta = self._sign_and_write(snapshot, self._signer(Snapshot.type))
@@ -325,7 +388,8 @@ class AdapterRepository:
         os.replace(tmp, dest)
 
     def _current(self, role: type[_S]) -> Metadata[_S]:
-        """The newest signed metadata of `role`, followed from timestamp.json."""
+        """The newest signed metadata of `role`, followed from timestamp.json; for targets, a
+        newer one signed elsewhere (by the root's targets key) that awaits its snapshot."""
         if role is Timestamp or role is Root:
             name = f"{role.type}.json"
         else:
@@ -333,6 +397,9 @@ class AdapterRepository:
             version = timestamp.snapshot_meta.version
             if role is Targets:
                 version = self._current(Snapshot).signed.meta[f"{Targets.type}.json"].version
+                staged = self._staged_targets(version)
+                if staged is not None:
+                    return staged  # type: ignore[return-value]  # _S is Targets here
             name = f"{version}.{role.type}.json"
         try:
             return Metadata[_S].from_file(str(self.metadata_dir / name))
@@ -342,8 +409,54 @@ class AdapterRepository:
                 "from a backup"
             ) from exc
 
+    def _staged_targets(self, known: int) -> Metadata[Targets] | None:
+        """The newest ``N.targets.json`` above version `known` that the targets key signed."""
+        root = Metadata[Root].from_file(str(self.metadata_dir / "root.json"))
+        names = (p.name for p in self.metadata_dir.glob("*.targets.json"))
+        versions = sorted(int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit())
+        for version in reversed([v for v in versions if v > known]):
+            path = self.metadata_dir / f"{version}.{Targets.type}.json"
+            try:
+                md = Metadata[Targets].from_file(str(path))
+                root.verify_delegate(Targets.type, md)
+            except (OSError, ValueError, RepositoryError) as exc:
+                log.warning("ignoring %s: not signed by this repository's targets key (%s)",
+                            path, exc)  # fmt: skip
+                continue
+            if md.signed.version == version:
+                return md
+        return None
+
+    def _targets_meta(self, targets: Metadata[Targets]) -> MetaFile:
+        version = targets.signed.version
+        return _meta_file(version, (self.metadata_dir / f"{version}.targets.json").read_bytes())
+
+    def _key_or_warn(self, targets: Metadata[Targets]) -> bool:
+        """Whether the targets key is here to renew `targets`; if not, say where to do it."""
+        if self._key_path(Targets.type).exists():
+            return True
+        log.warning(
+            "targets.json expires %s and the targets key is not at %s: re-sign it where the "
+            "key is (`edge-agent host sign-targets --repo COPY --keys DIR`) and bring the new "
+            "N.targets.json here before then",
+            targets.signed.expires,
+            self._key_path(Targets.type),
+        )
+        return False
+
+    def _key_path(self, role: str) -> Path:
+        folder = {Root.type: self.root_key_dir, Targets.type: self.targets_key_dir}
+        return folder.get(role, self.folder / "keys") / f"{role}.pem"
+
     def _signer(self, role: str) -> CryptoSigner:
-        return _read_key(self.folder / "keys" / f"{role}.pem")
+        path = self._key_path(role)
+        if role == Targets.type and not path.exists():
+            raise PublishError(
+                f"the targets key is not at {path} (kept offline?): sign on the machine that "
+                "holds it, with a copy of this repository: `edge-agent host publish … --repo "
+                "COPY --keys DIR`, then bring the new files here"
+            )
+        return _read_key(path)
 
     def _expiry(self, seconds: float) -> datetime:
         return datetime.fromtimestamp(self._clock() + seconds, UTC)
@@ -401,10 +514,23 @@ def _checked_embedder(folder: Path) -> str:
     return spec.name
 
 
+def _move_key(source: Path, target: Path) -> Path:
+    if not target.exists():  # else it is the same file (checked by the caller)
+        _write_key_bytes(target, source.read_bytes())
+        source.unlink()
+    return target
+
+
 def _write_key(path: Path, signer: CryptoSigner) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    _write_key_bytes(path, signer.private_bytes)
+
+
+def _write_key_bytes(path: Path, pem: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never over a key
     with os.fdopen(fd, "wb") as f:
-        f.write(signer.private_bytes)
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _read_key(path: Path) -> CryptoSigner:

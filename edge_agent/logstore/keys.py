@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Literal, Protocol
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from edge_agent.errors import LogKeyError
+from edge_agent.errors import ConfigError, LogIntegrityError, LogKeyError
 
 KeySourceName = Literal["auto", "keyring", "passphrase", "file"]
 KEY_BYTES = 32
@@ -31,6 +32,11 @@ _FILE_PREFIX = "edge-agent-log-master-v1:"
 _KEYRING_SERVICE = "edge-agent"
 _SCRYPT_R, _SCRYPT_P = 8, 1
 SCRYPT_N = 2**15  # 32 MiB and ~0.1-0.3 s on a Pi-class CPU: slow to guess, fine to open
+# What a log's meta may ask of scrypt: 8x the default's memory, 16x its work, at most.
+_MAX_SCRYPT_MEMORY = 256 * 2**20  # scrypt takes 128 * n * r bytes
+_MAX_SCRYPT_WORK = 16 * SCRYPT_N * _SCRYPT_R * _SCRYPT_P  # n * r * p
+_SALT_BYTES = range(16, 65)
+_DECIMAL = re.compile(r"^[0-9]{1,12}$")
 
 log = logging.getLogger(__name__)
 
@@ -248,14 +254,15 @@ class PassphraseKeySource:
     def __init__(self, passphrase: str, *, n: int = SCRYPT_N):
         if not passphrase:
             raise LogKeyError("the log passphrase is empty: set EDGE_AGENT_LOG_PASSPHRASE")
+        if _scrypt_cost_problem(n, _SCRYPT_R, _SCRYPT_P):  # a log made here must open here
+            raise ConfigError(f"scrypt n={n}: {_scrypt_cost_problem(n, _SCRYPT_R, _SCRYPT_P)}")
         self.passphrase = passphrase.encode()
         self.n = n
 
     def load(self, meta: Mapping[str, str]) -> bytes | None:
         if "kdf_salt" not in meta:
             return None
-        salt = base64.b64decode(meta["kdf_salt"])
-        return self._derive(salt, int(meta["kdf_n"]), int(meta["kdf_r"]), int(meta["kdf_p"]))
+        return self._derive(*scrypt_params(meta))
 
     def load_staged(self, meta: Mapping[str, str]) -> bytes | None:
         return None  # the new salt commits atomically with the re-wrapped keys
@@ -280,6 +287,47 @@ class PassphraseKeySource:
 
     def _derive(self, salt: bytes, n: int, r: int, p: int) -> bytes:
         return Scrypt(salt=salt, length=KEY_BYTES, n=n, r=r, p=p).derive(self.passphrase)
+
+
+def scrypt_params(meta: Mapping[str, str]) -> tuple[bytes, int, int, int]:
+    """(salt, n, r, p) from a log's meta, checked before scrypt sees them: the meta table is
+    plaintext, and scrypt sizes its memory by n and r. LogIntegrityError if damaged."""
+    if meta.get("kdf", "scrypt") != "scrypt":
+        raise _damaged("kdf", meta["kdf"], "only scrypt is known")
+    n, r, p = (_decimal(meta, name) for name in ("kdf_n", "kdf_r", "kdf_p"))
+    problem = _scrypt_cost_problem(n, r, p)
+    if problem:
+        raise _damaged("kdf_n/kdf_r/kdf_p", f"{n}/{r}/{p}", problem)
+    try:
+        salt = base64.b64decode(meta["kdf_salt"], validate=True)
+    except ValueError:
+        salt = b""
+    if len(salt) not in _SALT_BYTES:
+        raise _damaged("kdf_salt", meta["kdf_salt"], "not base64 of 16 to 64 bytes")
+    return salt, n, r, p
+
+
+def _decimal(meta: Mapping[str, str], name: str) -> int:
+    value = meta.get(name)
+    if value is None or not _DECIMAL.match(value):  # no int() of a huge string
+        raise _damaged(name, value, "not a small decimal number")
+    return int(value)
+
+
+def _scrypt_cost_problem(n: int, r: int, p: int) -> str | None:
+    if n < 2 or n & (n - 1) or r < 1 or p < 1:
+        return "n must be a power of two (at least 2), r and p at least 1"
+    if 128 * n * r > _MAX_SCRYPT_MEMORY or n * r * p > _MAX_SCRYPT_WORK:
+        return f"past the bounds ({_MAX_SCRYPT_MEMORY >> 20} MiB, {_MAX_SCRYPT_WORK} n*r*p)"
+    return None
+
+
+def _damaged(name: str, value: str | None, why: str) -> LogIntegrityError:
+    shown = value if value is None or len(value) <= 40 else value[:40] + "..."
+    return LogIntegrityError(
+        f"its meta {name} = {shown!r} is not valid ({why}): the key cannot be derived; restore "
+        "the log from a backup, or move it aside to start a new one"
+    )
 
 
 def make_source(

@@ -79,12 +79,12 @@ class KeyRing:
     def _unlock(self, meta: Mapping[str, str]) -> bytes:
         kid = meta.get("master_kid")
         if kid is None:  # a new log: reuse a stored key (the old log was deleted) or make one
-            key = self.source.load(meta)
+            key = self._load(meta)
             if key is None:
                 key, self.new_params = self.source.create()
                 key = self.source.save(key)
             return key
-        key = self.source.load(meta)
+        key = self._load(meta)
         if key is not None and keys.kid_of(key) == kid:
             return key
         staged = self.source.load_staged(meta)
@@ -92,6 +92,12 @@ class KeyRing:
             self.source.promote(staged)  # a rotation died between its commit and its promote
             return staged
         raise LogKeyError(self._wrong_key_message(kid, key))
+
+    def _load(self, meta: Mapping[str, str]) -> bytes | None:
+        try:
+            return self.source.load(meta)
+        except LogIntegrityError as exc:  # the source read damaged meta: say which log
+            raise LogIntegrityError(f"the log at {self.where} is damaged: {exc}") from exc
 
     def _wrong_key_message(self, kid: str, found: bytes | None) -> str:
         where = f"the log at {self.where} (master key {kid})"

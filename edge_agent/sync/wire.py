@@ -3,7 +3,9 @@
 The device and the host share this module and nothing else of each other. A batch is canonical
 JSON (sorted keys, no spaces), one anonymized ``Interaction`` per record, gzip-compressed on the
 wire; its idempotency key is a hash of those bytes, so rebuilding the same batch after a crash
-gives the same key.
+gives the same key. Every number on the wire is finite: JSON has no NaN or Infinity, and a
+host that took Python's extensions (``NaN``, ``Infinity``, ``1e999``) would store what no
+reader can load back.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -25,6 +28,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 KEY_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"
 MAX_ID_CHARS = 128
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_MAX_FLOAT_INT = 2**1024  # from here on an integer becomes inf as a float
 
 
 class Limits(BaseModel):
@@ -44,6 +48,8 @@ class EnrollRequest(BaseModel):
 
 
 class EnrollResponse(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # the device reads it: finite numbers only
+
     device_id: str
     credential: str  # "<device_id>.<secret>"; the host keeps only a hash of the secret
     expires_at: float
@@ -71,6 +77,8 @@ class WireBatch(BaseModel):
 
 class BatchResult(BaseModel):
     """The host's answer to a batch; a replay returns the first answer unchanged."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     key: str
     received: int
@@ -109,3 +117,64 @@ def normalize_pin(text: str) -> str:
     if not _HEX64.match(pin):
         raise ValueError(f"{text!r} is not a SHA-256 fingerprint (64 hex digits)")
     return pin
+
+
+class _NonFinite:
+    """Stands in for a number that is not finite while a body is scanned."""
+
+
+_NON_FINITE = _NonFinite()
+
+
+def _number(text: str) -> object:
+    value = float(text)
+    return value if math.isfinite(value) else _NON_FINITE
+
+
+def _integer(text: str) -> object:
+    try:
+        value = int(text)
+    except ValueError:  # past Python's digit limit (4300): far past any float too
+        return _NON_FINITE
+    return value if abs(value) < _MAX_FLOAT_INT else _NON_FINITE
+
+
+def non_finite_records(body: bytes) -> list[int] | None:
+    """None when every number in the JSON `body` is finite; else the indices of the batch's
+    records that hold one (empty when it sits outside them). A body that is not JSON is
+    None here: the schema check reports it."""
+    found = False
+
+    def flag(value: object) -> object:
+        nonlocal found
+        found = found or value is _NON_FINITE
+        return value
+
+    try:
+        data = json.loads(
+            body,
+            parse_constant=lambda _: flag(_NON_FINITE),  # NaN, Infinity, -Infinity
+            parse_float=lambda t: flag(_number(t)),
+            parse_int=lambda t: flag(_integer(t)),
+        )
+    except (ValueError, RecursionError):
+        return None
+    if not found:
+        return None
+    records = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        return []
+    return [i for i, record in enumerate(records) if _holds_non_finite(record)]
+
+
+def _holds_non_finite(value: object) -> bool:
+    stack = [value]
+    while stack:  # no recursion: the body's nesting is the sender's choice
+        item = stack.pop()
+        if item is _NON_FINITE:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from edge_agent.host.curate import (
@@ -128,3 +129,35 @@ def test_a_field_record_without_a_row_evaluates_in_the_shared_home() -> None:
     row = rec(1, "turn on the kitchen light", area="kitchen").as_row()
     assert row.inventory().areas  # the shared HA test home, not a parse error on the id
     assert row.call().name == "HassTurnOn" and row.speaker_area == "kitchen"
+
+
+def test_a_bad_row_in_the_store_is_skipped_and_counted(tmp_path: Path) -> None:
+    """One device's unreadable record (an older host stored Infinity as null) must not stop
+    fleet training: it is dropped and counted, the rest is curated."""
+    from edge_agent.host.ingest_store import Incoming, IngestStore, Quota
+    from edge_agent.host.pipeline import gather
+
+    store = IngestStore(tmp_path / "ingest.db")
+    try:
+        device, _secret, _expires = store.redeem(store.create_token(60), 3600)
+        good = [_turn(f"turn on the fan {i}") for i in range(3)]
+        nulled = json.loads(good[0].model_dump_json()) | {"recorded_at": None}
+        rows = [(t.id, 1.0, t.model_dump_json()) for t in good] + [
+            ("bad-null", 1.0, json.dumps(nulled | {"id": "bad-null"})),
+            ("bad-json", 1.0, "{not json"),
+        ]
+        store.ingest(Incoming(device, "k1", "0" * 64, 1, rows), Quota())
+        dropped: dict[str, int] = {}
+        records = records_from_store(store, dropped)
+        curated = gather(store=store)
+    finally:
+        store.close()
+    assert sorted(r.request for r in records) == [f"turn on the fan {i}" for i in range(3)]
+    assert dropped == {"unreadable": 2}
+    assert curated.summary()["dropped"] == {"unreadable": 2}  # what `host train` reports
+    assert len(curated.train) + len(curated.validation) + len(curated.eval) == 3
+
+
+def _turn(request: str) -> Interaction:
+    outcome = ToolOutcome(call=ON, effect=Effect.ACTUATING, status="ok")
+    return Interaction(result=AgentResult(request=request, model="m", tool_calls=[outcome]))

@@ -258,12 +258,16 @@ def test_retention_drops_old_records(host: HostServer) -> None:
     assert host.store.records() == []
 
 
-def test_metrics_count_batches_records_and_refusals(host: HostServer) -> None:
-    with http(host, device(host)) as c:
-        post_batch(c, [rec(1)])
-        post_batch(c, [rec(1)])
-        c.get("/v1/device", headers={"Authorization": "Bearer nope"})
-        text = c.get("/metrics").text
+def test_metrics_count_batches_records_and_refusals(tmp_path: Path) -> None:
+    host = HostServer(tmp_path / "h", make_cert(tmp_path), {"metrics_token": "m" * 20}).start()
+    try:
+        with http(host, device(host)) as c:
+            post_batch(c, [rec(1)])
+            post_batch(c, [rec(1)])
+            c.get("/v1/device", headers={"Authorization": "Bearer nope"})
+            text = c.get("/metrics", headers={"Authorization": "Bearer " + "m" * 20}).text
+    finally:
+        host.stop()
     assert 'edge_agent_ingest_batches_total{outcome="replayed"} 1.0' in text
     assert 'edge_agent_ingest_records_total{outcome="stored"} 1.0' in text
     assert "edge_agent_ingest_auth_failures_total 1.0" in text
