@@ -19,7 +19,10 @@ _HOME_WORDS_TEXT = """
 alexa siri google cortana sonos hue philips nest ecobee chromecast roku apple kodi plex
 spotify netflix youtube hulu zigbee z-wave matter thread wi-fi wifi bluetooth homekit ikea
 tradfri shelly tuya xiaomi aqara ring arlo wyze roomba dyson tesla xbox playstation nintendo
-switch
+switch sony bose samsung lg yale schlage lutron caseta wemo kasa tp-link eufy ecovacs
+neato irobot denon yamaha bosch miele whirlpool frigidaire lifx nanoleaf govee wiz sengled
+hubitat smartthings insteon honeywell resideo tado netatmo somfy velux dreame roborock
+soundbar sunroom mudroom boathouse playroom homepod airpods iphone ipad imac macbook
 """
 HOME_WORDS = frozenset(_HOME_WORDS_TEXT.split())
 # Only guesses are checked against the allowlist: no home calls a device by a card number.

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from functools import cache
 
 from edge_agent.anonymize.base import Finding, found
-from edge_agent.anonymize.words import Kind, kind, known_name
+from edge_agent.anonymize.words import Kind, kind, known_name, names_too, proper_word
 
 
 @cache
@@ -39,16 +39,38 @@ _RUN = re.compile(
 _PARTICLES = frozenset(_PARTICLE[3:-1].split("|"))
 _TOKENS = re.compile(rf"{_TOKEN}|{_PARTICLE}")
 _HONORIFIC = re.compile(r"(?:\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|dame|lady|lord)\.?[ \t]+)$", re.I)
+# Verbs whose object is a person: "call Maria", "remind Will", "Texting Will Turner".
+_CONTACT = (
+    r"(?:call|text|email|e-mail|remind|ask|ping|thank)(?:s|ed|ing)?|phon(?:e|es|ed|ing)|"
+    r"ring(?:s|ing)?|messag(?:e|es|ed|ing)|sms|tell(?:s|ing)?|notif(?:y|ies|ied|ying)|"
+    r"invit(?:e|es|ed|ing)|pag(?:e|es|ed|ing)|facetim(?:e|ed|ing)"
+)
 # After these a single ambiguous word ("Frank") or a lowercase known name ("patricia") counts.
 _CUE = re.compile(
     r"(?:\b(?:name\s+is|name's|named(?:\s+(?:him|her|them|it))?|called|call\s+me|i\s+am|i'm|"
-    r"this\s+is|with|by|said|told|asked|dear|hi|hello|hey|to|from|under|name:|contact|ask|tell|"
-    r"met|meet|and|me|starring)[ \t,]+|[A-Z]\w+,[ \t]+)$",
+    r"this\s+is|with|by|said|told|asked|dear|hi|hello|hey|to|from|under|name:|contact|"
+    rf"met|meet|and|me|starring|{_CONTACT})[ \t,]+|[A-Z]\w+,[ \t]+)$",
     re.I,
 )
+_CONTACT_BEFORE = re.compile(rf"(?i:\b(?:{_CONTACT}))[ \t]+$")
 _LOWER = r"[^\W\d_A-Z]+"
+# Lowercase (a voice transcript): after the first verbs the next word is a person ("call mark",
+# "text xiomara"); the others are nouns too ("email subscription"), so there only a proper
+# noun is ("send a text to bill"). "phone" and "ring" are left out: "my phone bill".
+_CALL_LOWER = r"(?:call|text|tell|remind|ask|ping|thank)(?:ing)?|invit(?:e|ing)|facetim(?:e|ing)"
+_SEND_LOWER = (
+    r"email|e-mail|message|sms|notify|page|(?:send|pay|transfer|wire)\b[^.!?\n]{0,40}?\bto"
+)
+_CONTACT_LOWER = re.compile(
+    rf"(?i:\b(?:({_CALL_LOWER})|{_SEND_LOWER})[ \t]+)({_LOWER})(?:[ \t]+({_LOWER}))?"
+    r"(?![\w@]|['’]t\b)"
+)
+_CONTACT_STEMS = (
+    "call", "text", "tell", "remind", "ask", "ping", "thank", "invit", "facetim", "mail", "messag",
+    "sms", "notify", "page", "send", "pay", "transfer", "wire",
+)  # fmt: skip
 _CUE_LOWER = re.compile(
-    r"(?i:\b(?:my[ \t]+name[ \t]+is|name:|named|called|call[ \t]+me|with|mr\.?|mrs\.?|ms\.?|"
+    r"(?i:\b(?:name[ \t]+is|name:|named|called|calls?[ \t]+me|with|mr\.?|mrs\.?|ms\.?|"
     rf"dr\.?|dear))[ \t]+({_LOWER}(?:[ \t]+{_LOWER})?)\b"
 )
 
@@ -56,12 +78,15 @@ _CUE_LOWER = re.compile(
 def find_names(text: str) -> Iterator[Finding]:
     for match in _RUN.finditer(text):
         run = match.group(1)
-        if " " not in run and "\t" not in run and _token_kind(run) in ("common", "particle"):
-            continue  # the usual case, a capitalized first word: "The", "What", "Turn"
+        single = " " not in run and "\t" not in run
+        # The usual case, a capitalized first word: "The", "What", "Turn" (but "remind Will").
+        if single and _token_kind(run) in ("common", "particle") and not _contacted(text, match):
+            continue
         span = _name_in_run(text, match.start(1), match.end(1))
         if span:
             yield found("PERSON", text, *span)
     yield from _lowercase_after_cue(text)
+    yield from _lowercase_after_contact(text)
     yield from _lowercase_known_names(text)
 
 
@@ -73,6 +98,9 @@ def _name_in_run(text: str, start: int, end: int) -> tuple[int, int] | None:
     ]
     kinds = [_token_kind(t) for _, _, t in tokens]
     while kinds and kinds[0] in ("common", "particle", "initial"):
+        if _first_name_too(text, tokens, kinds):
+            kinds[0] = "ambiguous"
+            break
         tokens, kinds = tokens[1:], kinds[1:]
     while kinds and kinds[-1] in ("common", "particle"):
         tokens, kinds = tokens[:-1], kinds[:-1]
@@ -92,7 +120,42 @@ def _token_kind(token: str) -> str:
         return "initial"
     if len(token) > 1 and token.isupper():
         return "common"  # ATM, TV, KNIVSTA: acronyms and shouting, not names
+    if _identifier(token):
+        return "common"
     return kind(token)
+
+
+# Surnames with a capital inside: McDonald, MacArthur, DeShawn, LaToya, DiCaprio, VanDyke.
+_NAME_PREFIXES = frozenset(["mc", "mac", "de", "di", "da", "la", "le", "du", "van", "von", "fitz"])
+
+
+def _identifier(token: str) -> bool:
+    """CamelCase code names (HassTurnOn, HassBroadcast, YouTube) are tool and product names,
+    not people: more than one capital inside, or one after something no surname starts with."""
+    if token[1:].islower():
+        return False  # the usual case, checked at C speed
+    humps = [i for i in range(1, len(token)) if token[i].isupper() and token[i - 1].islower()]
+    if not humps:
+        return False
+    return len(humps) > 1 or token[: humps[0]].casefold() not in _NAME_PREFIXES
+
+
+def _first_name_too(text: str, tokens: list[tuple[int, int, str]], kinds: list[str]) -> bool:
+    """Will, May, June: they start sentences and name months, but are names after a contact
+    verb ("remind Will") or after a cue with a surname ("to Will Turner")."""
+    start, _, word = tokens[0]
+    if not names_too(word):
+        return False
+    surname = len(kinds) > 1 and kinds[1] in ("name", "ambiguous")
+    return _contact_before(text, start) or (surname and _has_cue(text, start))
+
+
+def _contacted(text: str, match: re.Match[str]) -> bool:
+    return names_too(match.group(1)) and _contact_before(text, match.start(1))
+
+
+def _contact_before(text: str, start: int) -> bool:
+    return bool(_CONTACT_BEFORE.search(text[max(0, start - 12) : start]))
 
 
 def _has_cue(text: str, start: int) -> bool:
@@ -116,6 +179,28 @@ def _lowercase_after_cue(text: str) -> Iterator[Finding]:
             yield found("PERSON", text, match.start(1), match.start(1) + len(words[0]))
         else:
             yield found("PERSON", text, match.start(1), match.end(1))
+
+
+def _lowercase_after_contact(text: str) -> Iterator[Finding]:
+    """Lowercase names after a contact verb ("call maria gonzalez", "remind will", "send 500
+    dollars to will turner"): a proper noun or a word no English list knows, then a surname."""
+    lowered = text.lower()
+    if not any(verb in lowered for verb in _CONTACT_STEMS):
+        return  # the usual case; a substring test is much cheaper than the pattern
+    for match in _CONTACT_LOWER.finditer(text):
+        if not _lower_name(match.group(2), strong=match.group(1) is not None):
+            continue
+        surname = match.group(3)
+        keep = surname and len(surname) > 2 and kind(surname) in (Kind.NAME, Kind.AMBIGUOUS)
+        yield found("PERSON", text, match.start(2), match.end(3 if keep else 2))
+
+
+def _lower_name(word: str, strong: bool) -> bool:
+    if names_too(word):
+        return True
+    if len(word) < 3:
+        return False
+    return kind(word) in (Kind.NAME, Kind.AMBIGUOUS) if strong else proper_word(word)
 
 
 _LOWER_WORD = re.compile(r"(?<![\w@/.#'’-])[a-zà-öø-ÿ][a-zà-öø-ÿ'’-]{2,}(?![\w@])")

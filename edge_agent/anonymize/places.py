@@ -85,7 +85,15 @@ _POSTAL = (
     r"\d{4,5}(?:-\d{3,4})?|[A-Z]\d[A-Z][ ]?\d[A-Z]\d|\d{3}[ ]\d{2}|\d{4}[ ][A-Z]{2}"
     r"|[A-Z]{1,2}\d[A-Z\d]?[ ]\d[A-Z]{2}"
 )
-_PLACE_WORD = rf"[^\W\d_][\w'’.-]*|{_POSTAL}|\(\w+\)"
+# A UK postcode as Royal Mail defines it (outward A9, A99, AA9, AA99, A9A, AA9A; inward 9AA
+# without C I K M O V): specific enough to tag without a cue, once sizes that fit the shape
+# are left out ("M2 2TB").
+_UK_POSTCODE = (
+    r"(?:GIR|[A-PR-UWYZ](?:\d[A-HJKPSTUW\d]?|[A-HK-Y]\d[ABEHMNPRV-Y\d]?))"
+    r"[ ]?(?!\d[GPT]B)\d[ABD-HJLNP-UW-Z]{2}"
+)
+# The postcode first: else "SW1A" of "London SW1A 2AA" reads as a word and "2AA" is left out.
+_PLACE_WORD = rf"{_POSTAL}|[^\W\d_][\w'’.-]*|\(\w+\)"
 # One city / state / country / ZIP part, after a comma, a line break or a space.
 _PLACE_LINE = re.compile(
     r"(?:[ \t]*,[ \t]*(?:\n[ \t?*•-]*)*|(?:[ \t]*\n[ \t?*•-]*)+|[ \t]+)"
@@ -222,14 +230,18 @@ _PARTICLES = frozenset(_PLACE_PARTICLES_TEXT.split())
 
 
 _ZIP_CUE = re.compile(
-    r"(?i:\b(?:zip(?:[ \t]?code)?|postal[ \t]?code|postcode|plz)[ \t]*[:#]?[ \t]*)"
-    rf"({_POSTAL})\b"
+    r"(?i:\b(?:zip(?:[ \t]?code)?|postal[ \t]?code|post[ \t]?code|plz)(?:[ \t]+is)?[ \t]*[:#]?"
+    rf"[ \t]*)({_POSTAL}|(?i:{_UK_POSTCODE}))\b"
 )
 _STATE_ZIP = re.compile(r"\b[A-Z]{2}[ \t]+(\d{5}(?:-\d{4})?)\b")
+_UK = re.compile(rf"(?<![\w-])({_UK_POSTCODE})(?![\w-])")
+_UK_INWARD = re.compile(r"\d[ABD-HJLNP-UW-Z]{2}(?![\w-])")
 
 
 def _zips(text: str) -> Iterator[Finding]:
-    for pattern in (_ZIP_CUE, _STATE_ZIP):
+    # The inward half of a UK postcode ("1AA") is rare enough to gate the costlier pattern.
+    uk = (_UK,) if _UK_INWARD.search(text) else ()
+    for pattern in (_ZIP_CUE, _STATE_ZIP, *uk):
         for match in pattern.finditer(text):
             yield found("ADDRESS", text, *match.span(1))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any, Protocol
 
+from edge_agent.sync import wire
 from edge_agent.types import (
     AgentResult,
     Feedback,
@@ -27,6 +28,12 @@ class Scrubber(Protocol):
     def scrub(self, text: str) -> str: ...
 
     def scrub_obj(self, obj: Any) -> Any: ...
+
+
+def encoded(item: Interaction, scrubber: Scrubber) -> bytes:
+    """The bytes of `item` in a sync batch: what leaves the device, as `edge-agent anonymize`
+    prints it."""
+    return wire.encode_record(redact(item, scrubber))
 
 
 def redact(item: Interaction, scrubber: Scrubber) -> Interaction:
@@ -89,9 +96,9 @@ def _outcome(outcome: ToolOutcome, s: Scrubber) -> ToolOutcome:
 
 
 def _message(message: Message, s: Scrubber) -> Message:
-    return message.model_copy(
-        update={"content": s.scrub(message.content), "name": _opt(message.name, s)}
-    )
+    # A tool message's name is the tool's, kept like ToolCall.name; a user's may be theirs.
+    name = message.name if message.role == "tool" else _opt(message.name, s)
+    return message.model_copy(update={"content": s.scrub(message.content), "name": name})
 
 
 def _feedback(feedback: Feedback | None, s: Scrubber) -> Feedback | None:

