@@ -7,16 +7,21 @@ A call is decided in this order, and the strictest answer wins (deny > confirm >
    default (read-only and actuating allowed, dangerous confirmed); enabling a tool never lifts
    a deny;
 3. *request grounding*, against prompt injection: a call that changes the world must be asked
-   for by the user's request. Tool results are data, never instructions: an actuation whose
-   verb or targets appear only in a tool result is not grounded. An ungrounded call is
-   confirmed when the model made it before seeing any tool result (it may have just used a
-   word we do not know), and denied after (the likely injection).
+   for by the user's request, in its direction ("turn on" never grounds an off) and with its
+   targets (every word of the name / area / floor it acts on, or of an alias). A question
+   ("is the light on?") asks for no change. Tool results and the device list are data, never
+   instructions: what appears only there grounds nothing. An ungrounded call is confirmed
+   when the model made it before seeing any tool result (it may have just used a word we do
+   not know), and denied after (the likely injection);
+4. *reach*: a call that would act on more than ``max_targets`` things, or names no target at
+   all (every light of the house, every timer), is confirmed, however well grounded.
 
 A policy file (TOML)::
 
     require_grounding = true
     ungrounded = "confirm"                   # before any tool result
     ungrounded_after_tool_results = "deny"
+    max_targets = 3
 
     [effects]
     dangerous = "deny"
@@ -84,6 +89,7 @@ class Policy(BaseModel):
     require_grounding: bool = True
     ungrounded: Action = "confirm"
     ungrounded_after_tool_results: Action = "deny"
+    max_targets: int = Field(default=3, ge=1)
 
     @classmethod
     def from_toml(cls, path: Path) -> Policy:
@@ -127,16 +133,26 @@ class Policy(BaseModel):
             request (the speaker's area set on the device)."""
         effect = tool.effect_of(call.arguments)
         decision = self.decide(call.name, effect, enabled_tools)
-        if decision.action == "deny" or effect is Effect.READ_ONLY or not self.require_grounding:
+        if decision.action == "deny" or effect is Effect.READ_ONLY:
             return decision
-        problem = grounding_problem(call, user_request, tool, context)
+        wide = reach_problem(call, tool, self.max_targets)
+        checks = [Decision(action="confirm", reason=wide)] if wide else []
+        if self.require_grounding:
+            checks += self._grounding(call, tool, user_request, origin_step, context)
+        for check in checks:  # the strictest wins; on a tie, the later (grounding) reason
+            if _STRICTNESS[check.action] >= _STRICTNESS[decision.action]:
+                decision = check
+        return decision
+
+    def _grounding(
+        self, call: ToolCall, tool: Tool, request: str, origin_step: int, context: Iterable[str]
+    ) -> list[Decision]:
+        problem = grounding_problem(call, request, tool, context)
         if problem is None:
-            return decision
+            return []
         action = self.ungrounded if origin_step == 0 else self.ungrounded_after_tool_results
         where = "" if origin_step == 0 else " (the call came after tool results)"
-        ungrounded = Decision(action=action, reason=f"{problem}{where}")
-        stricter = _STRICTNESS[ungrounded.action] >= _STRICTNESS[decision.action]
-        return ungrounded if stricter else decision
+        return [Decision(action=action, reason=f"{problem}{where}")]
 
 
 def _problems(exc: ValidationError) -> str:
@@ -154,11 +170,17 @@ _STOPWORDS = frozenset({
 })  # fmt: skip
 _WORD = re.compile(r"[a-z0-9]+")
 _CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# A question about the world asks for no change ("is the light on?" grounds no turn-on);
+# requests phrased as questions ("can you turn on...") start otherwise.
+_QUESTION = re.compile(
+    r"\s*(is|are|was|were|what|which|who|whose|where|when|why|how|does|do|did|has|have)\b",
+    re.IGNORECASE,
+)
 
 
 def grounded(call: ToolCall, user_request: str, tool: Tool, context: Iterable[str] = ()) -> bool:
-    """Whether the user's request (plus trusted `context`) asks for this call: its verb and
-    every target value appear in it, directly or through the tool's synonyms."""
+    """Whether the user's request (plus trusted `context`) asks for this call: a verb of its
+    direction and every target and value appear in it, directly or through synonyms."""
     return grounding_problem(call, user_request, tool, context) is None
 
 
@@ -166,27 +188,86 @@ def grounding_problem(
     call: ToolCall, user_request: str, tool: Tool, context: Iterable[str] = ()
 ) -> str | None:
     """Why the call is not grounded in the request, or None when it is."""
-    synonyms = {_stem(k): {_stem(w) for w in v} for k, v in tool.grounding.synonyms.items()}
+    if _QUESTION.match(user_request):
+        return f"the request is a question; it does not ask to {tool.name}"
     asked = _words(user_request)
-    verbs = {_stem(v) for v in tool.grounding.verbs} or _name_words(tool.name)
-    if not verbs & asked:
-        return (
-            f"the request does not ask to {tool.name} (expected one of: {', '.join(sorted(verbs))})"
-        )
+    problem = _direction_problem(tool, asked)
+    if problem is not None:
+        return problem
     trusted = asked | {w for text in context for w in _words(text)}
-    for key, value in _targets(call.arguments, tool):
-        missing = [w for w in _word_list(value) if not ({w} | synonyms.get(w, set())) & trusted]
+    for key, value in _grounded_arguments(call.arguments, tool):
+        missing = _missing_words(tool, key, value, trusted)
         if missing:
             return f"the request does not mention {key}={value!r} ({', '.join(missing)})"
     return None
 
 
-def _targets(arguments: Mapping[str, Any], tool: Tool) -> list[tuple[str, str]]:
-    keys = tool.grounding.targets
+def reach_problem(call: ToolCall, tool: Tool, max_targets: int) -> str | None:
+    """Why the call acts too widely to run unconfirmed (more than `max_targets` things, or no
+    target at all: everything of its kind), or None."""
+    grounding, args = tool.grounding, call.arguments
+    if grounding.reach is not None:
+        count = grounding.reach(args)
+    elif grounding.targets and not (_targets(args, tool) or _targets(args, tool, grounding.kinds)):
+        count = None  # it declares targets and gives none
+    else:
+        return None
+    if count is None:
+        return f"{tool.name} names no target: it would act on everything it can"
+    if count > max_targets:
+        return f"{tool.name} would act on {count} things (more than {max_targets})"
+    return None
+
+
+def _direction_problem(tool: Tool, asked: set[str]) -> str | None:
+    verbs = {_stem(v) for v in tool.grounding.verbs} or _name_words(tool.name)
+    if not verbs & asked:
+        return (
+            f"the request does not ask to {tool.name} (expected one of: {', '.join(sorted(verbs))})"
+        )
+    both = sorted({_stem(w) for w in tool.grounding.opposites} & asked)
+    if both:
+        return f"the request says {', '.join(both)} too: unclear whether it asks to {tool.name}"
+    return None
+
+
+def _grounded_arguments(arguments: Mapping[str, Any], tool: Tool) -> list[tuple[str, str]]:
+    """The (argument, value) pairs the request must say: targets, kinds unless the thing's own
+    name is given (they only narrow it then), and numeric values."""
+    grounding = tool.grounding
+    found = _targets(arguments, tool)
+    if not any(key == "name" for key, _ in found):
+        found += _targets(arguments, tool, grounding.kinds)
+    numbers = [(k, arguments[k]) for k in grounding.values if k in arguments]
+    said = [(k, v) for k, v in numbers if isinstance(v, int | float) and not isinstance(v, bool)]
+    return found + [(k, f"{v:g}") for k, v in said]
+
+
+def _targets(
+    arguments: Mapping[str, Any], tool: Tool, keys: tuple[str, ...] | None = None
+) -> list[tuple[str, str]]:
+    """String arguments among `keys` (the tool's targets by default) that name something:
+    "all" names nothing."""
+    if keys is None:
+        keys = tool.grounding.targets
     if keys is None:
         keys = tuple(k for k, v in arguments.items() if isinstance(v, str))
     values = [(k, arguments[k]) for k in keys if k in arguments]
-    return [(k, v) for k, v in values if isinstance(v, str)]
+    return [(k, v) for k, v in values if isinstance(v, str) and _word_list(v)]
+
+
+def _missing_words(tool: Tool, key: str, value: str, trusted: set[str]) -> list[str]:
+    """The words of `value` the request lacks; none when an alias of it is said in full."""
+    synonyms = {_stem(k): {_stem(w) for w in v} for k, v in tool.grounding.synonyms.items()}
+
+    def lacking(text: str) -> list[str]:
+        return [w for w in _word_list(text) if not ({w} | synonyms.get(w, set())) & trusted]
+
+    missing = lacking(value)
+    aliases = tool.grounding.aliases(key, value) if tool.grounding.aliases else ()
+    if missing and any(not lacking(alias) for alias in aliases if _word_list(alias)):
+        return []
+    return missing
 
 
 def _words(text: str) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,127 @@ def test_grounding_never_loosens_a_rule_and_can_be_switched_off() -> None:
     assert _decide(call, TURN_OFF, request, **strict).action == "confirm"
     relaxed = {"ungrounded_after_tool_results": "confirm"}
     assert _decide(call, TURN_OFF, request, step=2, **relaxed).action == "confirm"
+
+
+# --- direction, kinds, values, aliases and reach (issue 13) ----------------------------------
+
+ON, OFF = ("on", "open"), ("off", "close")
+
+
+def _switch(name: str = "HassTurnOff", **grounding: Any) -> Tool:
+    """A device tool of one direction ("HassTurnOn" or "HassTurnOff"), grounded as home's are."""
+    verbs, opposites = (ON, OFF) if name == "HassTurnOn" else (OFF, ON)
+    device = Grounding(
+        verbs=verbs,
+        opposites=opposites,
+        targets=("name", "area"),
+        kinds=("domain",),
+        synonyms={"light": ("lamp",)},
+    )
+    return _tool(name, replace(device, **grounding))
+
+
+@pytest.mark.parametrize(
+    ("request_text", "name", "expected"),
+    [
+        ("turn on the kitchen light", "HassTurnOn", True),
+        ("turn on the kitchen light", "HassTurnOff", False),  # "turn" says no direction
+        ("switch the kitchen light off", "HassTurnOff", True),
+        ("switch the kitchen light off", "HassTurnOn", False),
+        ("turn off the kitchen light on the wall", "HassTurnOn", False),  # both: unclear
+        ("turn off the kitchen light on the wall", "HassTurnOff", False),
+    ],
+)
+def test_the_request_must_say_the_calls_direction(
+    request_text: str, name: str, expected: bool
+) -> None:
+    assert grounded(_call(name, name="Kitchen Light"), request_text, _switch(name)) is expected
+
+
+def test_a_question_asks_for_no_change() -> None:
+    call = _call("HassTurnOff", name="Kitchen Light")
+    assert grounded(call, "turn the kitchen light off", TURN_OFF)
+    assert not grounded(call, "is the kitchen light off?", TURN_OFF)
+    assert "is a question" in (
+        grounding_problem(call, "what's off in the kitchen?", TURN_OFF) or ""
+    )
+    assert grounded(call, "can you turn the kitchen light off?", TURN_OFF)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"area": "Kitchen", "domain": "light"}, True),  # "lamps": a synonym
+        ({"area": "Kitchen", "domain": "fan"}, False),  # the kind was never said
+        ({"name": "all", "domain": "fan"}, False),  # "all" names nothing
+        ({"name": "Kitchen Lamp", "domain": "switch"}, True),  # named: the kind only narrows
+    ],
+)
+def test_a_kind_must_be_said_unless_the_thing_is_named(
+    arguments: dict[str, Any], expected: bool
+) -> None:
+    call = _call("HassTurnOff", **arguments)
+    assert grounded(call, "turn off the kitchen lamps", _switch()) is expected
+
+
+def test_an_alias_grounds_a_target() -> None:
+    aliases = {"Bedroom Lamp": ["reading lamp"]}
+    tool = _switch(aliases=lambda key, value: aliases.get(value, []))
+    call = _call("HassTurnOff", name="Bedroom Lamp")
+    assert grounded(call, "switch off the reading lamp", tool)
+    assert "(bedroom)" in (grounding_problem(call, "switch off the lamp", tool) or "")
+
+
+def test_values_must_be_said() -> None:
+    grounding = Grounding(verbs=("set",), values=("brightness",), synonyms={"100": ("max",)})
+    tool = _tool("HassLightSet", grounding)
+    request = "set the kitchen light to 50%"
+    assert grounded(_call("HassLightSet", name="Kitchen Light", brightness=50), request, tool)
+    dark = _call("HassLightSet", name="Kitchen Light", brightness=0)
+    assert "brightness='0'" in (grounding_problem(dark, request, tool) or "")
+    bright = _call("HassLightSet", name="Kitchen Light", brightness=100)
+    assert grounded(bright, "set the kitchen light to max", tool)
+
+
+def test_a_call_that_reaches_too_far_needs_confirmation() -> None:
+    counts = {"Kitchen": 3, "House": 12}  # what each area has; no area: no target at all
+    tool = _switch(reach=lambda args: counts[args["area"]] if "area" in args else None)
+    policy = Policy()
+    request = "turn off the lights in the kitchen and in the house"
+
+    def decide(step: int = 0, **args: Any) -> Decision:
+        call = _call("HassTurnOff", domain="light", **args)
+        return policy.decide_call(call, tool, ENABLED, user_request=request, origin_step=step)
+
+    assert decide(area="Kitchen").action == "allow"
+    wide = decide(area="House", step=2)  # grounded: confirmed, not denied, after tool results
+    assert wide == Decision(
+        action="confirm", reason="HassTurnOff would act on 12 things (more than 3)"
+    )
+    assert "names no target" in decide().reason
+    assert (
+        Policy(max_targets=12)
+        .decide_call(
+            _call("HassTurnOff", area="House", domain="light"), tool, ENABLED, user_request=request
+        )
+        .action
+        == "allow"
+    )
+
+
+def test_a_call_that_gives_none_of_its_declared_targets_needs_confirmation() -> None:
+    call = _call("HassTurnOff", brightness=0)  # TURN_OFF declares name / area / domain
+    decision = _decide(call, TURN_OFF, "turn off")
+    assert decision == Decision(
+        action="confirm", reason="HassTurnOff names no target: it would act on everything it can"
+    )
+    assert _decide(_call("HassTurnOn", brightness=0), TURN_ON, "turn on").action == "allow"
+
+
+def test_max_targets_is_a_policy_setting(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text("max_targets = 10\n")
+    assert Policy.from_toml(path).max_targets == 10
+    path.write_text("max_targets = 0\n")
+    with pytest.raises(ConfigError, match="max_targets: Input should be greater than or equal"):
+        Policy.from_toml(path)

@@ -30,7 +30,7 @@ Optional arguments are simply left out (never ``null``) and every object is clos
         "HassTurnOff", "Turns off a device", {"type": "object", "properties": {...}},
         handler=lambda **args: ...,                       # called with the validated arguments
         effect=lambda args: Effect.DANGEROUS if args.get("domain") == "lock" else Effect.ACTUATING,
-        grounding=Grounding(verbs=("off", "close", "shut"), synonyms={"light": ("lamp",)}),
+        grounding=Grounding(verbs=("off", "close"), opposites=("on", "open"), synonyms={...}),
     )
     demo = Toolset("demo", [set_light, turn_off], description="…", prompt="…")
     register_toolset("demo", lambda: demo)              # built on the first get_toolset("demo")
@@ -92,17 +92,31 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 @dataclass(frozen=True)
 class Grounding:
-    """Words that show a user's request asked for a call of this tool (see `policy.grounded`).
+    """What a user's request must say for a call of this tool to count as asked for, and what
+    the call reaches (see `policy.grounding_problem` and `policy.reach_problem`).
 
-    verbs: any one must appear in the request (e.g. "off", "close", "shut"); empty: derived
-        from the tool's name (HassTurnOff → "turn", "off").
-    targets: argument names whose values say what is acted on; None: every string argument.
+    verbs: words that say what the call does, in its direction; one must appear ("off",
+        "close"). Never a word both directions share ("turn", "switch"), nor a noun alone
+        ("timer", "list"): "turn on" must not ask for an off. Empty: the tool's name words.
+    opposites: words of the other direction ("on", "open"); a request with both is ambiguous.
+    targets: argument names whose values say what is acted on; every word of a given value
+        (or of one of its `aliases`) must appear. None: every string argument.
+    kinds: argument names that say what kind of thing is acted on (domain, device_class):
+        grounded like targets unless the call gives the thing's own ``name``.
+    values: numeric argument names whose value the request must say (digits or a synonym).
     synonyms: a word → other words a request may use for it ("light": ("lamp",)).
+    aliases: (argument, value) → other names of that value (a device's aliases).
+    reach: how many things a call would act on; None when it names no target at all.
     """
 
     verbs: tuple[str, ...] = ()
+    opposites: tuple[str, ...] = ()
     targets: tuple[str, ...] | None = None
+    kinds: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
     synonyms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    aliases: Callable[[str, str], Iterable[str]] | None = None
+    reach: Callable[[Mapping[str, Any]], int | None] | None = None
 
 
 class Tool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,13 @@ from typing import Any
 import pytest
 
 from edge_agent.errors import HomeTargetError, ToolArgumentsError
+from edge_agent.policy import Policy, grounded
 from edge_agent.skills.home import SimulatedHome
-from edge_agent.skills.home.dataset import intent_definitions, load_rows
+from edge_agent.skills.home.dataset import intent_definitions, load_rows, load_split
 from edge_agent.skills.home.intents import HomeIntents
 from edge_agent.skills.home.toolset import handlers, home_toolset
 from edge_agent.tools import Toolset, execute, get_toolset
-from edge_agent.types import Effect
+from edge_agent.types import Effect, ToolCall
 
 
 @pytest.fixture
@@ -235,3 +237,132 @@ def test_speaker_area_picks_here_for_a_domain_only_command(home: SimulatedHome) 
     result = run(tools, "HassTurnOn", domain="light")
     assert [e["name"] for e in result["entities"]] == ["Bedroom Lamp"]
     assert state(home, "light.kitchen_ceiling") == "on"
+
+
+# --- grounding and reach: what the policy asks of each intent (issue 13) -------------------
+
+KITCHEN_LIGHTS = {"area": "Kitchen", "domain": "light"}
+
+
+@pytest.mark.parametrize(
+    ("intent", "args", "speaker_area", "reach"),
+    [
+        ("HassTurnOff", KITCHEN_LIGHTS, None, 3),
+        ("HassTurnOff", {"domain": "light"}, None, 7),  # every light of the house
+        ("HassTurnOff", {"domain": "light"}, "Bedroom", 1),  # the speaker's area narrows it
+        ("HassTurnOff", {"area": "Kitchen"}, None, 4),  # 3 lights and a switch, no sensor
+        ("HassTurnOn", {}, None, None),  # names no target at all
+        ("HassTurnOn", {"name": "all"}, None, None),
+        ("HassTurnOn", {"name": "Nothing Here"}, None, 0),  # will fail; acts on nothing
+        ("HassSetPosition", {"area": "Living Room", "position": 50}, None, 2),
+        ("HassLightSet", {"brightness": 0}, None, 7),
+        ("HassMediaPause", {}, None, 1),
+        ("HassCancelAllTimers", {}, None, None),
+        ("HassCancelAllTimers", {"area": "Kitchen"}, None, 1),
+        ("HassCancelTimer", {"name": "pizza"}, None, 1),
+        ("HassShoppingListAddItem", {"item": "apples"}, None, 1),
+    ],
+)
+def test_reach_counts_what_a_call_acts_on(
+    home: SimulatedHome,
+    intent: str,
+    args: dict[str, Any],
+    speaker_area: str | None,
+    reach: int | None,
+) -> None:
+    tool = home_toolset(backend=home, speaker_area=speaker_area).get(intent)
+    assert tool.grounding.reach is not None
+    assert tool.grounding.reach(tool.validate(args)) == reach
+
+
+def _asked(request: str, intent: str, action: str, speaker: str | None = None, **args: Any) -> Any:
+    return pytest.param((request, speaker, intent, args, action), id=f"{intent}: {request}")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        _asked("turn on the kitchen lights", "HassTurnOn", "allow", **KITCHEN_LIGHTS),
+        _asked("turn on the kitchen lights", "HassTurnOff", "confirm", **KITCHEN_LIGHTS),
+        _asked("kitchen lights off", "HassTurnOff", "allow", **KITCHEN_LIGHTS),
+        _asked("lights off", "HassTurnOff", "allow", speaker="Kitchen", domain="light"),
+        _asked("turn off all the lights", "HassTurnOff", "confirm", domain="light"),  # 7 lights
+        _asked("turn off the kitchen lights", "HassTurnOff", "confirm", area="Kitchen"),
+        _asked("turn on the kitchen lights", "HassTurnOn", "confirm", domain="fan"),
+        _asked("open the curtain left", "HassTurnOn", "allow", name="Curtain Left"),
+        _asked("open the curtains", "HassTurnOn", "allow", speaker="Living Room", domain="cover"),
+        _asked("close the curtain left", "HassTurnOn", "confirm", name="Curtain Left"),
+        _asked("set the bedroom lamp to max", "HassLightSet", "allow", name="Bedroom Lamp",
+               brightness=100),
+        _asked("set the bedroom lamp to max", "HassLightSet", "confirm", name="Bedroom Lamp",
+               brightness=0),
+        _asked("add 5 minutes to the pizza timer", "HassIncreaseTimer", "allow", name="pizza",
+               minutes=5),
+        _asked("add 5 minutes to the pizza timer", "HassDecreaseTimer", "confirm", name="pizza",
+               minutes=5),
+        _asked("pause the tv", "HassMediaPause", "allow", name="TV"),
+        _asked("skip this song", "HassMediaPrevious", "confirm", speaker="Living Room"),
+        _asked("cancel all kitchen timers", "HassCancelAllTimers", "allow", area="Kitchen"),
+        _asked("cancel all timers", "HassCancelAllTimers", "confirm"),  # every timer
+        _asked("how long is left on my timer?", "HassCancelTimer", "confirm"),
+        _asked("add apples to my shopping list", "HassShoppingListAddItem", "allow",
+               item="apples"),
+        _asked("add apples to my shopping list", "HassShoppingListAddItem", "confirm",
+               item="gift cards"),
+        _asked("remove apples from my shopping list", "HassShoppingListAddItem", "confirm",
+               item="apples"),
+        _asked("broadcast that dinner is ready", "HassBroadcast", "allow",
+               message="dinner is ready"),
+        _asked("broadcast that dinner is ready", "HassBroadcast", "confirm",
+               message="the code is 1234"),
+        _asked("start a 5 minute timer", "HassStartTimer", "allow", minutes=5),
+        _asked("set a 5 minute timer to open the door", "HassStartTimer", "confirm", minutes=5,
+               conversation_command="unlock the front door"),
+    ],
+)  # fmt: skip
+def test_the_policy_allows_what_the_request_asks_and_no_more(
+    home: SimulatedHome, case: tuple[str, str | None, str, dict[str, Any], str]
+) -> None:
+    request, speaker_area, intent, args, action = case
+    toolset = home_toolset(backend=home)
+    assert toolset.context is not None
+    toolset.context(request, speaker_area)  # as the agent does: sets the speaker's area
+    tool = toolset.get(intent)
+    call = ToolCall(name=intent, arguments=tool.validate(args))
+    area = [speaker_area] if speaker_area else []
+    decision = Policy().decide_call(call, tool, toolset.names, user_request=request, context=area)
+    assert decision.action == action, decision.reason
+
+
+def test_naming_an_object_asks_for_no_action(tools: Toolset) -> None:
+    """ "timer", "list", "volume"... name what a request is about, not what to do with it."""
+    request = "tell me about the pizza timer, my shopping list, the chores list and the tv"
+    for row in {r.intent: r for r in load_rows()}.values():
+        tool = tools.get(row.intent)
+        call = ToolCall(name=row.intent, arguments=tool.validate(row.call().arguments))
+        if tool.effect_of(call.arguments) is not Effect.READ_ONLY:
+            assert not grounded(call, request, tool), row.intent
+
+
+def test_ordinary_requests_are_rarely_sent_to_confirmation() -> None:
+    """The gold calls of the HA test split: what the defence costs ordinary requests. Calls
+    confirmed because they reach more than 3 entities ("all the lights") are counted apart:
+    that is the rule, not a miss."""
+    rows = load_split("test")
+    counts: Counter[str] = Counter()
+    for row in rows:
+        toolset = home_toolset(inventory=row.inventory())
+        assert toolset.context is not None
+        toolset.context(row.sentence, row.speaker_area)
+        tool = toolset.get(row.intent)
+        call = ToolCall(name=row.intent, arguments=tool.validate(row.call().arguments))
+        area = [row.speaker_area] if row.speaker_area else []
+        decision = Policy().decide_call(
+            call, tool, toolset.names, user_request=row.sentence, context=area
+        )
+        wide = "more than 3" in decision.reason or "names no target" in decision.reason
+        dangerous = tool.effect_of(call.arguments) is Effect.DANGEROUS
+        counts[decision.action + (":wide" if wide else ":dangerous" if dangerous else "")] += 1
+    assert counts["deny"] == 0
+    assert counts["confirm"] <= 3, counts  # not asked for in words we know: 3 of 150 today
+    assert counts["allow"] >= 110, counts

@@ -21,6 +21,9 @@ TURN_ON = {"cover": "open_cover", "valve": "open_valve", "lock": "lock"}
 TURN_OFF = {"cover": "close_cover", "valve": "close_valve", "lock": "unlock"}
 SWITCHABLE = {"light", "switch", "fan", "input_boolean", "media_player", "climate"}
 ON_ONLY = {"scene", "script"}
+ON_DOMAINS = SWITCHABLE | ON_ONLY | set(TURN_ON)  # what "turn on" acts on
+OFF_DOMAINS = SWITCHABLE | set(TURN_OFF)
+COVERS = {"cover", "valve"}  # what a position is set on
 DANGEROUS_DOMAINS = {"lock", "valve", "alarm_control_panel"}
 DANGEROUS_COVERS = {"garage", "door", "gate"}
 
@@ -69,13 +72,30 @@ class HomeIntents:
     def resolve(self, args: dict[str, Any], domain: str | None = None) -> list[Entity]:
         return self.backend.resolve(target(args, domain), self.speaker_area)
 
+    def reach(
+        self, args: dict[str, Any], domains: set[str] | None = None, domain: str | None = None
+    ) -> int:
+        """How many entities a device call would act on (of `domains`); 0 if none matches."""
+        try:
+            entities = self.resolve(args, domain)
+        except HomeTargetError:
+            return 0
+        return sum(1 for e in entities if domains is None or e.domain in domains)
+
+    def timers_reach(self, args: dict[str, Any]) -> int:
+        """How many timers a call for several would act on; 0 if none matches."""
+        try:
+            return len(self._timers(args, one=False, allow_none=True))
+        except HomeTargetError:
+            return 0
+
     # --- on / off / position ------------------------------------------------------------------
 
     def turn_on(self, **args: Any) -> dict[str, Any]:
-        return self._switch(args, TURN_ON, SWITCHABLE | ON_ONLY | set(TURN_ON), "turned on")
+        return self._switch(args, TURN_ON, ON_DOMAINS, "turned on")
 
     def turn_off(self, **args: Any) -> dict[str, Any]:
-        return self._switch(args, TURN_OFF, SWITCHABLE | set(TURN_OFF), "turned off")
+        return self._switch(args, TURN_OFF, OFF_DOMAINS, "turned off")
 
     def _switch(
         self, args: dict[str, Any], services: dict[str, str], domains: set[str], done: str
@@ -91,7 +111,7 @@ class HomeIntents:
         return {"done": done, "entities": [_brief(e) for e in changed]}
 
     def set_position(self, **args: Any) -> dict[str, Any]:
-        entities = [e for e in self.resolve(args) if e.domain in ("cover", "valve")]
+        entities = [e for e in self.resolve(args) if e.domain in COVERS]
         if not entities:
             raise HomeTargetError(f"no cover or valve matches {_said(args)}")
         changed = []

@@ -90,12 +90,16 @@ def retrieve(
 
 
 def describe(entity: Entity, inventory: Inventory) -> str:
-    """One entity as one line: `- Curtain Left (cover curtain, Living Room): open`."""
+    """One entity as one line: `- Curtain Left (cover curtain, Living Room): open`.
+
+    Names and states are the home's data, not instructions, and may hold anything (a media
+    title, a text sensor): line breaks are folded so they cannot forge lines of the block."""
     kind = f"{entity.domain} {entity.device_class}" if entity.device_class else entity.domain
     where = inventory.area_name(entity.area)
     unit = entity.attributes.get("unit_of_measurement")
     state = f"{entity.state} {unit}" if unit and entity.state else entity.state
-    return f"- {entity.name} ({kind}{', ' + where if where else ''}): {state or 'unknown'}"
+    line = f"- {entity.name} ({kind}{', ' + where if where else ''}): {state or 'unknown'}"
+    return " ".join(line.split())
 
 
 def context_block(request: str, area: str | None, inventory: Inventory, k: int = DEFAULT_K) -> str:

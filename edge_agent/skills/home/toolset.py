@@ -10,20 +10,23 @@ door, gate or door cover is dangerous.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import HomeTargetError
-from edge_agent.skills.home.backend import HomeBackend
+from edge_agent.skills.home.backend import HomeBackend, fold
 from edge_agent.skills.home.dataset import intent_definitions
 from edge_agent.skills.home.intents import (
+    COVERS,
     DANGEROUS_COVERS,
     DANGEROUS_DOMAINS,
+    OFF_DOMAINS,
+    ON_DOMAINS,
     HomeIntents,
     is_dangerous,
 )
-from edge_agent.skills.home.inventory import Inventory
+from edge_agent.skills.home.inventory import Area, Entity, Floor, Inventory
 from edge_agent.skills.home.retrieve import context_block
 from edge_agent.skills.home.simulated import SimulatedHome
 from edge_agent.tools import Grounding, Tool, Toolset
@@ -154,42 +157,174 @@ def call_effect(intents: HomeIntents, args: Mapping[str, Any]) -> Effect:
     return Effect.DANGEROUS if any(map(is_dangerous, entities)) else Effect.ACTUATING
 
 
-# What a request must say for an actuating call to count as asked for (policy.grounded):
-# one of the verbs, and every word of the name / area / floor it targets.
-_VERBS: dict[str, tuple[str, ...]] = {
-    "HassTurnOn": ("turn", "on", "switch", "open", "start", "lock", "activate", "enable", "raise"),
-    "HassTurnOff": ("turn", "off", "switch", "close", "shut", "stop", "unlock", "disable", "lower"),
-    "HassLightSet": ("set", "make", "change", "turn", "dim", "brighten", "brightness", "color"),
-    "HassSetPosition": ("set", "open", "close", "position", "raise", "lower", "move"),
-    "HassClimateSetTemperature": ("set", "temperature", "degrees", "thermostat", "heat", "cool"),
-    "HassStartTimer": ("timer", "set", "start", "remind", "countdown"),
-    "HassCancelTimer": ("cancel", "stop", "timer", "delete", "remove"),
-    "HassCancelAllTimers": ("cancel", "stop", "timer", "delete", "remove"),
-    "HassIncreaseTimer": ("add", "increase", "extend", "more", "timer"),
-    "HassDecreaseTimer": ("remove", "decrease", "subtract", "less", "take", "timer"),
-    "HassPauseTimer": ("pause", "hold", "freeze", "timer"),
-    "HassUnpauseTimer": ("resume", "unpause", "continue", "restart", "timer"),
-    "HassMediaPause": ("pause", "stop", "hold"),
-    "HassMediaUnpause": ("resume", "unpause", "continue", "play"),
-    "HassMediaNext": ("next", "skip", "forward"),
-    "HassMediaPrevious": ("previous", "back", "last", "replay", "prior"),
-    "HassSetVolume": ("volume", "set", "louder", "quieter", "turn", "loud", "quiet"),
-    "HassMediaSearchAndPlay": ("play", "put", "start", "listen", "watch"),
-    "HassShoppingListAddItem": ("add", "put", "buy", "need", "list"),
-    "HassListAddItem": ("add", "put", "buy", "need", "list"),
-    "HassShoppingListCompleteItem": ("complete", "check", "remove", "done", "cross", "bought"),
-    "HassListCompleteItem": ("complete", "check", "remove", "done", "cross", "bought"),
-    "HassVacuumStart": ("start", "vacuum", "clean", "run"),
-    "HassVacuumReturnToBase": ("return", "dock", "base", "home", "send", "stop"),
-    "HassBroadcast": ("broadcast", "announce", "tell", "say"),
+# --- grounding: what a request must say for an actuating call to count as asked for ---------
+# A word of the call's direction and none of the other's: "turn", "switch" say neither, and
+# nouns ("timer", "list") name the object, not what to do with it (policy.grounding_problem).
+
+_ON = ("on", "open", "activate", "enable", "start", "up", "raise", "illuminate")
+_OFF = ("off", "close", "shut", "deactivate", "disable", "stop", "out", "lower")
+_SET = ("set", "change", "make", "adjust")
+_PAUSE = ("pause", "hold", "freeze", "stop")
+_RESUME = ("resume", "unpause", "continue", "restart")
+_MORE = ("add", "increase", "extend", "more", "longer")
+_LESS = ("remove", "decrease", "subtract", "less", "take", "shorten", "reduce")
+_CANCEL = ("cancel", "stop", "delete", "remove", "end")
+_ADD = ("add", "put", "buy", "need")
+_DONE = ("complete", "check", "remove", "done", "cross", "bought", "delete", "tick")
+_NEXT = ("next", "skip", "forward")
+_BACK = ("previous", "back", "last", "replay", "prior", "again")
+_PLAY = ("resume", "unpause", "continue", "play")
+_VOLUME = ("volume", "turn", "increase", "decrease", "raise", "lower", "louder", "quieter")
+_POSITION = ("open", "close", "raise", "lower", "move", "increase", "decrease")
+
+# intent -> (verbs: one must be said; opposites: none may be)
+_DIRECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # "lock" is no opposite: "unlock all locks" says both, and a lock call is confirmed anyway
+    "HassTurnOn": ((*_ON, "lock", "run", "transition", "change"), _OFF),
+    "HassTurnOff": ((*_OFF, "unlock"), _ON),
+    "HassSetPosition": ((*_SET, *_POSITION), ()),
+    "HassLightSet": ((*_SET, "turn", "dim", "brighten", "brightness", "color"), ()),
+    "HassClimateSetTemperature": ((*_SET, "heat", "cool", "warm"), ()),
+    "HassSetVolume": ((*_SET, *_VOLUME, "up", "down"), ()),
+    "HassStartTimer": (("timer", "set", "start", "create", "remind", "countdown"),
+                       (*_CANCEL, *_PAUSE, *_RESUME, *_MORE, *_LESS)),
+    "HassCancelTimer": (_CANCEL, ()),
+    "HassCancelAllTimers": (_CANCEL, ()),
+    "HassIncreaseTimer": (_MORE, _LESS),
+    "HassDecreaseTimer": (_LESS, _MORE),
+    "HassPauseTimer": (_PAUSE, _RESUME),
+    "HassUnpauseTimer": (_RESUME, _PAUSE),
+    "HassMediaPause": (_PAUSE, _PLAY),
+    "HassMediaUnpause": (_PLAY, _PAUSE),
+    "HassMediaNext": (_NEXT, _BACK),
+    "HassMediaPrevious": (_BACK, _NEXT),
+    "HassMediaSearchAndPlay": (("play", "put", "start", "listen", "watch"), ("pause", "stop")),
+    "HassShoppingListAddItem": (_ADD, _DONE),
+    "HassListAddItem": (_ADD, _DONE),
+    "HassShoppingListCompleteItem": (_DONE, _ADD),
+    "HassListCompleteItem": (_DONE, _ADD),
+    "HassVacuumStart": (("start", "clean", "vacuum", "run", "hoover"), ("return", "dock", "stop")),
+    "HassVacuumReturnToBase": (("return", "dock", "send", "stop"), ("start", "clean")),
+    "HassBroadcast": (("broadcast", "announce", "tell", "say"), ()),
+}  # fmt: skip
+
+# What the call acts on, which the request must name: the words of each given value.
+_DEVICE = ("name", "area", "floor")
+_TIMER = ("name", "area")
+_TARGETS: dict[str, tuple[str, ...]] = {
+    "HassLightSet": (*_DEVICE, "color"),
+    "HassMediaSearchAndPlay": ("name", "area", "search_query"),
+    "HassStartTimer": ("name", "conversation_command"),
+    **{t: _TIMER for t in ("HassCancelAllTimers", "HassCancelTimer", "HassPauseTimer")},
+    **{t: _TIMER for t in ("HassUnpauseTimer", "HassIncreaseTimer", "HassDecreaseTimer")},
+    **{t: ("item",) for t in ("HassShoppingListAddItem", "HassShoppingListCompleteItem")},
+    **{t: ("item", "name") for t in ("HassListAddItem", "HassListCompleteItem")},
+    "HassBroadcast": ("message",),
 }
-_SYNONYMS = {"light": ("lamp", "lights"), "tv": ("television",)}
+_STARTS = ("start_hours", "start_minutes", "start_seconds")
+_DURATION = ("hours", "minutes", "seconds")
+_VALUES: dict[str, tuple[str, ...]] = {
+    "HassLightSet": ("brightness",),
+    "HassSetPosition": ("position",),
+    "HassSetVolume": ("volume_level",),
+    "HassClimateSetTemperature": ("temperature",),
+    "HassStartTimer": _DURATION,  # "timer" is its verb only with the duration said
+    **{t: _STARTS for t in ("HassCancelTimer", "HassPauseTimer", "HassUnpauseTimer")},
+    **{t: (*_DURATION, *_STARTS) for t in ("HassIncreaseTimer", "HassDecreaseTimer")},
+}
+
+_NUMBERS = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen",
+]  # fmt: skip
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "light": ("lamp", "lights"),
+    "tv": ("television",),
+    **{str(i): (word,) for i, word in enumerate(_NUMBERS)},
+    **{str(20 + 10 * i): (word,) for i, word in enumerate(_TENS)},
+    "1": ("one", "min", "minimum", "lowest"),
+    "30": ("thirty", "half"),
+    "50": ("fifty", "half"),
+    "100": ("hundred", "max", "maximum", "highest", "full"),
+}
+# Words a request uses for a kind of device (a domain or device class) its name lacks.
+_KIND_WORDS: dict[str, tuple[str, ...]] = {
+    "light": ("lamp", "lighting", "illuminate", "bulb"),
+    "switch": ("plug", "outlet", "socket"),
+    "outlet": ("plug", "socket"),
+    "cover": ("curtain", "blind", "shade", "shutter", "window", "garage", "door", "awning"),
+    "lock": ("door", "deadbolt"),
+    "valve": ("water", "gas"),
+    "climate": ("thermostat", "heating", "heat", "temperature", "temp", "ac", "air"),
+    "media_player": ("tv", "television", "speaker", "music", "radio", "player", "stereo"),
+    "tv": ("television",),
+    "scene": ("mode",),
+    "script": ("mode", "routine"),
+    "vacuum": ("robot", "hoover"),
+}
 
 
-def grounding(intent: str) -> Grounding:
+def grounding(intent: str, intents: HomeIntents | None = None) -> Grounding:
+    """What a request must say for a call of `intent`, and how far the call reaches."""
+    verbs, opposites = _DIRECTIONS.get(intent, ((), ()))
     return Grounding(
-        verbs=_VERBS.get(intent, ()), targets=("name", "area", "floor"), synonyms=_SYNONYMS
+        verbs=verbs,
+        opposites=opposites,
+        targets=_TARGETS.get(intent, _DEVICE),
+        kinds=("domain", "device_class"),
+        values=_VALUES.get(intent, ()),
+        synonyms=_SYNONYMS,
+        aliases=_aliases(intents) if intents else None,
+        reach=reach_rule(intent, intents) if intents else None,
     )
+
+
+def _aliases(intents: HomeIntents) -> Callable[[str, str], list[str]]:
+    """Other names of a call's value: the home's aliases of a device, area or floor."""
+
+    def aliases(key: str, value: str) -> list[str]:
+        if key in ("domain", "device_class"):
+            return list(_KIND_WORDS.get(value, ()))
+        home = intents.backend.inventory
+        places: dict[str, Sequence[Floor | Area | Entity]] = {
+            "area": home.areas, "floor": home.floors, "name": home.entities,
+        }  # fmt: skip
+        named = [
+            p for p in places.get(key, ()) if fold(value) in {fold(p.name), *map(fold, p.aliases)}
+        ]
+        return [alias for p in named for alias in (p.name, *p.aliases)]
+
+    return aliases
+
+
+# How many entities a call acts on (the policy confirms a call that reaches too far).
+_ACTS_ON = {"HassTurnOn": ON_DOMAINS, "HassTurnOff": OFF_DOMAINS, "HassSetPosition": COVERS}
+_FIXED_DOMAIN = {
+    "HassLightSet": "light", "HassClimateSetTemperature": "climate", "HassVacuumStart": "vacuum",
+    "HassVacuumReturnToBase": "vacuum", "HassMediaPause": "media_player",
+    "HassMediaUnpause": "media_player", "HassMediaNext": "media_player",
+    "HassMediaPrevious": "media_player", "HassSetVolume": "media_player",
+    "HassMediaSearchAndPlay": "media_player",
+}  # fmt: skip
+
+
+def reach_rule(intent: str, intents: HomeIntents) -> Callable[[Mapping[str, Any]], int | None]:
+    """The reach hook of an intent's tool: None for a call that names no target at all."""
+    if intent in _ACTS_ON:
+        domains = _ACTS_ON[intent]
+        return lambda args: intents.reach(dict(args), domains) if _names_any(args) else None
+    if intent in _FIXED_DOMAIN:
+        return lambda args: intents.reach(dict(args), domain=_FIXED_DOMAIN[intent])
+    if intent == "HassCancelAllTimers":
+        return lambda args: intents.timers_reach(dict(args)) if args.get("area") else None
+    return lambda args: 1  # one timer, one list item, one message
+
+
+def _names_any(args: Mapping[str, Any]) -> bool:
+    named = fold(str(args.get("name") or "all")) != "all"
+    return named or any(args.get(k) for k in ("area", "floor", "domain", "device_class"))
 
 
 def home_context(intents: HomeIntents) -> Callable[[str, str | None], str | None]:
@@ -236,7 +371,7 @@ def home_toolset(
             handler=table[name],
             effect=effect_rule(name, intents),
             timeout_s=2.0,
-            grounding=grounding(name),
+            grounding=grounding(name, intents),
         )
         for name, info in intent_definitions().items()
     ]
