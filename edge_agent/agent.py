@@ -327,7 +327,7 @@ class Turn:
         return self._after_call(call, outcome)
 
     def _confirmed(self, call: ToolCall, decision: Decision) -> bool:
-        if self.confirmed or self._approves(call):
+        if (self.confirmed and not decision.ungrounded) or self._approves(call):
             return True
         return bool(self.agent.confirm and self.agent.confirm(call, decision))
 

@@ -56,6 +56,9 @@ class Decision(BaseModel):
 
     action: Action
     reason: str
+    # The user's request does not ask for this call: a blanket "yes to this turn" (`--yes`,
+    # `confirmed=True`) never covers it; only the user looking at this very call can.
+    ungrounded: bool = False
 
     def enforce(self) -> None:
         """Raise PermissionDeniedError or ConfirmationRequiredError unless allowed."""
@@ -152,7 +155,7 @@ class Policy(BaseModel):
             return []
         action = self.ungrounded if origin_step == 0 else self.ungrounded_after_tool_results
         where = "" if origin_step == 0 else " (the call came after tool results)"
-        return [Decision(action=action, reason=f"{problem}{where}")]
+        return [Decision(action=action, reason=f"{problem}{where}", ungrounded=True)]
 
 
 def _problems(exc: ValidationError) -> str:

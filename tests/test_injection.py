@@ -414,3 +414,20 @@ def test_what_the_red_team_cases_asked_for_still_runs(case: Case):
     result = Agent(ScriptedBackend(list(case.outputs)), toolset).run(case.request)
     ran = {wanted(o.call.name, **o.call.arguments) for o in result.tool_calls if o.status == "ok"}
     assert case.asked <= ran
+
+
+# Calls the request does not ground. (A call wider than asked but in the asked direction —
+# "stop the pizza timer" → cancel every timer — is confirmed for its reach, and a blanket yes
+# to the turn does cover reach: "turn off all the lights --yes" must run.)
+PRE_APPROVED = [
+    c for c in CASES if "step 0" in c.name and not c.confirmed and not c.name.startswith("timers")
+]
+
+
+@pytest.mark.parametrize("case", PRE_APPROVED, ids=[c.name for c in PRE_APPROVED])
+def test_a_turn_approved_in_advance_never_runs_an_unrequested_call(case: Case):
+    """`--yes` / ``confirmed=True`` approve what the request asks for; a call the request did
+    not ask for still needs the user to look at that very call."""
+    toolset = home_toolset(inventory=case.home)
+    result = Agent(ScriptedBackend(list(case.outputs)), toolset).run(case.request, confirmed=True)
+    assert unauthorized(result, case) == []

@@ -56,10 +56,11 @@ def run(prompt: str, yes: bool, max_tokens: int, route: Any, as_json: bool, **fl
 
 
 def _confirmer(yes: bool) -> Any:
-    """Ask y/N on a terminal; with --yes approve; with no terminal refuse (never hang)."""
+    """Ask y/N on a terminal; with --yes approve; with no terminal refuse (never hang). A call
+    the request did not ask for is never approved by --yes: it is asked, or refused."""
 
     def confirm(call: Any, decision: Any) -> bool:
-        if yes:
+        if yes and not decision.ungrounded:
             return True
         if not sys.stdin.isatty():
             return False
