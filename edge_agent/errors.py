@@ -11,7 +11,9 @@
     │   ├── InvalidModelFileError   corrupt / truncated GGUF or embedder folder, wrong hash
     │   ├── ModelDoesNotFitError    the model needs more memory than the profile allows
     │   └── BackendError            the inference engine failed to load or generate
-    │       └── ContextLengthError  the prompt does not fit the model's context window
+    │       ├── ContextLengthError  the prompt does not fit the model's context window
+    │       └── UnsupportedSchemaError  output cannot be held to this JSON schema: malformed,
+    │                               unsupported, or past a limit (the message names it)
     ├── AdapterError
     │   ├── InvalidAdapterError     the adapter file itself is broken
     │   ├── AdapterMismatchError    the adapter belongs to another base model
@@ -124,6 +126,10 @@ class BackendError(ModelError):
 
 
 class ContextLengthError(BackendError):
+    pass
+
+
+class UnsupportedSchemaError(BackendError):
     pass
 
 

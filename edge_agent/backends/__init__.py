@@ -2,6 +2,8 @@
 
 Kinds are registered as ``"module:Class"`` strings and imported only when opened, so that
 ``import edge_agent`` never loads llama.cpp (or onnxruntime) into the process.
+``check_schema`` holds a JSON schema to the limits every backend enforces before it
+constrains output to it (see ``_schema_limits``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from edge_agent.backends._schema_limits import bounded_schema, check_schema
 from edge_agent.backends.base import (
     Backend,
     Chunk,
@@ -31,6 +34,8 @@ __all__ = [
     "Timings",
     "Usage",
     "available_backends",
+    "bounded_schema",
+    "check_schema",
     "open_backend",
     "register_backend",
 ]

@@ -28,7 +28,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_agent.errors import BackendError
+
 Predicate = Callable[[str], bool]
+# Each array item and optional member is built twice, so nesting doubles the states: past
+# this many (the home toolset needs ~10k) building stops and the backend decodes without it.
+MAX_STATES = 100_000
 
 
 # -- schema → character automaton ----------------------------------------------------------
@@ -56,6 +61,8 @@ class Automaton:
         return Cursor(self, self.closure([self.start]))
 
     def _new(self) -> int:
+        if len(self.states) >= MAX_STATES:
+            raise BackendError(f"the schema's jump-forward automaton passes {MAX_STATES} states")
         self.states.append(_State())
         return len(self.states) - 1
 

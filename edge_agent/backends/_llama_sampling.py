@@ -12,22 +12,28 @@ from __future__ import annotations
 
 import ctypes
 import math
+import weakref
 
 import llama_cpp
 import numpy as np
 
-from edge_agent.errors import BackendError
+from edge_agent.errors import BackendError, UnsupportedSchemaError
 
 _TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 
 
 class Grammar:
-    """A compiled GBNF grammar sampler, reusable across requests (reset before each)."""
+    """A compiled GBNF grammar sampler, reusable across requests (reset before each). It is
+    freed by ``close`` or, once dropped from a cache, when the last request using it ends."""
 
     def __init__(self, vocab: llama_cpp.llama_vocab_p, gbnf: str) -> None:
         self.handle = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
         if not self.handle:
-            raise BackendError("llama.cpp could not compile the grammar for this JSON schema")
+            raise UnsupportedSchemaError(
+                "cannot constrain output to this JSON schema: llama.cpp could not compile its "
+                "grammar (see the debug log)"
+            )
+        self._free = weakref.finalize(self, llama_cpp.llama_sampler_free, self.handle)
         # One-token candidate array for the cheap validity check.
         self._one = (llama_cpp.llama_token_data * 1)()
         self._one_array = llama_cpp.llama_token_data_array(self._one, 1, -1, False)
@@ -46,9 +52,8 @@ class Grammar:
         llama_cpp.llama_sampler_accept(self.handle, token)
 
     def close(self) -> None:
-        if self.handle:
-            llama_cpp.llama_sampler_free(self.handle)
-            self.handle = None
+        self._free()  # runs once, however often it is called
+        self.handle = None
 
 
 class Sampler:

@@ -2,14 +2,21 @@
 
 ``PromptedBackend`` renders messages with the model's own chat template, tokenizes them,
 checks that they fit the context and runs the one decode loop (stop strings, ``max_tokens``,
-finish reason, usage, timings). An engine plugs in through hooks: ``_encode`` (text to token
-ids), ``_start`` (keep the longest prompt prefix its cache holds, evaluate the rest, return
-the request's ``Run``) and ``_step`` (the next tokens). Adapter names and the active one are
-kept here; loading and applying an adapter is the engine's.
+finish reason, usage, timings). An engine plugs in through hooks: ``_encode`` (prompt text to
+token ids), ``_encode_text`` (text with or without control tokens parsed), ``_start`` (keep
+the longest prompt prefix its cache holds, evaluate the rest, return the request's ``Run``)
+and ``_step`` (the next tokens). Adapter names and the active one are kept here; loading and
+applying an adapter is the engine's.
+
+Only the template spells control tokens: a message that holds one's text (``<|im_start|>``)
+is tokenized apart from the template as plain characters, so it cannot open a turn of its
+own. Every other prompt is tokenized in one piece, exactly as fine-tuning tokenizes it.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
@@ -63,6 +70,7 @@ class PromptedBackend(Backend, Generic[R]):
     continues after the longest prompt prefix the engine's cache still holds."""
 
     _template: ChatTemplate
+    _control_texts: tuple[str, ...] = ()  # what the engine parses as control tokens
 
     def __init__(self) -> None:
         self._loaded: dict[str, Any] = {}  # adapter name -> what the engine loaded for it
@@ -81,11 +89,17 @@ class PromptedBackend(Backend, Generic[R]):
         self, messages: Sequence[Message | dict[str, Any]], *, add_generation_prompt: bool = True
     ) -> str:
         """The exact prompt text this model sees; fine-tuning formats examples with it too."""
-        dicts = [m.to_template_dict() if isinstance(m, Message) else m for m in messages]
+        dicts = _template_dicts(messages)
         return self._template.render(dicts, add_generation_prompt=add_generation_prompt)
 
     def tokenize_prompt(self, messages: Sequence[Message | dict[str, Any]]) -> list[int]:
-        return self._encode(self.render_prompt(messages))
+        """The prompt's token ids: the template's markers are control tokens, the messages'
+        text is plain text (see the module docstring)."""
+        dicts = _template_dicts(messages)
+        forged = {i for i, m in enumerate(dicts) if self._holds_control_text(m.get("content"))}
+        if forged:
+            return self._encode_apart(dicts, forged)
+        return self._encode(self._template.render(dicts, add_generation_prompt=True))
 
     def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
         self._check_open()
@@ -132,6 +146,23 @@ class PromptedBackend(Backend, Generic[R]):
             self._apply_adapter(name)
             self._active = name
 
+    def _holds_control_text(self, content: Any) -> bool:
+        return isinstance(content, str) and any(t in content for t in self._control_texts)
+
+    def _encode_apart(self, dicts: list[dict[str, Any]], forged: set[int]) -> list[int]:
+        """Render with a one-off mark in place of each forged message, tokenize the template
+        around the marks with control tokens and each message as plain text."""
+        nonce = secrets.token_hex(8)
+        marked = [dict(m, content=f"\ue000{nonce}:{i}\ue001") if i in forged else m
+                  for i, m in enumerate(dicts)]  # fmt: skip
+        skeleton = self._template.render(marked, add_generation_prompt=True)
+        head, *rest = re.split(f"\ue000{nonce}:(\\d+)\ue001", skeleton)
+        ids = self._encode(head)
+        for index, template in zip(rest[::2], rest[1::2], strict=True):
+            ids += self._encode_text(dicts[int(index)]["content"], special=False)
+            ids += self._encode_text(template, special=True)
+        return ids
+
     # -- the decode loop ----------------------------------------------------------------------
 
     def _decode(self, run: R, stop: list[str], limit: int, n_prompt: int) -> Iterator[Chunk]:
@@ -160,7 +191,12 @@ class PromptedBackend(Backend, Generic[R]):
 
     @abstractmethod
     def _encode(self, text: str) -> list[int]:
-        """Token ids of rendered prompt text, special tokens parsed."""
+        """Token ids of rendered prompt text, special tokens parsed, BOS as the model wants."""
+
+    @abstractmethod
+    def _encode_text(self, text: str, *, special: bool) -> list[int]:
+        """Token ids of a piece of the prompt, without BOS; control tokens parsed if
+        ``special``, else spelled as plain text."""
 
     @abstractmethod
     def _start(self, request: GenerationRequest, prompt: list[int], clock: Clock) -> R:
@@ -185,6 +221,10 @@ class PromptedBackend(Backend, Generic[R]):
     @abstractmethod
     def _apply_adapter(self, name: str | None) -> None:
         """Switch the engine to a loaded adapter (or to none)."""
+
+
+def _template_dicts(messages: Sequence[Message | dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m.to_template_dict() if isinstance(m, Message) else m for m in messages]
 
 
 def reusable_prefix(held: np.ndarray, prompt: Sequence[int]) -> int:

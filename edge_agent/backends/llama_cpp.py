@@ -43,6 +43,7 @@ from edge_agent.backends._prompted import (
     Step,
     reusable_prefix,
 )
+from edge_agent.backends._schema_limits import bounded_schema
 from edge_agent.backends._streaming import Clock, log_softmax_at
 from edge_agent.backends.base import GenerationRequest
 from edge_agent.errors import BackendError, InvalidAdapterError
@@ -63,6 +64,10 @@ KV_CACHE_TYPES = {
     "iq4_nl": llama_cpp.GGML_TYPE_IQ4_NL,
 }
 MAX_STASHED_PREFIXES = 4  # KV stashes kept for inactive adapters, least recently used dropped
+# Compiled grammars and jump-forward oracles kept, one per schema, least recently used dropped:
+# clients may send a new schema with every request (125 large enums cost 870 MB unbounded).
+MAX_CACHED_SCHEMAS = 16
+_CONTROL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
 
 # llama.cpp logs to stderr by default; route it into `logging` at DEBUG so the CLI stays
 # clean, and keep the last errors to explain a failed load.
@@ -160,8 +165,9 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         self._n_vocab = self._llama.n_vocab()
         self._token_cache: dict[int, tuple[bytes, bool]] = {}
         self._logprob_buf = np.empty(self._n_vocab, dtype=np.float32)
-        self._grammars: dict[str, Grammar] = {}  # compiled once per schema
-        self._automata: dict[str, Automaton] = {}  # jump-forward oracles, built once per schema
+        self._grammars: OrderedDict[str, Grammar] = OrderedDict()  # compiled once per schema
+        self._automata: OrderedDict[str, Automaton | None] = OrderedDict()  # jump-forward oracles
+        self._control_texts = self._control_token_texts()
         self._stashes: OrderedDict[str | None, _KVStash] = OrderedDict()
 
     @property
@@ -184,6 +190,21 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         add_bos = bool(self._llama._model.add_bos_token()) and not (bos and text.startswith(bos))
         tokens: list[int] = self._llama.tokenize(text.encode(), add_bos=add_bos, special=True)
         return tokens
+
+    def _encode_text(self, text: str, *, special: bool) -> list[int]:
+        tokens: list[int] = self._llama.tokenize(text.encode(), add_bos=False, special=special)
+        return tokens
+
+    def _control_token_texts(self) -> tuple[str, ...]:
+        """The text of each token that ``special=True`` parses (llama.cpp's control and
+        unknown tokens); one pass over the vocabulary, about 15 ms for SmolLM2's 49k."""
+        model = self._llama._model
+        return tuple(
+            text
+            for token in range(self._n_vocab)
+            if llama_cpp.llama_vocab_get_attr(self._vocab, token) & _CONTROL
+            and (text := model.token_get_text(token))
+        )
 
     def _start(self, request: GenerationRequest, prompt: list[int], clock: Clock) -> _Run:
         constraints = self._constraints(request.json_schema)
@@ -281,20 +302,20 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         """The schema's grammar (reset) and, with jump-forward on, a fresh oracle walk."""
         if schema is None:
             return None, None
+        bounded = bounded_schema(schema)  # UnsupportedSchemaError names the limit passed
         key = json.dumps(schema, sort_keys=True)
-        grammar = self._grammars.get(key)
+        grammar = _recall(self._grammars, key)
         if grammar is None:
-            try:
-                gbnf = schema_to_gbnf(schema)
-            except (AssertionError, ValueError, KeyError, TypeError) as exc:
-                raise BackendError(f"cannot constrain output to this JSON schema: {exc}") from exc
-            grammar = self._grammars[key] = Grammar(self._vocab, gbnf)
+            grammar = Grammar(self._vocab, schema_to_gbnf(bounded))
+            _remember(self._grammars, key, grammar)  # a dropped one is freed when unused
         grammar.reset()
         if not self.jump_forward:
             return grammar, None
-        automaton = self._automata.get(key)
+        if key not in self._automata:
+            _remember(self._automata, key, _oracle(bounded))
+        automaton = _recall(self._automata, key)
         if automaton is None:
-            automaton = self._automata[key] = Automaton(schema)
+            return grammar, None
         return grammar, JumpForward(automaton.cursor(), self._tokenize_text, self._piece)
 
     def _tokenize_text(self, text: bytes) -> list[int]:
@@ -384,6 +405,28 @@ class LlamaCppBackend(PromptedBackend[_Run]):
             bos_token=model.token_get_text(bos) if bos >= 0 else "",
             eos_token=model.token_get_text(eos) if eos >= 0 else "",
         )
+
+
+def _recall(cache: OrderedDict[str, Any], key: str) -> Any:
+    if key in cache:
+        cache.move_to_end(key)
+    return cache.get(key)
+
+
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
+    cache[key] = value
+    while len(cache) > MAX_CACHED_SCHEMAS:
+        cache.popitem(last=False)
+
+
+def _oracle(schema: dict[str, Any]) -> Automaton | None:
+    """The schema's jump-forward oracle, or None (decode token by token) for a schema it
+    cannot follow: jump-forward only saves time, the grammar alone keeps the output valid."""
+    try:
+        return Automaton(schema)
+    except Exception:
+        logger.debug("no jump-forward oracle for this schema", exc_info=True)
+        return None
 
 
 def _kv_type(name: str) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tokenizers
 
 from edge_agent.backends._chat_template import CHATML_TEMPLATE, ChatTemplate
 from edge_agent.backends._prompted import (
@@ -37,6 +38,7 @@ from edge_agent.backends._prompted import (
     Step,
     reusable_prefix,
 )
+from edge_agent.backends._schema_limits import bounded_schema
 from edge_agent.backends._streaming import Clock, log_softmax_at
 from edge_agent.backends.base import GenerationRequest
 from edge_agent.errors import (
@@ -47,6 +49,7 @@ from edge_agent.errors import (
     InvalidAdapterError,
     InvalidModelFileError,
     ModelNotFoundError,
+    UnsupportedSchemaError,
 )
 from edge_agent.lora.onnx import (
     check_fits,
@@ -123,6 +126,8 @@ class OnnxBackend(PromptedBackend[_Run]):
             self._folder, execution_provider, n_threads, fallback_to_cpu
         )
         self._tokenizer = og.Tokenizer(self._model)
+        self._pieces = _piece_tokenizer(self._folder)
+        self._control_texts = _control_texts(self._pieces)
         self._template = _chat_template(self._folder)
         model = self._config["model"]
         self._n_ctx = min(n_ctx, int(model.get("context_length") or n_ctx))
@@ -167,6 +172,13 @@ class OnnxBackend(PromptedBackend[_Run]):
     def _encode(self, text: str) -> list[int]:
         return [int(t) for t in self._tokenizer.encode(text)]
 
+    def _encode_text(self, text: str, *, special: bool) -> list[int]:
+        """Through the folder's tokenizer.json: onnxruntime-genai always parses control
+        tokens, Hugging Face's tokenizer can spell them as text."""
+        assert self._pieces is not None  # without one there are no control texts to keep apart
+        self._pieces.encode_special_tokens = not special
+        return list(self._pieces.encode(text, add_special_tokens=False).ids)
+
     def _start(self, request: GenerationRequest, prompt: list[int], clock: Clock) -> _Run:
         generator, cached = self._generator_for(request, prompt)
         return _Run(clock, cached, request, generator, self._tokenizer.create_stream().decode)
@@ -195,13 +207,16 @@ class OnnxBackend(PromptedBackend[_Run]):
     def _new_generator(self, request: GenerationRequest) -> og.Generator:
         params = og.GeneratorParams(self._model)
         params.set_search_options(**_search_options(request, self._n_ctx, self._seed))
-        if request.json_schema is not None:
-            params.set_guidance("json_schema", json.dumps(_canonical(request.json_schema)), True)
+        schema = request.json_schema
         try:
+            if schema is not None:  # checked and capped first: UnsupportedSchemaError
+                guidance = json.dumps(_canonical(bounded_schema(schema)))
+                params.set_guidance("json_schema", guidance, True)
             generator = og.Generator(self._model, params)
         except RuntimeError as exc:
-            if request.json_schema is not None:
-                raise BackendError(f"cannot constrain output to this JSON schema: {exc}") from exc
+            if schema is not None:
+                message = f"cannot constrain output to this JSON schema: {exc}"
+                raise UnsupportedSchemaError(message) from exc
             raise BackendError(f"onnxruntime-genai could not start generating: {exc}") from exc
         if self._active is not None:
             generator.set_active_adapter(self._lora, self._active)
@@ -417,6 +432,24 @@ def _chat_template(folder: Path) -> ChatTemplate:
         bos_token=_token_text(config.get("bos_token")),
         eos_token=_token_text(config.get("eos_token")),
     )
+
+
+def _piece_tokenizer(folder: Path) -> tokenizers.Tokenizer | None:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        return tokenizers.Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises its own Exception subclass
+        raise InvalidModelFileError(f"{path}: is not a tokenizer ({exc}); rebuild it") from exc
+
+
+def _control_texts(tokenizer: tokenizers.Tokenizer | None) -> tuple[str, ...]:
+    """The special tokens' text: what onnxruntime-genai's encode turns into control tokens."""
+    if tokenizer is None:
+        return ()
+    added = tokenizer.get_added_tokens_decoder().values()
+    return tuple(t.content for t in added if t.special and t.content)
 
 
 def _token_text(value: Any) -> str:

@@ -20,8 +20,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from edge_agent import prompt
 from edge_agent.agent import Agent, RouteOverride
+from edge_agent.backends import check_schema
 from edge_agent.backends.base import Backend, Chunk, Done, GenerationRequest
-from edge_agent.errors import ContextLengthError, ToolDefinitionError, ToolError, UnknownToolError
+from edge_agent.errors import (
+    ContextLengthError,
+    ToolDefinitionError,
+    ToolError,
+    UnknownToolError,
+    UnsupportedSchemaError,
+)
 from edge_agent.server.schemas import (
     APIError,
     ChatCompletionRequest,
@@ -85,6 +92,8 @@ def stream_chat(backend: Backend, chat: Chat, cancel: threading.Event) -> Iterat
             if cancel.is_set():
                 return
             yield chunk
+    except UnsupportedSchemaError as exc:  # within the limits, yet the engine cannot use it
+        raise APIError(400, str(exc), param=_schema_param(chat)) from None
     finally:
         if isinstance(stream, Generator):
             stream.close()  # now, not at garbage collection: frees the backend for the next one
@@ -129,7 +138,8 @@ def _constraint(req: ChatCompletionRequest) -> tuple[Toolset | None, dict[str, A
         except UnknownToolError as exc:
             raise APIError(400, str(exc), param="tool_choice") from None
     forced = choice == "required" or isinstance(choice, NamedToolChoice)
-    return toolset, prompt.output_schema(toolset, allow_answer=not forced)
+    schema = prompt.output_schema(toolset, allow_answer=not forced)
+    return toolset, _checked(schema, "tools")  # each tool fits; all of them together may not
 
 
 def response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
@@ -137,10 +147,23 @@ def response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
         return None
     if fmt.type == "json_object":
         return {"type": "object"}
+    param = "response_format.json_schema.schema"
     if fmt.json_schema is None or fmt.json_schema.schema_ is None:
-        message = "response_format json_schema needs json_schema.schema"
-        raise APIError(400, message, param="response_format.json_schema.schema")
-    return fmt.json_schema.schema_
+        raise APIError(400, "response_format json_schema needs json_schema.schema", param=param)
+    return _checked(fmt.json_schema.schema_, param)
+
+
+def _checked(schema: dict[str, Any], param: str) -> dict[str, Any]:
+    """The schema, if the backends can hold output to it; else a 400 naming the limit."""
+    try:
+        check_schema(schema)
+    except UnsupportedSchemaError as exc:
+        raise APIError(400, str(exc), param=param) from None
+    return schema
+
+
+def _schema_param(chat: Chat) -> str:
+    return "response_format" if chat.toolset is None else "tools"
 
 
 def client_toolset(tools: list[ToolSpec]) -> Toolset:

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal, TypeAlias, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from edge_agent.errors import ToolDefinitionError
+from edge_agent.backends import check_schema
+from edge_agent.errors import ToolDefinitionError, UnsupportedSchemaError
 
 JsonSchema: TypeAlias = dict[str, Any]
 
@@ -119,6 +120,7 @@ _BOUNDS = {
 
 
 def model_from_schema(tool_name: str, schema: Mapping[str, Any]) -> type[BaseModel]:
+    check_tool_schema(tool_name, schema)  # well-formed and within limits from here on
     if schema.get("type", "object") != "object":
         raise ToolDefinitionError(f"{tool_name}: parameters schema must be an object")
     required = set(schema.get("required", []))
@@ -127,12 +129,28 @@ def model_from_schema(tool_name: str, schema: Mapping[str, Any]) -> type[BaseMod
         raise ToolDefinitionError(f"{tool_name}: required {sorted(missing)} not in properties")
     fields: dict[str, tuple[Any, FieldInfo]] = {}
     for i, (key, prop) in enumerate(props.items()):
-        where = f"{tool_name}.{key}"
-        default = ... if key in required else prop.get("default")
-        bounds = {_BOUNDS[k]: v for k, v in prop.items() if k in _BOUNDS}
-        info = Field(default, alias=key, description=prop.get("description"), **bounds)
-        fields[f"f{i}"] = (_annotation(where, prop), info)
+        fields[f"f{i}"] = _field(f"{tool_name}.{key}", key, prop, required=key in required)
     return _create_arguments_model(tool_name, fields)
+
+
+def check_tool_schema(tool_name: str, schema: Any) -> None:
+    """The limits every schema the grammar sees is held to (`backends.check_schema`)."""
+    try:
+        check_schema(schema)
+    except UnsupportedSchemaError as exc:
+        raise ToolDefinitionError(f"{tool_name}: {exc}") from exc
+
+
+def _field(
+    where: str, key: str, prop: Mapping[str, Any], *, required: bool
+) -> tuple[Any, FieldInfo]:
+    default = ... if required else prop.get("default")
+    bounds = {_BOUNDS[k]: v for k, v in prop.items() if k in _BOUNDS}
+    try:
+        info = Field(default, alias=key, description=prop.get("description"), **bounds)
+        return _annotation(where, prop), info
+    except (TypeError, ValueError) as exc:  # e.g. an enum value Literal cannot hold
+        raise ToolDefinitionError(f"{where}: unsupported schema ({exc})") from exc
 
 
 def _annotation(where: str, prop: Mapping[str, Any]) -> Any:
@@ -169,6 +187,7 @@ def clean_parameters(tool_name: str, model: type[BaseModel]) -> JsonSchema:
     cleaned: JsonSchema = {"type": "object", "properties": props}
     cleaned["required"] = [k for k in props if k in required]
     cleaned["additionalProperties"] = False
+    check_tool_schema(tool_name, cleaned)
     return cleaned
 
 
