@@ -29,7 +29,7 @@ import numpy as np
 from edge_agent.backends._chat_template import ChatTemplate
 from edge_agent.backends._streaming import Clock, StopScanner
 from edge_agent.backends.base import Backend, Chunk, Done, FinishReason, GenerationRequest
-from edge_agent.errors import AdapterError, ContextLengthError
+from edge_agent.errors import AdapterError, BackendError, ContextLengthError
 from edge_agent.types import Message, Usage
 
 
@@ -105,6 +105,11 @@ class PromptedBackend(Backend, Generic[R]):
         self._check_open()
         clock = Clock(time.perf_counter())
         prompt = self.tokenize_prompt(request.messages)
+        if not prompt:  # llama.cpp aborts the whole process on an empty batch
+            raise BackendError(
+                "the model's chat template rendered the messages as no tokens at all; "
+                "its template is broken: use another model file"
+            )
         room = self.n_ctx - len(prompt)
         if room < 1:
             raise ContextLengthError(

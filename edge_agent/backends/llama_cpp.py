@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
-from edge_agent.backends._chat_template import CHATML_TEMPLATE, ChatTemplate
+from edge_agent.backends._chat_template import CHATML_TEMPLATE, ChatTemplate, check_templates
 from edge_agent.backends._json_grammar import schema_to_gbnf
 from edge_agent.backends._jump_forward import Automaton, JumpForward
 from edge_agent.backends._llama_sampling import Grammar, Sampler
@@ -143,6 +143,7 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         super().__init__()
         self._path = Path(model_path)
         header = read_header(self._path)  # a bad file fails here, before llama.cpp reads it
+        check_templates(header.chat_templates)  # llama-cpp-python compiles them all on load
         self._identity = identity_of(header)
         self._name = str(header.metadata.get("general.name") or self._path.stem)
         self._seed = seed

@@ -7,6 +7,11 @@ bytes actually left in the file and against a hard cap. Anything off raises
 `InvalidModelFileError` naming the file and the problem. Only the header is read (through
 mmap), never the tensor data, so this is cheap even for multi-GB files.
 
+Metadata stays within a memory budget: numeric arrays become numpy arrays (their size on disk,
+where Python lists cost 10-16x that), string arrays are capped, and the whole metadata has a
+ceiling. Shape fields must be whole numbers llama.cpp can hold, and the vocabulary must not
+repeat a token (llama.cpp aborts the process on one), so a crafted file ends in this error.
+
 The parser is our own, not the `gguf` package's reader: that one trusts the file's lengths.
 """
 
@@ -20,6 +25,9 @@ import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from edge_agent.errors import InvalidModelFileError, ModelNotFoundError
 
@@ -40,13 +48,30 @@ DEFAULT_ALIGNMENT = 32
 MAX_TENSORS = 1 << 16
 MAX_KV = 1 << 16
 MAX_STRING = 1 << 24
-MAX_ARRAY = 1 << 24
+# Memory budgets for metadata (a 262k-token vocabulary with merges needs about 40 MB of it).
+MAX_ARRAY_BYTES = 64 << 20  # one numeric array
+MAX_STRING_ARRAY = 1 << 20  # strings in one array
+MAX_METADATA_BYTES = 128 << 20  # all metadata, as held in memory
+_STR_OVERHEAD = 64  # a Python str object plus its list slot, beyond the characters
+MAX_SHAPE = (1 << 32) - 1  # llama.cpp holds shape fields in uint32
+# Shape fields, under "{arch}.", and the most each may be: the fit plan's memory estimate
+# multiplies and divides by them, llama.cpp aborts the process past LLAMA_MAX_LAYERS (512) and
+# LLAMA_MAX_EXPERTS (1024), and llama-cpp-python allocates context_length token slots on every
+# tokenize call (and fails at 2**31 or more).
+SHAPE_LIMITS = {
+    "block_count": 512, "context_length": 1 << 24, "expert_count": 1024,
+    "expert_used_count": 1024, "embedding_length": MAX_SHAPE, "feed_forward_length": MAX_SHAPE,
+    "vocab_size": MAX_SHAPE, "attention.head_count": MAX_SHAPE,
+    "attention.head_count_kv": MAX_SHAPE, "attention.key_length": MAX_SHAPE,
+    "attention.value_length": MAX_SHAPE,
+}  # fmt: skip
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_TENSOR_NAME = 63  # GGML_MAX_NAME - 1; llama.cpp rejects longer names
 _HEADER_MIN = 4 + 4 + 8 + 8
 
 # GGUF metadata value types → struct code for the fixed-size ones.
 _STRING, _ARRAY = 8, 9
+_TOKENS = "tokenizer.ggml.tokens"
 _SCALARS: dict[int, str] = {
     0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d",
 }  # fmt: skip
@@ -64,7 +89,8 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17),
 }  # fmt: skip
 
-MetadataValue = int | float | bool | str | list[Any]
+# Numeric arrays are read-only numpy arrays; string arrays are lists.
+MetadataValue = int | float | bool | str | list[str] | npt.NDArray[Any]
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,16 @@ class GGUFHeader:
     def chat_template(self) -> str | None:
         value = self.metadata.get("tokenizer.chat_template")
         return value if isinstance(value, str) else None
+
+    @property
+    def chat_templates(self) -> list[str]:
+        """Every template the file carries: the default and the named ``.NAME`` ones."""
+        key = "tokenizer.chat_template"
+        return [
+            v
+            for k, v in self.metadata.items()
+            if (k == key or k.startswith(key + ".")) and isinstance(v, str)
+        ]
 
     @property
     def context_length(self) -> int | None:
@@ -170,15 +206,16 @@ def identity_of(header: GGUFHeader) -> BaseModelIdentity:
     arch = header.architecture
     if not arch:
         raise _bad(header.path, "has no general.architecture; it is not a usable model")
-    n_head = _required_int(header, f"{arch}.attention.head_count")
+    n_head = _positive(header, f"{arch}.attention.head_count")
+    kv_heads = f"{arch}.attention.head_count_kv"
     return BaseModelIdentity(
         architecture=arch,
         base_name=_base_name(header),
-        n_layer=_required_int(header, f"{arch}.block_count"),
-        n_embd=_required_int(header, f"{arch}.embedding_length"),
+        n_layer=_positive(header, f"{arch}.block_count"),
+        n_embd=_positive(header, f"{arch}.embedding_length"),
         n_ff=_optional_int(header, f"{arch}.feed_forward_length") or 0,
         n_head=n_head,
-        n_head_kv=_optional_int(header, f"{arch}.attention.head_count_kv") or n_head,
+        n_head_kv=_positive(header, kv_heads) if kv_heads in header.metadata else n_head,
         n_vocab=_vocab_size(header),
     )
 
@@ -202,12 +239,22 @@ def _base_name(header: GGUFHeader) -> str:
 
 def _optional_int(header: GGUFHeader, key: str) -> int | None:
     value = header.metadata.get(key)
-    if isinstance(value, list):  # per-layer values (e.g. OpenELM): the widest one
-        value = max(value) if value else None
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+        # per-layer values (e.g. OpenELM): the widest one
+        return int(value.max()) if value.size else None
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise _bad(header.path, f"metadata {key} is {value!r}, expected an integer")
+    return value
+
+
+def _positive(header: GGUFHeader, key: str) -> int:
+    # The memory estimate divides by these; 0 is also how recurrent models (Mamba, RWKV) say
+    # "no attention", and those are not models edge-agent runs.
+    value = _required_int(header, key)
+    if value < 1:
+        raise _bad(header.path, f"metadata {key} is {value}; an attention model needs at least 1")
     return value
 
 
@@ -240,6 +287,7 @@ class _Cursor:
 
     def __init__(self, buf: mmap.mmap, path: Path) -> None:
         self.buf, self.path, self.pos = buf, path, 0
+        self.held = 0  # bytes the metadata read so far takes in memory (estimated)
 
     @property
     def remaining(self) -> int:
@@ -251,11 +299,24 @@ class _Cursor:
             "model: download or export it again"
         )
 
-    def take(self, n: int, what: str) -> bytes:
+    def skip(self, n: int, what: str) -> int:
+        """Step over `n` bytes; returns where they start."""
         if n > self.remaining:
             raise self.fail(f"truncated: {what} needs {n} bytes, only {self.remaining} left")
         self.pos += n
-        return self.buf[self.pos - n : self.pos]
+        return self.pos - n
+
+    def take(self, n: int, what: str) -> bytes:
+        start = self.skip(n, what)
+        return self.buf[start : self.pos]
+
+    def charge(self, nbytes: int) -> None:
+        self.held += nbytes
+        if self.held > MAX_METADATA_BYTES:
+            raise self.fail(
+                f"the metadata needs more than its budget of {MAX_METADATA_BYTES >> 20} MiB "
+                "in memory"
+            )
 
     def unpack(self, code: str, what: str, count: int = 1) -> tuple[Any, ...]:
         size = struct.calcsize(f"<{count}{code}")
@@ -273,10 +334,18 @@ class _Cursor:
             raise self.fail(f"{what} is {n}, more than the file can hold")
         return n
 
-    def string(self, what: str) -> str:
+    def raw_string(self, what: str) -> bytes:
         n = self.count(f"length of {what}", MAX_STRING, 1)
+        self.charge(n + _STR_OVERHEAD)
+        return self.take(n, what)
+
+    def string(self, what: str) -> str:
         # llama.cpp does not insist on UTF-8 either (some vocabularies hold raw bytes).
-        return self.take(n, what).decode("utf-8", errors="replace")
+        return _text(self.raw_string(what))
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
 
 
 def _parse(cur: _Cursor, path: Path, size: int) -> GGUFHeader:
@@ -290,6 +359,7 @@ def _parse(cur: _Cursor, path: Path, size: int) -> GGUFHeader:
     n_tensors = cur.count("tensor count", MAX_TENSORS, 33)
     n_kv = cur.count("metadata count", MAX_KV, 14)
     metadata = _read_metadata(cur, n_kv)
+    _check_shapes(path, metadata)
     alignment = _alignment(cur, metadata)
     entries = [_read_tensor_entry(cur, i) for i in range(n_tensors)]
     data_offset = -(-cur.pos // alignment) * alignment
@@ -318,18 +388,80 @@ def _read_value(cur: _Cursor, vtype: int, key: str) -> MetadataValue:
     raise cur.fail(f"metadata {key!r} has unknown value type {vtype}")
 
 
-def _read_array(cur: _Cursor, key: str) -> list[Any]:
+def _read_array(cur: _Cursor, key: str) -> list[str] | npt.NDArray[Any]:
     etype = cur.u32(f"element type of {key!r}")
     if etype in _SCALARS:
-        width = struct.calcsize(_SCALARS[etype])
-        n = cur.count(f"length of array {key!r}", MAX_ARRAY, width)
-        values = list(cur.unpack(_SCALARS[etype], f"array {key!r}", n))
-        return [bool(v) for v in values] if etype == 7 else values
+        return _numeric_array(cur, key, np.dtype("<" + _SCALARS[etype]))
     if etype == _STRING:
-        n = cur.count(f"length of array {key!r}", MAX_ARRAY, 8)
-        return [cur.string(f"element {j} of {key!r}") for j in range(n)]
+        return _string_array(cur, key)
     # Nested arrays are legal GGUF but llama.cpp refuses them, so nothing we run uses them.
     raise cur.fail(f"array {key!r} has unsupported element type {etype}")
+
+
+def _numeric_array(cur: _Cursor, key: str, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    n = cur.u64(f"length of array {key!r}")
+    if n * dtype.itemsize > MAX_ARRAY_BYTES:
+        raise cur.fail(
+            f"array {key!r} has {n} elements, over the budget of {MAX_ARRAY_BYTES >> 20} MiB "
+            "for one array"
+        )
+    start = cur.skip(n * dtype.itemsize, f"array {key!r}")
+    cur.charge(n * dtype.itemsize)
+    # Copied straight out of the map: no bytes object, no Python number per element.
+    view = np.frombuffer(cur.buf, dtype=dtype, count=n, offset=start)
+    values = view != 0 if dtype.kind == "b" else view.copy()
+    del view  # the map cannot close while a view of it lives
+    values.flags.writeable = False
+    return values
+
+
+def _string_array(cur: _Cursor, key: str) -> list[str]:
+    n = cur.count(f"length of array {key!r}", MAX_ARRAY_BYTES, 8)
+    if n > MAX_STRING_ARRAY:
+        raise cur.fail(f"array {key!r} has {n} strings, over the budget of {MAX_STRING_ARRAY}")
+    if key != _TOKENS:
+        return [cur.string(f"element {j} of {key!r}") for j in range(n)]
+    # llama.cpp reads tokens as C strings (cut at NUL, "" renamed) and aborts on duplicates.
+    tokens, seen = [], set()
+    for j in range(n):
+        raw = cur.raw_string(f"token {j}")
+        name = raw.split(b"\0", 1)[0] or f"[EMPTY_{j}]".encode()
+        if name in seen:
+            raise cur.fail(f"token {j} ({name[:40]!r}) repeats an earlier token")
+        seen.add(name)
+        tokens.append(_text(raw))
+    return tokens
+
+
+def _check_shapes(path: Path, metadata: dict[str, MetadataValue]) -> None:
+    """Shape fields are whole numbers within llama.cpp's limits (0 allowed here: identity_of
+    refuses it for the fields a model needs), and experts come with experts used."""
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str):
+        return
+    widest = {
+        suffix: _shape(path, f"{arch}.{suffix}", metadata, most)
+        for suffix, most in SHAPE_LIMITS.items()
+    }
+    experts, used = widest["expert_count"], widest["expert_used_count"]
+    if used > experts or (experts > 0) != (used > 0):
+        raise _bad(path, f"uses {used} of {experts} experts; llama.cpp needs 0 of 0 or 1..n of n")
+
+
+def _shape(path: Path, key: str, metadata: dict[str, MetadataValue], most: int) -> int:
+    """The field's value (the widest layer's, for per-layer values); 0 when absent."""
+    value = metadata.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iu" and value.size:
+        low, high = int(value.min()), int(value.max())
+    elif isinstance(value, int) and not isinstance(value, bool):
+        low = high = value
+    else:
+        raise _bad(path, f"metadata {key} is {value!r:.80}, not a whole number")
+    if low < 0 or high > most:
+        raise _bad(path, f"metadata {key} is {value!r:.80}, outside 0..{most}")
+    return high
 
 
 def _alignment(cur: _Cursor, metadata: dict[str, MetadataValue]) -> int:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from edge_agent.errors import InvalidModelFileError, ModelDoesNotFitError, ModelNotFoundError
 from edge_agent.models.catalog import MB, Architecture, Catalog, CatalogEntry, Source
 from edge_agent.models.profile import (
@@ -181,16 +183,22 @@ def entry_from_gguf(path: Path) -> CatalogEntry:
 
     header = read_header(path)
     ident = identity_of(header)
-    arch = Architecture(
-        n_layer=ident.n_layer,
-        n_embd=ident.n_embd,
-        n_head=ident.n_head,
-        n_head_kv=ident.n_head_kv,
-        head_dim=ident.n_embd // ident.n_head,
-        n_ff=ident.n_ff,
-        n_vocab=ident.n_vocab,
-        context_max=header.context_length or 2048,
-    )
+    try:
+        arch = Architecture(
+            n_layer=ident.n_layer,
+            n_embd=ident.n_embd,
+            n_head=ident.n_head,
+            n_head_kv=ident.n_head_kv,
+            head_dim=ident.n_embd // ident.n_head,
+            n_ff=ident.n_ff,
+            n_vocab=ident.n_vocab,
+            context_max=header.context_length or 2048,
+        )
+    except ValidationError as exc:  # a 0 the memory estimate would divide or multiply by
+        shape = ", ".join(f"{e['loc'][0]}={e['input']!r}" for e in exc.errors())
+        raise InvalidModelFileError(
+            f"{path}: its header gives {shape}; a model needs each to be at least 1"
+        ) from exc
     return CatalogEntry(
         name=path.name,
         family=ident.architecture,

@@ -6,13 +6,16 @@ import hashlib
 import importlib.util
 import random
 import struct
+import tracemalloc
 from importlib import resources
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 
 from edge_agent.errors import InvalidModelFileError, ModelNotFoundError
+from edge_agent.models import gguf as gguf_module
 from edge_agent.models.gguf import GGML_TYPES, identity_of, read_header, sha256_file
 from quantize.gguf_writer import tokenizer_from_gguf, write_llama_gguf
 from tests.tinymodel import TinyModel
@@ -178,8 +181,15 @@ def test_tokenizer_copied_from_gguf_round_trips(tiny_model: TinyModel, tmp_path:
     path = write_llama_gguf(tmp_path / "copy.gguf", tiny_model.config, tiny_model.state, copied)
     original = read_header(tiny_model.gguf_path).metadata
     rewritten = read_header(path).metadata
-    assert {k: v for k, v in rewritten.items() if k.startswith("tokenizer.")} == {
-        k: v for k, v in original.items() if k.startswith("tokenizer.")
+    assert _tokenizer_fields(rewritten) == _tokenizer_fields(original)
+
+
+def _tokenizer_fields(metadata: dict[str, object]) -> dict[str, object]:
+    """The tokenizer.* values, numeric arrays (numpy) as lists so they compare."""
+    return {
+        k: v.tolist() if isinstance(v, np.ndarray) else v
+        for k, v in metadata.items()
+        if k.startswith("tokenizer.")
     }
 
 
@@ -257,3 +267,147 @@ def test_smollm2_header_and_identity() -> None:
     assert header.chat_template and "<|im_start|>" in header.chat_template
     assert header.context_length == 8192
     assert tokenizer_from_gguf(header.path).n_vocab == 49152
+
+
+# --- hostile metadata: memory budgets and shape fields -----------------------------------------
+
+
+def _array_kv(key: str, etype: int, payload: bytes, n: int) -> bytes:
+    return _kv(key, 9, _u32(etype) + _u64(n) + payload)
+
+
+@pytest.mark.parametrize(("etype", "width"), [(0, 1), (6, 4)], ids=["u8", "f32"])
+def test_big_numeric_array_is_read_compactly(tmp_path: Path, etype: int, width: int) -> None:
+    size = 50_000_000
+    n = size // width
+    path = _write(tmp_path, _gguf(kvs=(ARCH, _array_kv("big", etype, bytes(size), n))))
+    tracemalloc.start()
+    try:
+        header = read_header(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(header.metadata["big"]) == n
+    assert peak < 1.5 * size, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB array"
+
+
+def test_numeric_array_over_budget_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gguf_module, "MAX_ARRAY_BYTES", 1000)
+    ok = _write(tmp_path, _gguf(kvs=(ARCH, _array_kv("a", 4, bytes(1000), 250))), "ok.gguf")
+    assert len(read_header(ok).metadata["a"]) == 250
+    big = _write(tmp_path, _gguf(kvs=(ARCH, _array_kv("a", 4, bytes(1004), 251))))
+    with pytest.raises(InvalidModelFileError, match="'a'.*budget"):
+        read_header(big)
+
+
+def test_string_array_over_budget_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gguf_module, "MAX_STRING_ARRAY", 100)
+    strings = b"".join(_str("ab") for _ in range(101))
+    path = _write(tmp_path, _gguf(kvs=(ARCH, _array_kv("s", 8, strings, 101))))
+    with pytest.raises(InvalidModelFileError, match="'s'.*budget"):
+        read_header(path)
+
+
+def test_total_metadata_over_budget_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each array is within its own budget; together they are not.
+    monkeypatch.setattr(gguf_module, "MAX_METADATA_BYTES", 10_000)
+    arrays = tuple(_array_kv(f"a{i}", 0, bytes(3000), 3000) for i in range(4))
+    path = _write(tmp_path, _gguf(kvs=(ARCH, *arrays)))
+    with pytest.raises(InvalidModelFileError, match="metadata.*budget"):
+        read_header(path)
+
+
+def test_real_tokenizer_fits_the_budgets(tmp_path: Path) -> None:
+    # A 262k vocabulary (Gemma 3's size) with merges, scores and types, as a real file has.
+    n = 262_144
+    tokens = b"".join(_str(f"tok{i:06d}") for i in range(n))
+    merges = b"".join(_str(f"t{i} o{i}") for i in range(n))
+    kvs = (
+        ARCH,
+        _array_kv("tokenizer.ggml.tokens", 8, tokens, n),
+        _array_kv("tokenizer.ggml.merges", 8, merges, n),
+        _array_kv("tokenizer.ggml.scores", 6, bytes(4 * n), n),
+        _array_kv("tokenizer.ggml.token_type", 5, bytes(4 * n), n),
+    )
+    header = read_header(_write(tmp_path, _gguf(kvs=kvs)))
+    assert header.metadata["tokenizer.ggml.tokens"][-1] == f"tok{n - 1:06d}"
+    assert len(header.metadata["tokenizer.ggml.scores"]) == n
+
+
+def _shape_kv(key: str, value: int, vtype: int = 4) -> bytes:
+    code = {4: "<I", 5: "<i", 10: "<Q"}[vtype]
+    return _kv(f"llama.{key}", vtype, struct.pack(code, value))
+
+
+HEADS = (_shape_kv("block_count", 2), _shape_kv("embedding_length", 64))
+
+
+@pytest.mark.parametrize(
+    "kv",
+    [
+        _kv("llama.attention.head_count", 8, _str("4")),
+        _shape_kv("attention.head_count", -4, vtype=5),
+        _shape_kv("attention.head_count", 2**40, vtype=10),
+        _shape_kv("block_count", 2**32, vtype=10),
+        _array_kv("llama.attention.head_count", 6, struct.pack("<2f", 4.0, 4.0), 2),
+        _array_kv("llama.attention.head_count_kv", 5, struct.pack("<2i", 2, -1), 2),
+    ],
+    ids=["string", "negative", "huge", "huge block count", "float array", "negative in array"],
+)
+def test_malformed_shape_field_is_refused_when_reading(tmp_path: Path, kv: bytes) -> None:
+    path = _write(tmp_path, _gguf(kvs=(ARCH, kv)))
+    with pytest.raises(InvalidModelFileError, match=r"llama\.(attention|block_count)"):
+        read_header(path)
+
+
+@pytest.mark.parametrize(
+    "key", ["block_count", "embedding_length", "attention.head_count", "attention.head_count_kv"]
+)
+def test_zero_shape_field_is_not_a_model(tmp_path: Path, key: str) -> None:
+    fields = {"block_count": 2, "embedding_length": 64, "attention.head_count": 4} | {key: 0}
+    kvs = tuple(_shape_kv(k, v) for k, v in fields.items())
+    header = read_header(_write(tmp_path, _gguf(kvs=(ARCH, *kvs))))  # Mamba files say 0 heads
+    with pytest.raises(InvalidModelFileError, match=f"llama.{key}"):
+        identity_of(header)
+
+
+def test_per_layer_shape_arrays_give_their_widest_layer(tmp_path: Path) -> None:
+    kv_heads = _array_kv("llama.attention.head_count_kv", 5, struct.pack("<3i", 0, 2, 1), 3)
+    kvs = (ARCH, *HEADS, _shape_kv("attention.head_count", 4), kv_heads)
+    identity = identity_of(read_header(_write(tmp_path, _gguf(kvs=kvs))))
+    assert (identity.n_head, identity.n_head_kv) == (4, 2)
+    assert type(identity.n_head_kv) is int
+
+
+# --- the vocabulary llama.cpp trusts -------------------------------------------------------------
+
+
+def _vocab_gguf(tmp_path: Path, *kvs: bytes, tokens: tuple[bytes, ...] = (b"a", b"b")) -> Path:
+    strings = b"".join(_u64(len(t)) + t for t in tokens)
+    token_list = _array_kv("tokenizer.ggml.tokens", 8, strings, len(tokens))
+    return _write(tmp_path, _gguf(kvs=(ARCH, token_list, *kvs)))
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [(b"a", b"b", b"a"), (b"a", b"a\0x"), (b"", b"[EMPTY_0]")],
+    ids=["repeated", "same up to a NUL", "empty and its stand-in"],
+)
+def test_repeated_token_is_refused(tmp_path: Path, tokens: tuple[bytes, ...]) -> None:
+    # llama.cpp reads tokens as C strings into a map and aborts (GGML_ASSERT) on a repeat.
+    with pytest.raises(InvalidModelFileError, match="repeats an earlier token"):
+        read_header(_vocab_gguf(tmp_path, tokens=tokens))
+
+
+def test_well_formed_vocabulary_reads(tmp_path: Path) -> None:
+    scores = _array_kv("tokenizer.ggml.scores", 6, struct.pack("<2f", 0.5, -1.0), 2)
+    types = _array_kv("tokenizer.ggml.token_type", 5, struct.pack("<2i", 1, 3), 2)
+    header = read_header(_vocab_gguf(tmp_path, scores, types))
+    assert header.metadata["tokenizer.ggml.tokens"] == ["a", "b"]
+    assert header.metadata["tokenizer.ggml.scores"].tolist() == [0.5, -1.0]
