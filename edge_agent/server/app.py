@@ -53,7 +53,9 @@ from edge_agent.server.guard import DEFAULT_MAX_BODY_BYTES, Guard, Rules
 from edge_agent.server.responses import ChunkWriter, completion, reply_events, sse
 from edge_agent.server.schemas import (
     APIError,
+    ChatCompletion,
     ChatCompletionRequest,
+    ErrorBody,
     ModelCard,
     ModelList,
 )
@@ -246,10 +248,33 @@ def _add_middleware(app: FastAPI, rules: Rules) -> None:
     app.add_middleware(Guard, rules=rules)  # added last: the outermost
 
 
+# Documented so clients (and the API fuzz tests) know every refusal's shape: the guard answers
+# 401/403/413 on any route, the app 400/404, all in OpenAI's error body ("4XX" also stands in
+# for FastAPI's 422, which this server never sends).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "refused, in OpenAI's error shape"}
+}
+_EVENT = {  # one server-sent event (OpenAPI 3.1: a text/event-stream schema is per event)
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "description": "a chat.completion.chunk, an error, [DONE]"}
+    },
+}
+_CHAT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ChatCompletion,
+        "description": "the completion; with stream=true, server-sent events",
+        "content": {"text/event-stream": {"schema": _EVENT}},
+    },
+    **_ERRORS,
+}
+
+
 def _add_routes(app: FastAPI) -> None:
-    app.get("/v1/models")(list_models)
-    app.get("/v1/models/{model_id:path}")(get_model)
-    app.post("/v1/chat/completions", response_model=None)(chat_completions)
+    app.get("/v1/models", responses=_ERRORS)(list_models)
+    app.get("/v1/models/{model_id:path}", responses=_ERRORS)(get_model)
+    app.post("/v1/chat/completions", response_model=None, responses=_CHAT)(chat_completions)
 
 
 async def list_models(request: Request) -> ModelList:
@@ -265,6 +290,7 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
 
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     state = _state(request)
+    _require_unicode(await request.json())  # parsed already: Starlette keeps it
     _require_model(state, body.model)
     if state.is_local(body.model):
         reply = await _local_turn(state, body, request)
@@ -274,6 +300,31 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         return await _stream_tokens(state, body, chat, request)
     reply = await state.run(request, complete_chat, state.backend, chat, cancel=threading.Event())
     return _respond(body, reply)
+
+
+def _require_unicode(data: Any) -> None:
+    """Python's JSON parser takes an escaped lone surrogate ("\\udc80"), which is no Unicode
+    text: a tokenizer, the log and even an error message quoting it fail to encode it. Walked
+    without recursion: the body may nest as deep as the parser allowed."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and not _is_unicode(item):
+            message = "the request body is not valid JSON: a string has a lone surrogate escape"
+            raise APIError(400, message)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _require_model(state: _State, model: str) -> None:
@@ -340,6 +391,9 @@ def _turn(
     route: RouteOverride = "auto",
 ) -> Reply:
     agent = state.agent(model)
+    if route == "remote" and agent.router is None:  # the agent's ConfigError would be a 500
+        message = f"{model} has no remote model to route to; send route 'auto' or 'local'"
+        raise APIError(400, message, param="edge_agent.route")
     return run_turn(agent, text, area=area, approved=approved, cancel=cancel, route=route)
 
 
