@@ -36,6 +36,7 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -111,6 +112,12 @@ def create_app(config: IngestConfig, *, clock: Callable[[], float] = time.time) 
     limits = {"/v1/batches": config.max_body_bytes}
     app.add_middleware(BodyLimit, limit_for=lambda path: limits.get(path, config.max_request_bytes))
     metrics.instrument(app)  # after: outside the limit, so the metrics count its 413s
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, and a body that is not UTF-8 cannot be echoed
+        errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(_Unprocessable)
     async def unprocessable(_: Request, exc: _Unprocessable) -> JSONResponse:
@@ -414,7 +421,8 @@ def _validated(body: bytes, max_records: int) -> wire.WireBatch:
         detail = f"{where}: a number is NaN, Infinity or past the float range; JSON numbers "
         raise _Unprocessable(detail + "must be finite", bad)
     try:
-        batch = wire.WireBatch.model_validate_json(body)
+        # strict: the wire schema as written (false or "1.5" is no number), nothing coerced
+        batch = wire.WireBatch.model_validate_json(body, strict=True)
     except ValidationError as exc:
         raise _schema_error(exc) from exc
     if len(batch.records) > max_records:

@@ -35,13 +35,11 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.core.parameters import ParameterLocation
-from schemathesis.errors import FailureGroup
 
 from edge_agent.host.ingest import IngestConfig, create_app
 from edge_agent.sync import wire
-from tests.fuzz_support import BUDGET, fuzz_settings, half, header_values, tallied
+from tests.fuzz_support import fuzz_settings, half, header_values, tallied
 from tests.sync_support import make_interaction
 
 BODY, HEADER, PATH = ParameterLocation.BODY, ParameterLocation.HEADER, ParameterLocation.PATH
@@ -248,41 +246,12 @@ _STEER = {
 @fuzz_settings()
 def test_no_request_breaks_the_ingest_service_or_its_document(host: Host, case: Case) -> None:
     send = partial(steer(case, host).call_and_validate, app=host.app)
-    tallied("data", case, {}, partial(known, case, send))
+    tallied("data", case, {}, send)
 
 
-# Found by these suites in code that is not theirs to fix; reported to its owners. Only these
-# failures, on these operations, mark a fuzz test xfail (strict=False: once fixed, it passes).
-NOT_UTF8 = (
-    "host/ingest.py: a /v1/enroll body that is not UTF-8 (--data-binary $'\\xff') is a 500, not "
-    "a 4xx: FastAPI's default validation handler echoes the body's bytes, cannot decode them"
-)
-LAX_WIRE = (
-    "sync/wire.py: a batch is validated in pydantic's lax mode, so the host stores what the "
-    'wire schema forbids (false or "1.5" for a float, such as recorded_at) as numbers'
-)
+# Regressions of what these suites found in the host (both fixed in host/ingest.py).
 
 
-def known(case: Case, run: Callable[[], Any]) -> Any:
-    try:
-        return run()
-    except (Exception, BaseExceptionGroup) as exc:
-        reason = None if BUDGET.collect else _known(case.operation.label, exc)
-        if reason is None:
-            raise
-        pytest.xfail(reason)
-
-
-def _known(label: str, exc: BaseException) -> str | None:
-    if label == "POST /v1/enroll" and isinstance(exc, UnicodeDecodeError):
-        return NOT_UTF8
-    if label == "POST /v1/batches" and isinstance(exc, FailureGroup):
-        lax = all(isinstance(f, AcceptedNegativeData) for f in exc.exceptions)
-        return LAX_WIRE if lax else None
-    return None
-
-
-@pytest.mark.xfail(strict=False, reason=LAX_WIRE)
 def test_a_batch_the_wire_schema_forbids_is_a_422(host: Host) -> None:
     body = batch(1)
     body["records"][0]["recorded_at"] = False
@@ -293,7 +262,6 @@ def test_a_batch_the_wire_schema_forbids_is_a_422(host: Host) -> None:
     assert response.status_code == 422
 
 
-@pytest.mark.xfail(strict=False, raises=UnicodeDecodeError, reason=NOT_UTF8)
 def test_an_enrollment_body_that_is_not_utf8_is_a_4xx(host: Host) -> None:
     case = schema["/v1/enroll"]["POST"].Case(body=b"\xff", media_type="text/plain")
     response = case.call(app=host.app)
@@ -329,7 +297,7 @@ def test_bad_headers_are_refused_in_the_documented_shape(
     for name in wanted:  # ours replace the generated ones; None leaves one out
         case.headers.pop(name, None)
     send = partial(_expect_credential, host, case, sent)
-    tallied("headers", case, sent, partial(known, case, send))
+    tallied("headers", case, sent, send)
 
 
 def _expect_credential(host: Host, case: Case, headers: dict[str, str]) -> Response:
