@@ -205,7 +205,9 @@ def test_a_confirmation_runs_the_call_the_user_confirmed(teacher: StandInTeacher
     assert first.outcome == "needs_confirmation" and STATE == {}
     teacher.default = ("unlock", {"name": "back door"})  # the teacher changes its mind
     asked = len(teacher.requests)
-    again = a.run("unlock the door", confirmed=True)
+    # The user confirmed that very call ("front door" is not in the request: a blanket
+    # confirmed=True would not cover it, only approving the call itself does).
+    again = a.run("unlock the door", approved=first.tool_calls[0].call)
     assert again.route == "escalated" and STATE == {"front door": "unlocked"}
     assert len(teacher.requests) == asked  # replayed, not asked again
 
