@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,6 @@ from tests.sync_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[HostServer]:
-    server = HostServer(tmp_path / "host", make_cert(tmp_path)).start()
-    yield server
-    server.stop()
 
 
 def device(host: HostServer, **kw: Any) -> Enrollment:

@@ -26,13 +26,6 @@ from tests.sync_support import HostServer, MaskAt, MemorySource, make_cert, make
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[HostServer]:
-    server = HostServer(tmp_path / "host", make_cert(tmp_path)).start()
-    yield server
-    server.stop()
-
-
 def device(host: HostServer) -> Enrollment:
     return enroll(host.url, token(host), pin=host.cert.sha256)
 
