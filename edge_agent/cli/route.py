@@ -158,3 +158,80 @@ def _print_report(data: dict[str, Any]) -> None:
                    f"queued for a teacher: {log['queued_for_teacher']}")  # fmt: skip
     if "plot" in data:
         click.echo(f"plot: {data['plot']}")
+
+
+# --- the remote's API key in the OS keyring -------------------------------------------------
+
+url_argument = click.argument("url", required=False)
+
+
+@route.group("key")
+def key() -> None:
+    """The remote model's API key in the OS keyring (service edge-agent-remote, user = URL).
+    URL defaults to remote_url. The key is never taken as an argument (it would show in ps)."""
+
+
+@key.command("set")
+@url_argument
+def key_set(url: str | None) -> None:
+    """Store the key for URL: a hidden prompt on a terminal, else one line of stdin."""
+    from edge_agent.errors import ConfigError
+    from edge_agent.routing.remote import store_api_key
+
+    settings, url = _key_target(url)
+    if sys.stdin.isatty():
+        secret = click.prompt(f"API key for {url}", hide_input=True, err=True)
+    else:
+        secret = sys.stdin.readline()
+    if not secret.strip():
+        raise ConfigError("no key given: type it at the prompt or pipe it on stdin")
+    store_api_key(url, secret.strip())
+    click.echo(f"stored the API key for {url} in the OS keyring")
+    if settings.remote_api_key_env:
+        click.echo(f"note: remote_api_key_env names ${settings.remote_api_key_env}, which is "
+                   "read instead of the keyring", err=True)  # fmt: skip
+
+
+@key.command("delete")
+@url_argument
+def key_delete(url: str | None) -> None:
+    """Remove the key for URL from the OS keyring."""
+    from edge_agent.routing.remote import delete_api_key
+
+    _, url = _key_target(url)
+    if delete_api_key(url):
+        click.echo(f"deleted the API key for {url} from the OS keyring")
+    else:
+        click.echo(f"no key was stored for {url} in the OS keyring")
+
+
+@key.command("status")
+@url_argument
+@json_option
+def key_status(url: str | None, as_json: bool) -> None:
+    """Where the key for URL is read from, and whether it is there (never the key)."""
+    import os
+
+    from edge_agent.routing.remote import keyring_has_key
+
+    settings, url = _key_target(url)
+    env = settings.remote_api_key_env
+    # As api_key() reads it: a named variable wins and the keyring is never consulted.
+    stored = bool(os.environ.get(env)) if env else keyring_has_key(url)
+    data = {"url": url, "source": "env" if env else "keyring", "env": env, "stored": stored}
+    if as_json:
+        echo_json(data)
+        return
+    where = f"the environment variable ${env} (remote_api_key_env)" if env else "the OS keyring"
+    click.echo(f"{url}: {'a key' if stored else 'no key'} in {where}")
+
+
+def _key_target(url: str | None) -> tuple[Any, str]:
+    from edge_agent.errors import ConfigError
+    from edge_agent.settings import load_settings
+
+    settings = load_settings()
+    url = url or settings.remote_url
+    if not url:
+        raise ConfigError("no URL: pass the endpoint's URL or set remote_url")
+    return settings, url

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, SecretStr
 from edge_agent import prompt
 from edge_agent.backends.base import Backend, Chunk, Done, GenerationRequest, Timings
 from edge_agent.errors import (
+    ConfigError,
     RemoteAuthError,
     RemoteModelError,
     RemoteResponseError,
@@ -99,6 +100,50 @@ def api_key(url: str, env_name: str | None) -> SecretStr | None:
         logger.warning("the OS keyring failed, using no remote API key: %r", exc)
         return None
     return SecretStr(value) if value else None
+
+
+def store_api_key(url: str, key: str) -> None:
+    """Save the key where ``api_key`` reads it: service ``edge-agent-remote``, user = the URL."""
+    import keyring
+
+    try:
+        keyring.set_password(KEYRING_SERVICE, url, key)
+    except Exception as exc:  # backends (D-Bus, macOS) raise their own types
+        raise _keyring_failed("store", exc) from exc
+
+
+def delete_api_key(url: str) -> bool:
+    """Remove the URL's key from the OS keyring; False when none was stored."""
+    import keyring
+    from keyring.errors import PasswordDeleteError
+
+    try:
+        keyring.delete_password(KEYRING_SERVICE, url)
+    except PasswordDeleteError:
+        return False
+    except Exception as exc:
+        raise _keyring_failed("delete", exc) from exc
+    return True
+
+
+def keyring_has_key(url: str) -> bool:
+    """Whether the OS keyring holds a key for the URL (unlike ``api_key``, a broken keyring
+    raises: the user asked about it)."""
+    import keyring
+
+    try:
+        return bool(keyring.get_password(KEYRING_SERVICE, url))
+    except Exception as exc:
+        raise _keyring_failed("read", exc) from exc
+
+
+def _keyring_failed(action: str, exc: Exception) -> ConfigError:
+    # The backend's own message can run to a paragraph; its type says enough.
+    return ConfigError(
+        f"the OS keyring could not {action} the remote API key ({type(exc).__name__}): "
+        "install or unlock a keyring backend, or name an environment variable in "
+        "remote_api_key_env instead"
+    )
 
 
 # --- circuit breaker ------------------------------------------------------------------------

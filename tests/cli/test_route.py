@@ -1,8 +1,10 @@
-"""`edge-agent route calibrate|report` and `run --route`, in an isolated EDGE_AGENT_HOME."""
+"""`edge-agent route calibrate|report|key` and `run --route`, in an isolated EDGE_AGENT_HOME."""
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.routing.calibration import calibration_for
+from edge_agent.routing.remote import KEYRING_SERVICE
 from edge_agent.routing.router import Calibration, SignalRecord
 from edge_agent.settings import load_settings
 from edge_agent.skills.home.dataset import split_ids
@@ -26,6 +29,7 @@ from edge_agent.types import (
     Usage,
 )
 from tests.cli_support import run_cli
+from tests.logstore_support import memory_keyring
 from tests.teacher_support import stand_in_teacher
 
 
@@ -186,3 +190,103 @@ def env(**values: str) -> Any:
         for key, value in values.items():
             mp.setenv(f"EDGE_AGENT_{key}", value)
         yield
+
+
+# --- route key: the remote's API key in the OS keyring ----------------------------------------
+
+URL = "http://teacher:8000/v1"
+
+
+@pytest.fixture
+def os_keyring() -> Iterator[Any]:
+    """An in-memory OS keyring (conftest gives every test none at all)."""
+    import keyring
+
+    previous, backend = keyring.get_keyring(), memory_keyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+def stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+
+
+def test_key_set_reads_piped_stdin_and_stores_it_per_url(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, os_keyring: Any
+) -> None:
+    stdin(monkeypatch, "s3cret-key\n")
+    code, out, err = run_cli(capsys, "route", "key", "set", URL)
+    assert code == 0 and os_keyring.items == {(KEYRING_SERVICE, URL): "s3cret-key"}
+    assert URL in out and "s3cret" not in out + err
+
+
+def test_key_set_on_a_terminal_prompts_hidden(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, os_keyring: Any
+) -> None:
+    tty = io.StringIO("typed-in-clear\n")
+    monkeypatch.setattr(tty, "isatty", lambda: True)
+    monkeypatch.setattr("sys.stdin", tty)
+    monkeypatch.setattr("click.termui.hidden_prompt_func", lambda prompt: "hidden-key")
+    with env(REMOTE_URL=URL):
+        code, _, _ = run_cli(capsys, "route", "key", "set")
+    assert code == 0 and os_keyring.items == {(KEYRING_SERVICE, URL): "hidden-key"}
+
+
+def test_key_set_refuses_without_a_url_or_a_key(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, os_keyring: Any
+) -> None:
+    stdin(monkeypatch, "k\n")
+    code, _, err = run_cli(capsys, "route", "key", "set")
+    assert code == 2 and "remote_url" in err and len(err.strip().splitlines()) == 1
+    stdin(monkeypatch, "\n")
+    code, _, err = run_cli(capsys, "route", "key", "set", URL)
+    assert code == 2 and "no key" in err and not os_keyring.items
+
+
+def test_key_commands_without_a_keyring_are_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for command in ("set", "delete", "status"):
+        stdin(monkeypatch, "s3cret-key\n")
+        code, out, err = run_cli(capsys, "route", "key", command, URL)
+        assert code == 2 and "OS keyring" in err and len(err.strip().splitlines()) == 1
+        assert "s3cret" not in out + err
+
+
+def test_key_status_and_delete(capsys: pytest.CaptureFixture[str], os_keyring: Any) -> None:
+    os_keyring.set_password(KEYRING_SERVICE, URL, "s3cret-key")
+    code, out, _ = run_cli(capsys, "route", "key", "status", URL, "--json")
+    assert code == 0 and json.loads(out) == {
+        "url": URL, "source": "keyring", "env": None, "stored": True
+    }  # fmt: skip
+    code, out, _ = run_cli(capsys, "route", "key", "delete", URL)
+    assert code == 0 and "deleted" in out and not os_keyring.items
+    code, out, _ = run_cli(capsys, "route", "key", "delete", URL)
+    assert code == 0 and "no key" in out
+    code, out, _ = run_cli(capsys, "route", "key", "status", URL)
+    assert code == 0 and "no key" in out and "s3cret" not in out
+
+
+def test_key_status_names_the_variable_that_takes_precedence(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, os_keyring: Any
+) -> None:
+    os_keyring.set_password(KEYRING_SERVICE, URL, "s3cret-key")
+    with env(REMOTE_URL=URL, REMOTE_API_KEY_ENV="MY_TEACHER_KEY"):
+        code, out, _ = run_cli(capsys, "route", "key", "status", "--json")
+        # The keyring's entry is never read while a variable is named.
+        assert code == 0 and json.loads(out) == {
+            "url": URL, "source": "env", "env": "MY_TEACHER_KEY", "stored": False
+        }  # fmt: skip
+        monkeypatch.setenv("MY_TEACHER_KEY", "env-s3cret")
+        code, out, _ = run_cli(capsys, "route", "key", "status")
+    assert code == 0 and "MY_TEACHER_KEY" in out and "s3cret" not in out
+
+
+def test_key_set_warns_when_a_variable_is_read_instead(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, os_keyring: Any
+) -> None:
+    stdin(monkeypatch, "s3cret-key\n")
+    with env(REMOTE_API_KEY_ENV="MY_TEACHER_KEY"):
+        code, _, err = run_cli(capsys, "route", "key", "set", URL)
+    assert code == 0 and "$MY_TEACHER_KEY" in err and os_keyring.items

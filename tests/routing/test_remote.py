@@ -12,6 +12,7 @@ import pytest
 
 from edge_agent.anonymize import Anonymizer
 from edge_agent.errors import (
+    ConfigError,
     RemoteAuthError,
     RemoteModelError,
     RemoteResponseError,
@@ -24,7 +25,10 @@ from edge_agent.routing.remote import (
     RemoteConfig,
     TagMap,
     api_key,
+    delete_api_key,
+    keyring_has_key,
     openai_messages,
+    store_api_key,
 )
 from edge_agent.settings import Settings, load_settings
 from edge_agent.tools import Toolset
@@ -230,6 +234,31 @@ def test_a_named_variable_that_is_unset_never_falls_back_to_the_keyring(os_keyri
 
 def test_no_keyring_backend_means_no_key() -> None:
     assert api_key("http://x/v1", None) is None  # conftest: keyring.backends.fail
+
+
+def test_a_stored_key_is_the_one_api_key_reads(os_keyring: Any) -> None:
+    store_api_key("http://y/v1", "new-key")
+    key = api_key("http://y/v1", None)
+    assert key is not None and key.get_secret_value() == "new-key"
+    assert keyring_has_key("http://y/v1") and not keyring_has_key("http://z/v1")
+
+
+def test_delete_says_whether_a_key_was_there(os_keyring: Any) -> None:
+    assert delete_api_key("http://x/v1") is True
+    assert api_key("http://x/v1", None) is None
+    assert delete_api_key("http://x/v1") is False
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [lambda: store_api_key("http://x/v1", "k"), lambda: delete_api_key("http://x/v1"),
+     lambda: keyring_has_key("http://x/v1")],
+    ids=["store", "delete", "has"],
+)  # fmt: skip
+def test_no_keyring_backend_is_a_config_error_when_managing_keys(operation: Any) -> None:
+    with pytest.raises(ConfigError, match="OS keyring") as caught:
+        operation()  # conftest: keyring.backends.fail
+    assert "remote_api_key_env" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_config_from_settings(tmp_path: Any) -> None:
