@@ -13,6 +13,7 @@ still catches what a grammar cannot express (cross-field rules), once repaired, 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -33,13 +34,14 @@ from edge_agent.errors import (
 )
 from edge_agent.policy import Decision, Policy
 from edge_agent.tools import Tool, Toolset, execute
-from edge_agent.types import AgentResult, Message, ToolCall, ToolOutcome, Usage
+from edge_agent.types import AgentResult, Effect, Message, ToolCall, ToolOutcome, Usage
 
 logger = logging.getLogger(__name__)
 
 ConfirmFn = Callable[[ToolCall, Decision], bool]
 ContextFn = Callable[[str, str | None], str | None]
-Failure = Literal["invalid_call", "step_limit", "cancelled"]
+Failure = Literal["invalid_call", "step_limit", "cancelled", "repeated_call"]
+_FAILED = frozenset({"error", "invalid", "timeout", "denied"})
 RouteOverride = Literal["auto", "local", "remote"]
 
 
@@ -193,6 +195,9 @@ class Turn:
         self.approved = approved
         self._replay = approved is not None
         self._approval_used = False
+        # (tool, arguments) -> how it went: a model without an adapter tends to propose the
+        # same call again and again; a repeat neither runs twice nor loops to the step limit.
+        self._outcomes: dict[tuple[str, str], ToolOutcome] = {}
 
     def run(self) -> AgentResult:
         try:
@@ -307,6 +312,9 @@ class Turn:
         return False
 
     def _call(self, call: ToolCall, tool: Tool, output: str) -> bool:
+        before = self._outcomes.get(_key(call))
+        if before is not None and self._repeated(call, tool, before):
+            return True
         decision = self.agent.policy.decide_call(
             call,
             tool,
@@ -349,7 +357,20 @@ class Turn:
             return self._record(call, tool, status, error=str(exc), started=t0)
         return self._record(call, tool, "ok", result=value, started=t0)
 
+    def _repeated(self, call: ToolCall, tool: Tool, before: ToolOutcome) -> bool:
+        """End the turn on a repeat of a failed call or of a done change; True when ended."""
+        if before.status in _FAILED:
+            why = before.error or before.status
+            self._fail("repeated_call", f"the model proposed {call.name} again after: {why}")
+            return True
+        if before.status == "ok" and before.effect is not Effect.READ_ONLY:
+            self._record(call, tool, "denied", error="already done in this turn")
+            self.result.answer = _spoken(before.result)
+            return True
+        return False  # a read may be repeated: the world may have changed
+
     def _after_call(self, call: ToolCall, outcome: ToolOutcome) -> bool:
+        self._outcomes[_key(call)] = outcome
         if outcome.status == "ok" and self.agent.config.stop_after_call:
             self.result.answer = _spoken(outcome.result)
             return True
@@ -402,6 +423,10 @@ class Turn:
     def _time(self, key: str, t0: float) -> None:
         elapsed = (time.perf_counter() - t0) * 1000
         self.result.timings[key] = self.result.timings.get(key, 0.0) + elapsed
+
+
+def _key(call: ToolCall) -> tuple[str, str]:
+    return call.name, json.dumps(call.arguments, sort_keys=True, default=str)
 
 
 def _spoken(result: Any) -> str:

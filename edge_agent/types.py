@@ -124,8 +124,11 @@ class AgentResult(BaseModel):
     tool_calls: list[ToolOutcome] = Field(default_factory=list)
     outcome: Outcome = "answered"
     error: str | None = None
-    # remote_error: the remote model failed after it had already acted; nothing ran twice
-    failure: Literal["invalid_call", "step_limit", "cancelled", "remote_error"] | None = None
+    # remote_error: the remote model failed after it had already acted; nothing ran twice.
+    # repeated_call: the model proposed again a call that had failed in this turn.
+    failure: (
+        Literal["invalid_call", "step_limit", "cancelled", "remote_error", "repeated_call"] | None
+    ) = None
     model: str
     adapter: str | None = None
     route: Literal["local", "escalated", "local_fallback"] = "local"

@@ -162,9 +162,54 @@ def test_tool_exception_is_reported_to_the_model():
 
 
 def test_step_limit():
-    call = '{"name": "set_light", "arguments": {"name": "a"}}'
-    result = agent([call] * 3, max_steps=3).run("set light a")
+    calls = [f'{{"name": "set_light", "arguments": {{"name": "{n}"}}}}' for n in "abc"]
+    result = agent(calls, max_steps=3).run("set lights a, b and c")
     assert result.outcome == "failed" and result.failure == "step_limit"
+
+
+BROKEN = '{"name": "broken", "arguments": {}}'
+KITCHEN_40 = '{"name": "set_light", "arguments": {"name": "kitchen", "brightness": 40}}'
+
+
+def test_a_failed_call_proposed_again_ends_the_turn():
+    a = agent([BROKEN, BROKEN, '{"answer": "never asked"}'])
+    result = a.run("read the sensor")
+    assert result.outcome == "failed" and result.failure == "repeated_call"
+    assert "broken" in (result.error or "") and "sensor offline" in (result.error or "")
+    assert [c.status for c in result.tool_calls] == ["error"]  # not run a second time
+    assert len(a.backend.requests) == 2
+
+
+def test_a_denied_call_proposed_again_ends_the_turn():
+    unlock_front = '{"name": "unlock", "arguments": {"name": "front door"}}'
+    note = '{"name": "read_note", "arguments": {}}'
+    a = agent([note, unlock_front, unlock_front, '{"answer": "x"}'])
+    result = a.run("what does the note on the fridge say?", confirmed=True)
+    assert result.failure == "repeated_call" and STATE == {}
+    assert [c.status for c in result.tool_calls] == ["ok", "denied"]
+
+
+def test_a_done_actuation_is_not_run_twice_and_the_turn_answers_from_it():
+    a = agent([KITCHEN_40, KITCHEN_40, '{"answer": "never asked"}'])
+    result = a.run("set the kitchen light to 40")
+    first, again = result.tool_calls
+    assert first.status == "ok" and again.status == "denied"
+    assert again.error == "already done in this turn"
+    assert result.outcome == "answered" and result.answer == "kitchen set to 40%"
+    assert len(a.backend.requests) == 2
+
+
+def test_a_done_actuation_is_not_executed_again(monkeypatch):
+    runs = []
+    monkeypatch.setattr(TOOLS.get("set_light"), "handler", lambda **kw: runs.append(kw) or "ok")
+    agent([KITCHEN_40, KITCHEN_40, '{"answer": "x"}']).run("set the kitchen light to 40")
+    assert runs == [{"name": "kitchen", "brightness": 40}]
+
+
+def test_a_read_only_call_may_run_again():
+    note = '{"name": "read_note", "arguments": {}}'
+    result = agent([note, note, '{"answer": "a note"}']).run("read the note twice")
+    assert [c.status for c in result.tool_calls] == ["ok", "ok"] and result.answer == "a note"
 
 
 def test_cancellation_before_start():

@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -121,24 +122,47 @@ def _short(value: Any, limit: int = 120) -> str:
 
 
 def _chat_turn(rt: Any, prompt: str, max_tokens: int, as_json: bool, started: float) -> None:
+    result = _plain_turn(rt, prompt, max_tokens, echo=not as_json, started=started)
+    if as_json:
+        echo_json(
+            {
+                "answer": result.answer,
+                "tool_calls": [],
+                "model": result.model,
+                "adapter": result.adapter,
+                "latency_ms": round(result.latency_ms, 1),
+                "usage": result.usage.model_dump(),
+            }
+        )
+
+
+def _plain_turn(rt: Any, prompt: str, max_tokens: int, echo: bool, started: float) -> Any:
+    """One plain-chat turn (no tools, no schema), logged in the sealed log like any turn."""
     from edge_agent.backends.base import GenerationRequest
-    from edge_agent.types import Message
+    from edge_agent.types import AgentResult, Message
 
     messages = [Message(role="system", content=CHAT_SYSTEM), Message(role="user", content=prompt)]
     request = GenerationRequest(messages=messages, max_tokens=max_tokens)
-    text, done = _stream(rt.backend, request, echo=not as_json)
-    if as_json:
-        usage = getattr(done, "usage", None)
-        echo_json(
-            {
-                "answer": text,
-                "tool_calls": [],
-                "model": rt.model_name,
-                "adapter": rt.backend.active_adapter,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-                "usage": usage.model_dump() if usage is not None else None,
-            }
-        )
+    text, done = _stream(rt.backend, request, echo=echo)
+    result = AgentResult(
+        request=prompt, answer=text, model=rt.model_name, adapter=rt.backend.active_adapter,
+        steps=1, latency_ms=(time.perf_counter() - started) * 1000,
+    )  # fmt: skip
+    if getattr(done, "usage", None) is not None:
+        result.usage = done.usage
+    _log_turn(rt, result, messages)
+    return result
+
+
+def _log_turn(rt: Any, result: Any, messages: Any) -> None:
+    """As `Agent` logs its turns: a log failure is a warning, never a failed turn."""
+    log = rt.log()
+    if log is None:
+        return
+    try:
+        log.record(result, messages=messages)
+    except EdgeAgentError as exc:
+        click.echo(f"warning: turn {result.id} not logged: {exc}", err=True)
 
 
 def _stream(backend: Any, request: Any, echo: bool) -> tuple[str, Any]:
@@ -166,13 +190,21 @@ def chat(yes: bool, **flags: Any) -> None:
     settings = settings_from(**flags)
     _enable_history(settings.data_dir / "chat_history")
     with open_runtime(settings) as rt:
-        agent = rt.agent(
-            settings.tools if settings.tools != "none" else "home", confirm=_confirmer(yes)
-        )
-        click.echo(f"{rt.model_name} with the {agent.toolset.name} tools; Ctrl-D quits")
+        reply = _plain_replier(rt) if settings.tools == "none" else _agent_replier(rt, yes)
         while (line := _read_line()) is not None:
             if line.strip():
-                _chat_reply(agent, line)
+                reply(line)
+
+
+def _plain_replier(rt: Any) -> Callable[[str], Any]:
+    click.echo(f"{rt.model_name}, plain chat (no tools); Ctrl-D quits")
+    return lambda line: _plain_turn(rt, line, 256, echo=True, started=time.perf_counter())
+
+
+def _agent_replier(rt: Any, yes: bool) -> Callable[[str], Any]:
+    agent = rt.agent(rt.settings.tools, confirm=_confirmer(yes))
+    click.echo(f"{rt.model_name} with the {agent.toolset.name} tools; Ctrl-D quits")
+    return lambda line: _chat_reply(agent, line)
 
 
 def _read_line() -> str | None:

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import subprocess
@@ -5,17 +6,48 @@ import sys
 
 import pytest
 
-from edge_agent.cli import main
+from edge_agent import runtime
+from edge_agent.backends.fake import ScriptedBackend
+from edge_agent.models.catalog import load_catalog
+from edge_agent.models.plan import make_plan
+from edge_agent.models.store import ModelStore
+from tests.cli_support import run_cli
 
 
-def run_cli(capsys, *args):
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+@pytest.fixture
+def scripted_model(monkeypatch):
+    """The real runtime (its log included) on a ScriptedBackend instead of the model file."""
+    monkeypatch.setenv("EDGE_AGENT_LOG_KEY_SOURCE", "file")
+    backend = ScriptedBackend(["Paris is the capital."] * 4)
+
+    def open_runtime(settings):
+        plan = make_plan(settings, load_catalog(), ModelStore(settings.models_dir, offline=True))
+        return runtime.Runtime(settings, plan, backend)
+
+    monkeypatch.setattr(runtime, "open_runtime", open_runtime)
+    return backend
+
+
+def logged_requests(capsys):
+    code, out, err = run_cli(capsys, "log", "list", "--json")
+    assert code == 0, err
+    return [row["request"] for row in json.loads(out)]
+
+
+def test_run_tools_none_is_plain_chat_and_logged(capsys, scripted_model):
+    code, out, err = run_cli(capsys, "run", "capital of France?", "--tools", "none")
+    assert code == 0, err
+    assert "Paris" in out and scripted_model.requests[0].json_schema is None
+    assert logged_requests(capsys) == ["capital of France?"]
+
+
+def test_chat_tools_none_is_plain_chat_and_logged(capsys, scripted_model, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("capital of France?\n"))
+    code, out, err = run_cli(capsys, "chat", "--tools", "none")
+    assert code == 0, err
+    assert "Paris" in out and "home" not in out
+    assert [r.json_schema for r in scripted_model.requests] == [None]
+    assert logged_requests(capsys) == ["capital of France?"]
 
 
 def test_profile_json_is_a_dry_run_plan(capsys):
