@@ -210,3 +210,16 @@ def load_settings(**cli_flags: Any) -> Settings:
         ) from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigError(f"cannot read {config_file_path()}: {exc}") from exc
+
+
+def create_private_file(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` as a new 0600 file (its folder made if missing); False when the
+    file exists already — another process made it first, and the caller uses theirs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return True

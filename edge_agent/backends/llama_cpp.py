@@ -303,17 +303,18 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         """The schema's grammar (reset) and, with jump-forward on, a fresh oracle walk."""
         if schema is None:
             return None, None
-        bounded = bounded_schema(schema)  # UnsupportedSchemaError names the limit passed
         key = json.dumps(schema, sort_keys=True)
         grammar = _recall(self._grammars, key)
+        bounded = None  # checked once per schema: a cached key passed the limits already
         if grammar is None:
+            bounded = bounded_schema(schema)  # UnsupportedSchemaError names the limit passed
             grammar = Grammar(self._vocab, schema_to_gbnf(bounded))
             _remember(self._grammars, key, grammar)  # a dropped one is freed when unused
         grammar.reset()
         if not self.jump_forward:
             return grammar, None
         if key not in self._automata:
-            _remember(self._automata, key, _oracle(bounded))
+            _remember(self._automata, key, _oracle(bounded or bounded_schema(schema)))
         automaton = _recall(self._automata, key)
         if automaton is None:
             return grammar, None

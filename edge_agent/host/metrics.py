@@ -5,7 +5,6 @@ devices are active to whoever can scrape."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from edge_agent.settings import create_private_file
 from edge_agent.sync.wire import BatchResult
 
 if TYPE_CHECKING:
@@ -77,12 +77,8 @@ def ensure_metrics_token(path: Path) -> str:
     """The token /metrics asks for, kept in `path` (0600): made on first use, then reused so
     a scraper configured once keeps working across restarts."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        path.chmod(0o600)
-        return path.read_text().strip()
     token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
+    if create_private_file(path, (token + "\n").encode()):
+        return token
+    path.chmod(0o600)
+    return path.read_text().strip()

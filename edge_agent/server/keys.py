@@ -12,13 +12,14 @@ import stat
 from pathlib import Path
 
 from edge_agent.errors import ConfigError
+from edge_agent.settings import create_private_file
 
 
 def install_token(path: Path) -> str:
     """This install's token for `edge-agent serve`, made on first use (0600), as Jupyter's:
     without it a loopback server would obey any local process or web page that reaches it."""
     if not path.exists():
-        _create(path)
+        create_private_file(path, (secrets.token_urlsafe(32) + "\n").encode())
     return read_secret_file(path)
 
 
@@ -34,13 +35,3 @@ def read_secret_file(path: Path) -> str:
     if not text:
         raise ConfigError(f"{path} is empty; write the key into it (or delete a token file)")
     return text
-
-
-def _create(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return  # another process made it first: use theirs
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
