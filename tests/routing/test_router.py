@@ -354,14 +354,19 @@ def synthetic(n: int = 60, seed: int = 0) -> list[SignalRecord]:
     return out
 
 
-def brute_force(records: list[SignalRecord], target: float) -> float:
-    """The best local share any (min, mean) threshold pair reaches at the target."""
+def escalations(records: list[SignalRecord]) -> Iterator[list[bool]]:
+    """For every (min, mean) threshold pair: which records it escalates."""
     values = sorted({r.signals.min_logprob for r in records})  # type: ignore[type-var]
     means = sorted({r.signals.mean_logprob for r in records})  # type: ignore[type-var]
-    best = 0.0
     for t_min, t_mean in itertools.product([-99.0, *values, 99.0], [-99.0, *means, 99.0]):
-        esc = [r.signals.min_logprob < t_min or r.signals.mean_logprob < t_mean  # type: ignore[operator]
+        yield [r.signals.min_logprob < t_min or r.signals.mean_logprob < t_mean  # type: ignore[operator]
                for r in records]  # fmt: skip
+
+
+def brute_force(records: list[SignalRecord], target: float) -> float:
+    """The best local share any (min, mean) threshold pair reaches at the target."""
+    best = 0.0
+    for esc in escalations(records):
         right = sum(r.correct and not e for r, e in zip(records, esc, strict=True)) + sum(esc)
         if right / len(records) >= target:
             best = max(best, 1 - sum(esc) / len(records))
@@ -380,12 +385,8 @@ def test_calibration_maximises_local_share_at_the_target(target: float) -> None:
 
 def best_accuracy(records: list[SignalRecord], remote_accuracy: float) -> float:
     """The best overall accuracy any (min, mean) threshold pair reaches."""
-    values = sorted({r.signals.min_logprob for r in records})  # type: ignore[type-var]
-    means = sorted({r.signals.mean_logprob for r in records})  # type: ignore[type-var]
     best = 0.0
-    for t_min, t_mean in itertools.product([-99.0, *values, 99.0], [-99.0, *means, 99.0]):
-        esc = [r.signals.min_logprob < t_min or r.signals.mean_logprob < t_mean  # type: ignore[operator]
-               for r in records]  # fmt: skip
+    for esc in escalations(records):
         right = sum(r.correct and not e for r, e in zip(records, esc, strict=True))
         best = max(best, (right + remote_accuracy * sum(esc)) / len(records))
     return best
