@@ -33,7 +33,7 @@ from edge_agent.errors import (
     UnknownToolError,
 )
 from edge_agent.policy import Decision, Policy
-from edge_agent.tools import Tool, Toolset, execute
+from edge_agent.tools import Tool, ToolSchema, Toolset, execute
 from edge_agent.types import AgentResult, Effect, Message, ToolCall, ToolOutcome, Usage
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ RouteOverride = Literal["auto", "local", "remote"]
 class InteractionLog(Protocol):
     """Where turns are recorded (``logstore.LogStore``); ``record`` returns once committed."""
 
-    def record(self, result: AgentResult, *, messages: list[Message]) -> str: ...
+    def record(
+        self, result: AgentResult, *, messages: list[Message], tools: list[ToolSchema] | None
+    ) -> str: ...
 
 
 class TurnRouter(Protocol):
@@ -150,7 +152,7 @@ class Agent:
         if self.log is None:
             return
         try:
-            self.log.record(result, messages=messages)
+            self.log.record(result, messages=messages, tools=self.toolset.schemas())
         except EdgeAgentError as exc:
             logger.warning("interaction %s not logged: %s", result.id, exc)
 
@@ -181,7 +183,10 @@ class Turn:
         self.confirmed = confirmed
         self.area = area
         self.started = time.perf_counter()
-        self.result = AgentResult(request=text, model=agent.model_name, adapter=agent.adapter)
+        self.result = AgentResult(
+            request=text, model=agent.model_name, adapter=agent.adapter,
+            skill=agent.toolset.name, toolset=agent.toolset.fingerprint,
+        )  # fmt: skip
         context = agent.context(text, area) if agent.context else None
         self.messages = prompt.messages_for(
             text, agent.toolset, context=context, adapted=agent.adapter is not None

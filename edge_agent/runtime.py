@@ -40,7 +40,7 @@ from edge_agent.models.store import ModelStore
 from edge_agent.policy import Policy
 from edge_agent.settings import Settings, load_settings
 from edge_agent.skills import keep_words
-from edge_agent.tools import Toolset, get_toolset
+from edge_agent.tools import Toolset
 
 if TYPE_CHECKING:
     from edge_agent.adapters.release import AdapterRelease
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from edge_agent.models.gguf import BaseModelIdentity
     from edge_agent.routing.embed import Embedder
     from edge_agent.routing.router import Clusters, Router
+    from edge_agent.skills.skill import Skill
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +68,28 @@ class Runtime:
     _clusters: dict[str, Clusters | None] = field(default_factory=dict, repr=False)
     # (name, mtime of its spec) -> the opened embedder, None if it would not open
     _embedders: dict[tuple[str, int], Embedder | None] = field(default_factory=dict, repr=False)
+    _toolsets: dict[str, Toolset] = field(default_factory=dict, repr=False)  # skill -> built
+    _toolsets_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def model_name(self) -> str:
         return self.plan.entry.name
 
-    def toolset(self, name: str) -> Toolset:
-        if name == "home":
-            from edge_agent.skills.home.toolset import home_toolset
+    def skill(self, name: str) -> Skill:
+        """The skill by name as this device's settings define it (built in, installed,
+        configured or registered)."""
+        from edge_agent.skills.registry import get_skill
 
-            return home_toolset(state_path=self.settings.data_dir / "home_state.json")
-        return get_toolset(name)
+        return get_skill(name, self.settings)
+
+    def toolset(self, name: str) -> Toolset:
+        """The skill's toolset, built once per runtime (an MCP server is started once)."""
+        with self._toolsets_lock:
+            if name not in self._toolsets:
+                built = self.skill(name).build_toolset(self.settings)
+                built.name = name  # the skill's name files its turns, whatever the factory said
+                self._toolsets[name] = built
+            return self._toolsets[name]
 
     def agent(
         self,
@@ -265,6 +277,10 @@ class Runtime:
         return self._log
 
     def close(self) -> None:
+        for toolset in self._toolsets.values():
+            closer = getattr(toolset, "close", None)  # an MCP toolset ends its session
+            if callable(closer):
+                closer()
         self.backend.close()
         if self._log is not None:
             self._log.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,6 +40,42 @@ def _dirs() -> tuple[Path, Path, Path]:
     )
 
 
+# teacher-first: the remote model answers every turn and the SLM's attempt is logged beside it
+# (day 0 of a skill); local-first: the SLM answers what it is confident about, the rest
+# escalates; local-only: nothing leaves the device.
+RouteMode = Literal["teacher-first", "local-first", "local-only"]
+
+
+class SkillConfig(BaseModel):
+    """One ``[skills.NAME]`` table: a skill the device runs, or settings of a built-in one.
+
+    Where its tools come from, at most one of: ``python`` ("module:attribute", a `Skill`, a
+    `Toolset`, or a callable taking the settings and returning either), ``mcp_command`` (an
+    MCP server started over stdio) or ``mcp_url`` (a streamable-HTTP MCP server). None of
+    them: the settings apply to a built-in or entry-point skill of that name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    python: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$")
+    mcp_command: list[str] | None = Field(None, min_length=1)
+    mcp_url: str | None = Field(None, pattern=r"^https?://")
+    mcp_env: dict[str, str] = Field(default_factory=dict, description="for mcp_command")
+    mcp_headers: dict[str, str] = Field(default_factory=dict, description="for mcp_url")
+    mcp_timeout_s: float = Field(30.0, gt=0, description="per MCP request")
+    description: str = ""
+    route: RouteMode | None = Field(None, description="default: the skill's own")
+    teacher_labels_offline: bool | None = Field(
+        None, description="ask the teacher later for turns served locally while it was down"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SkillConfig:
+        given = [k for k in ("python", "mcp_command", "mcp_url") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"a skill's tools come from one place, not {' and '.join(given)}")
+        return self
+
+
 def config_file_path() -> Path:
     explicit = os.environ.get("EDGE_AGENT_CONFIG_FILE")
     return Path(explicit).expanduser() if explicit else _dirs()[0] / CONFIG_FILE_NAME
@@ -57,7 +93,11 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1, description="overrides the profile's")
     offline: bool = Field(False, description="never touch the network (also HF_HUB_OFFLINE)")
     profiles_dir: Path | None = Field(None, description="extra folder of device profile TOMLs")
-    tools: str = Field("home", description="toolset for `run`/`chat`; 'none' = plain chat")
+    tools: str = Field("home", description="skill for `run`/`chat`; 'none' = plain chat")
+    skills: dict[str, SkillConfig] = Field(
+        default_factory=dict,
+        description="skills this device runs besides `tools`, and settings of built-in ones",
+    )
     area: str | None = Field(None, description="the area this device stands in (the speaker's)")
     policy_file: Path | None = Field(None, description="permission policy TOML")
     adapters: bool = Field(True, description="use the adapter trained for a toolset, if any")

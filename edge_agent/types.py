@@ -50,7 +50,10 @@ class ToolCall(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-CallStatus = Literal["ok", "error", "denied", "needs_confirmation", "timeout", "invalid"]
+# delegated: the client runs the tool (OpenAI ``tools=``); the turn ends with the call.
+CallStatus = Literal[
+    "ok", "error", "denied", "needs_confirmation", "timeout", "invalid", "delegated"
+]
 
 
 class ToolOutcome(BaseModel):
@@ -131,6 +134,8 @@ class AgentResult(BaseModel):
     ) = None
     model: str
     adapter: str | None = None
+    skill: str | None = None  # the skill the turn belongs to (its toolset's name)
+    toolset: str | None = None  # fingerprint of the tool schemas the model saw (the log has them)
     route: Literal["local", "escalated", "local_fallback"] = "local"
     steps: int = 0
     latency_ms: float = 0.0

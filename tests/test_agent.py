@@ -279,7 +279,7 @@ def test_a_failing_log_never_fails_the_turn():
     from edge_agent.errors import LogFullError
 
     class FullLog:
-        def record(self, result, *, messages):
+        def record(self, result, *, messages, tools=None):
             raise LogFullError("disk full")
 
     a = Agent(ScriptedBackend(['{"answer": "ok"}']), TOOLS, log=FullLog())

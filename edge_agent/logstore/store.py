@@ -149,8 +149,14 @@ class LogStore:
         self.conn.execute("UPDATE stats SET value = value + ? WHERE name = ?", (n, counter))
 
     # -- writing ------------------------------------------------------------------------------
-    def record(self, result: AgentResult, messages: Sequence[Message] | None = None) -> str:
-        """Seal and commit one turn; returns its id only once it is committed.
+    def record(
+        self,
+        result: AgentResult,
+        messages: Sequence[Message] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """Seal and commit one turn; returns its id only once it is committed. ``tools``: the
+        schemas of the toolset the model saw (``result.toolset`` is their fingerprint).
 
         Raises LogFullError (counted in `log status`) when the disk is full: callers that
         must keep serving catch LogError."""

@@ -15,6 +15,7 @@ import psutil
 from pydantic import Field
 
 from edge_agent.errors import ToolExecutionError
+from edge_agent.skills.skill import Skill
 from edge_agent.tools import Tool, Toolset
 from edge_agent.types import Effect
 
@@ -163,3 +164,6 @@ def toolset(root: Path = Path("/")) -> Toolset:
         Tool.from_function(m, effect=Effect.READ_ONLY, name=n, timeout_s=2.0) for n, m in methods
     ]
     return Toolset("system", tools, description="Read-only device status", prompt=PROMPT)
+
+
+skill = Skill("system", toolset=lambda settings: toolset(), description="this device's own status")

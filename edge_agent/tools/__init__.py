@@ -6,16 +6,27 @@ from edge_agent.tools.registry import (
     get_toolset,
     register_toolset,
 )
-from edge_agent.tools.toolset import EffectRule, Grounding, Tool, Toolset, execute, tool
+from edge_agent.tools.toolset import (
+    EffectRule,
+    Grounding,
+    Tool,
+    ToolSchema,
+    Toolset,
+    execute,
+    fingerprint,
+    tool,
+)
 
 __all__ = [
     "EffectRule",
     "Grounding",
     "Tool",
+    "ToolSchema",
     "Toolset",
     "ToolsetFactory",
     "available_toolsets",
     "execute",
+    "fingerprint",
     "get_toolset",
     "register_toolset",
     "tool",

@@ -49,7 +49,10 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
+import hashlib
 import inspect
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -78,10 +81,12 @@ from edge_agent.types import Effect
 
 __all__ = [
     "EffectRule",
+    "ToolSchema",
     "Grounding",
     "Tool",
     "Toolset",
     "execute",
+    "fingerprint",
     "tool",
 ]
 
@@ -339,6 +344,33 @@ class Toolset:
         """One line per tool, for the prompt."""
         return "\n".join(t.describe_compact() for t in self._tools.values())
 
+    def schemas(self) -> list[ToolSchema]:
+        """What the tools look like from outside, in order: name, description, parameters, and
+        the effect where it does not depend on the arguments. What the log keeps and the host
+        rebuilds the toolset from (`from_schemas`); handlers stay on the device."""
+        return [_schema_of(t) for t in self._tools.values()]
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A stable identity of the tools' schemas: two toolsets with the same tools, in the
+        same order, share it wherever they were built (the skill id of a client's tools)."""
+        return fingerprint(self.schemas())
+
+    @classmethod
+    def from_schemas(
+        cls,
+        name: str,
+        schemas: Iterable[Mapping[str, Any]],
+        *,
+        handler: Callable[[str], Callable[..., Any]] | None = None,
+        prompt: str = "",
+    ) -> Toolset:
+        """A toolset from `schemas()` output (or OpenAI function specs). ``handler(name)``
+        gives each tool's handler; without one the tools validate and constrain calls but
+        cannot run here (the host training on them, a client that runs its own)."""
+        tools = [_tool_of(dict(s), handler) for s in schemas]
+        return cls(name, tools, prompt=prompt)
+
     def __contains__(self, name: object) -> bool:
         return name in self._tools
 
@@ -350,6 +382,46 @@ class Toolset:
 
     def __repr__(self) -> str:
         return f"Toolset({self.name!r}, {self.names})"
+
+
+ToolSchema: TypeAlias = dict[str, Any]
+
+
+def fingerprint(schemas: Iterable[Mapping[str, Any]]) -> str:
+    """32 hex digits of the SHA-256 of the schemas' canonical JSON."""
+    canonical = json.dumps(list(schemas), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _schema_of(t: Tool) -> ToolSchema:
+    schema: ToolSchema = {
+        "name": t.name, "description": t.description, "parameters": t.parameters_schema()
+    }  # fmt: skip
+    if isinstance(t._effect, Effect):
+        schema["effect"] = t._effect.value
+    return schema
+
+
+def _tool_of(schema: dict[str, Any], handler: Callable[[str], Callable[..., Any]] | None) -> Tool:
+    name = schema.get("name")
+    if not isinstance(name, str):
+        raise ToolDefinitionError(f"a tool schema needs a name: {str(schema)[:80]}")
+    try:
+        effect = Effect(schema.get("effect", Effect.READ_ONLY.value))
+    except ValueError:
+        raise ToolDefinitionError(f"{name}: unknown effect {schema.get('effect')!r}") from None
+    params = schema.get("parameters") or {"type": "object", "properties": {}}
+    run = handler(name) if handler else _not_here(name)
+    return Tool.from_schema(
+        name, str(schema.get("description") or ""), params, handler=run, effect=effect
+    )
+
+
+def _not_here(name: str) -> Callable[..., Any]:
+    def run(**_: Any) -> Any:
+        raise ToolExecutionError(f"{name} runs where its toolset was defined, not here")
+
+    return run
 
 
 def _unknown_tool_message(toolset: Toolset, name: str) -> str:

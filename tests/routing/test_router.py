@@ -80,7 +80,7 @@ class MemoryLog:
     def __init__(self) -> None:
         self.items: list[Interaction] = []
 
-    def record(self, result: AgentResult, *, messages: list[Message]) -> str:
+    def record(self, result: AgentResult, *, messages: list[Message], tools: object = None) -> str:
         self.items.append(Interaction(result=result.model_copy(deep=True), messages=messages))
         return result.id
 
