@@ -33,6 +33,7 @@ from edge_agent.errors import (
     UnknownToolError,
 )
 from edge_agent.policy import Decision, Policy
+from edge_agent.settings import RouteMode
 from edge_agent.tools import Tool, ToolSchema, Toolset, execute
 from edge_agent.types import AgentResult, Effect, Message, ToolCall, ToolOutcome, Usage
 
@@ -87,6 +88,8 @@ class Agent:
         model_name: str | None = None,
         log: InteractionLog | None = None,
         router: TurnRouter | None = None,
+        route_mode: RouteMode = "local-first",
+        teacher_labels_offline: bool = True,
     ):
         self.backend = backend
         self.toolset = toolset
@@ -98,6 +101,9 @@ class Agent:
         self.model_name = model_name or backend.model_name
         self.log = log
         self.router = router
+        # the skill's routing (see settings.RouteMode); the router reads these
+        self.route_mode: RouteMode = route_mode
+        self.teacher_labels_offline = teacher_labels_offline
         self._schema = prompt.output_schema(toolset)
         self._lock = threading.Lock()
 

@@ -93,12 +93,19 @@ class Runtime:
 
     def agent(
         self,
-        toolset: str | Toolset = "home",
+        toolset: str | Toolset | None = None,
         *,
         confirm: ConfirmFn | None = None,
         config: AgentConfig | None = None,
+        skill: Skill | None = None,
     ) -> Agent:
+        """An agent of a skill: by name (default: the settings' `tools`), or a toolset built
+        here (a client's), filed under ``skill`` when given, else under the toolset's name."""
+        toolset = toolset or self.settings.tools
         tools = self.toolset(toolset) if isinstance(toolset, str) else toolset
+        if skill is not None and tools.name != skill.name:  # turns are filed by toolset name
+            tools = Toolset(skill.name, tools, tools.description, tools.prompt, tools.context)
+        skill = skill or self._skill_or_none(tools.name)
         policy = Policy.from_toml(self.settings.policy_file) if self.settings.policy_file else None
         adapter = self.adapter_of(tools.name)
         # An adapter is trained on single commands: its call is the turn, the result its answer.
@@ -113,9 +120,17 @@ class Runtime:
             model_name=self.model_name,
             log=self.log(),
             router=self.router,
+            route_mode=skill.route if skill else "local-first",
+            teacher_labels_offline=skill.teacher_labels_offline if skill else True,
         )
         self._agents.setdefault(tools.name, weakref.WeakSet()).add(agent)
         return agent
+
+    def _skill_or_none(self, name: str) -> Skill | None:
+        try:
+            return self.skill(name)
+        except ConfigError:
+            return None  # a toolset built by the caller, under a name no skill has
 
     def use_skill_adapter(self, skill: str) -> str | None:
         """Activate the skill's adapter: the one `edge-agent adapters` installed as active if

@@ -143,6 +143,9 @@ class AgentResult(BaseModel):
     usage: Usage = Field(default_factory=lambda: Usage(prompt_tokens=0, completion_tokens=0))
     confirmation_id: str | None = None
     routing: Routing | None = None
+    # a teacher's late label for the logged turn with this id (served locally while the
+    # remote model was down); this record's calls are the label, nothing of it ran
+    label_of: str | None = None
 
 
 class Feedback(BaseModel):
