@@ -91,7 +91,7 @@ def _normal(value: Any) -> Any:
     if isinstance(value, str):
         return " ".join(value.casefold().split())
     if isinstance(value, bool):
-        return value
+        return ("bool", value)  # True == 1 in Python; a boolean is not a number here
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):
