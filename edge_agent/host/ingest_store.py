@@ -1,4 +1,6 @@
-"""The host's SQLite store: enrollment tokens, devices, batches (for idempotency) and records.
+"""The host's SQLite store: enrollment tokens, devices, batches (for idempotency), records,
+and the tool sets records name (fingerprint -> schemas, kept once, shared by every device:
+a fingerprint is a hash of its schemas, so no device can change what another's names).
 
 Every row of device data carries its ``device_id`` and every query is scoped by it, so one
 device can neither read nor overwrite another's records, even with the same record ids or
@@ -12,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +43,16 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (device_id, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_received ON records (received);
 CREATE INDEX IF NOT EXISTS batches_received ON batches (received);
+CREATE TABLE IF NOT EXISTS toolsets (
+    fingerprint TEXT PRIMARY KEY, first_seen REAL NOT NULL, schemas TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage (
     device_id TEXT NOT NULL, day TEXT NOT NULL, records INTEGER NOT NULL, bytes INTEGER NOT NULL,
     PRIMARY KEY (device_id, day));
 """
 _DEVICE_TABLES = ("records", "batches", "usage", "tokens")
+# Older devices logged no skill: their records are the built-in home skill's.
+DEFAULT_SKILL = "home"
+_SKILL = f"coalesce(json_extract(body, '$.result.skill'), '{DEFAULT_SKILL}')"
 
 
 class TokenRefused(Exception):
@@ -53,6 +61,10 @@ class TokenRefused(Exception):
 
 class KeyConflict(Exception):
     """The idempotency key was used before for another body."""
+
+
+class ToolsetConflict(Exception):
+    """A batch brought other schemas for a fingerprint the host already keeps."""
 
 
 class QuotaExceeded(Exception):
@@ -76,6 +88,8 @@ class Incoming:
     body_sha256: str
     wire_bytes: int
     records: Sequence[tuple[str, float, str]]
+    # fingerprint -> the schemas' canonical JSON (checked against the fingerprint already)
+    toolsets: Mapping[str, str] = field(default_factory=dict)
 
 
 def _owner_only(db: Path) -> None:
@@ -187,6 +201,7 @@ class IngestStore:
             have = self._existing(c, batch.device_id, [r[0] for r in batch.records])
             new = [r for r in batch.records if r[0] not in have]
             self._check_quota(c, batch, len(new), quota, now)
+            self._keep_toolsets(c, batch.toolsets, now)
             c.executemany(
                 "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)",
                 [(batch.device_id, rid, now, ts, batch.key, body) for rid, ts, body in new],
@@ -209,6 +224,16 @@ class IngestStore:
         marks = ",".join("?" * len(ids))
         sql = f"SELECT id FROM records WHERE device_id = ? AND id IN ({marks})"
         return {r[0] for r in c.execute(sql, (device_id, *ids))}
+
+    @staticmethod
+    def _keep_toolsets(c: sqlite3.Connection, toolsets: Mapping[str, str], now: float) -> None:
+        """Each fingerprint's schemas once; the first body stays, another one is refused."""
+        for fp, schemas in toolsets.items():
+            row = c.execute("SELECT schemas FROM toolsets WHERE fingerprint = ?", (fp,)).fetchone()
+            if row is None:
+                c.execute("INSERT INTO toolsets VALUES (?, ?, ?)", (fp, now, schemas))
+            elif row[0] != schemas:
+                raise ToolsetConflict(f"tool set {fp} is stored with other schemas")
 
     @staticmethod
     def _check_quota(
@@ -252,6 +277,29 @@ class IngestStore:
         keys = ("device_id", "id", "received", "recorded_at", "body")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    def toolset_schemas(self, fingerprint: str) -> list[dict[str, Any]] | None:
+        """The schemas a tool set's fingerprint stands for, or None if no record brought them."""
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT schemas FROM toolsets WHERE fingerprint = ?", (fingerprint,)
+            ).fetchone()
+        return None if row is None else list(json.loads(row[0]))
+
+    def toolsets(self) -> dict[str, list[dict[str, Any]]]:
+        """Every stored tool set: fingerprint -> schemas, first seen first."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT fingerprint, schemas FROM toolsets ORDER BY first_seen, fingerprint"
+            ).fetchall()
+        return {fp: list(json.loads(schemas)) for fp, schemas in rows}
+
+    def skills(self) -> dict[str, int]:
+        """Records per skill (the skill is in each record's body; none logged: home)."""
+        sql = f"SELECT {_SKILL}, count(*) FROM records GROUP BY 1 ORDER BY 2 DESC, 1"
+        with self.lock:
+            rows = self.conn.execute(sql).fetchall()
+        return {str(skill): int(n) for skill, n in rows}
+
     def devices(self) -> list[dict[str, Any]]:
         sql = (
             "SELECT d.id, d.created, d.expires, count(r.id) FROM devices d "
@@ -269,6 +317,7 @@ class IngestStore:
                 for t in _DEVICE_TABLES
             }
             gone["devices"] = c.execute("DELETE FROM devices WHERE id = ?", (device_id,)).rowcount
+            gone["toolsets"] = _drop_unreferenced_toolsets(c)
         self._checkpoint()
         return gone
 
@@ -278,6 +327,7 @@ class IngestStore:
         cutoff = now - days * DAY_S
         with self._txn() as c:
             deleted = c.execute("DELETE FROM records WHERE received < ?", (cutoff,)).rowcount
+            _drop_unreferenced_toolsets(c)
             c.execute("DELETE FROM batches WHERE received < ?", (cutoff,))
             c.execute("DELETE FROM tokens WHERE expires < ?", (now,))
             c.execute(
@@ -292,3 +342,13 @@ class IngestStore:
         # Deleted rows still sit in the WAL until a checkpoint copies and truncates it.
         with self.lock:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _drop_unreferenced_toolsets(c: sqlite3.Connection) -> int:
+    """Schemas live as long as a record names them: forgetting a device or aging records out
+    takes the tool sets no remaining record references."""
+    return c.execute(
+        "DELETE FROM toolsets WHERE fingerprint NOT IN (SELECT json_extract(body, "
+        "'$.result.toolset') FROM records WHERE json_extract(body, '$.result.toolset') "
+        "IS NOT NULL)"
+    ).rowcount
