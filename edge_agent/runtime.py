@@ -239,7 +239,8 @@ class Runtime:
         runtime, so every agent shares its circuit breaker."""
         from edge_agent.routing.router import open_router
 
-        return open_router(self.settings, clusters=self.clusters_for, keep=keep_words())
+        keep = keep_words(self.settings)
+        return open_router(self.settings, clusters=self.clusters_for, keep=keep)
 
     def clusters_for(self, adapter: str | None) -> Clusters | None:
         """The clusters `adapter` was trained on, with the embedder that placed them, when

@@ -39,7 +39,7 @@ def device_scrubber(settings: Any) -> Any:
     from edge_agent.skills import keep_words
     from edge_agent.sync import device_anonymizer
 
-    return device_anonymizer(settings, keep_words())
+    return device_anonymizer(settings, keep_words(settings))
 
 
 def _run_forever(settings: Any, store: Any) -> None:

@@ -143,6 +143,9 @@ class Skill:
     labeler: Callable[[Interaction], LabeledTurn | None] = labeled_turn
     teacher_labels_offline: bool = True  # queue turns served locally while the link was down
     source: str = "builtin"  # builtin | entry point NAME | config | client
+    # words what leaves the device must keep readable (the names of the home's devices): the
+    # anonymizer would otherwise replace them and the teacher could not name the device
+    keep: Callable[[Settings], set[str]] | None = None
 
     def build_toolset(self, settings: Settings) -> Toolset:
         from edge_agent.errors import ConfigError

@@ -18,6 +18,15 @@ def _toolset(settings: Settings) -> Toolset:
     return home_toolset(state_path=settings.data_dir / "home_state.json")
 
 
+def _keep(settings: Settings) -> set[str]:
+    from edge_agent.skills.home.inventory import Inventory
+
+    return Inventory.default().keep_words()
+
+
 skill = Skill(
-    "home", toolset=_toolset, description="Home Assistant intents: lights, covers, climate, …"
+    "home",
+    toolset=_toolset,
+    description="Home Assistant intents: lights, covers, climate, …",
+    keep=_keep,
 )
