@@ -7,6 +7,12 @@ looks unreliable, and every escalation logged as a teacher label for the flywhee
                 (the local attempt is kept beside the teacher's call)
                 remote down or broken ─► the held local call runs       route: local_fallback
 
+Route modes, per skill (``Agent.route_mode``): ``local-first`` as above; ``teacher-first``
+escalates every turn while the skill has no adapter (day 0: the teacher answers, the local
+attempt is kept beside its call as a shadow), then is local-first; ``local-only`` never
+escalates. Turns served locally because the remote was down are marked ``queued`` for a late
+teacher label (``routing.labels``) when the skill opts in.
+
 Signals: min and mean log-probability over the tokens the local model chose (forced tokens
 skipped), a call valid only after repair, no valid call at all, and the distance of the
 request to the clusters the adapter was trained on (when an embedder and centroids exist).
@@ -299,14 +305,22 @@ class Router:
         return Attempt(turn, call, signals, local)
 
     def decide(self, agent: Agent, attempt: Attempt, route: RouteOverride) -> tuple[Decision, str]:
+        """Where the turn goes, and why: the request's override, the skill's route mode
+        (local-only never escalates), per-tool rules, teacher-first until the skill has an
+        adapter, then failures and the calibrated signals."""
         if route != "auto":
             return route, f"the request asked for the {route} model"
+        skill = agent.toolset.name
+        if agent.route_mode == "local-only":
+            return "local", f"local-only: {skill} never escalates"
         name = attempt.call.name if attempt.call else None
         rule = self.tools.get(name) if name else None
         if rule == "never_remote":
             return "local", f"the routing policy keeps {name} on the device"
         if rule == "always_remote":
             return "remote", f"the routing policy sends {name} to the remote model"
+        if agent.route_mode == "teacher-first" and agent.adapter is None:
+            return "remote", f"teacher-first: no promoted adapter for {skill}"
         if attempt.signals.invalid:
             return "remote", f"the local attempt failed: {attempt.local.error}"
         calibration = self.calibration
@@ -357,7 +371,8 @@ class Router:
             routing.local_attempt = attempt.local
             return result
         logger.warning("the remote model did not serve this turn, the local model did: %s", exc)
-        routing.queued = self.queue_offline and isinstance(exc, RemoteUnavailableError)
+        opted_in = self.queue_offline and attempt.turn.agent.teacher_labels_offline
+        routing.queued = opted_in and isinstance(exc, RemoteUnavailableError)
         result = attempt.turn.resume()
         result.route = "local_fallback"
         return result
