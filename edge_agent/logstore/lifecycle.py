@@ -113,6 +113,7 @@ def apply_retention(log: Log) -> int:
             "(SELECT key_id FROM keys WHERE shredded IS NOT NULL)"
         ).rowcount
         log.bump("expired", purged)
+        _purge_toolsets(conn)
     if purged:
         _reclaim(log)
     return purged
@@ -145,8 +146,16 @@ def enforce_budget(log: Log) -> Eviction:
             "SELECT key_id FROM keys WHERE shredded IS NULL AND ends <= ?", (log.clock(),)
         )
         shred(log, [r[0] for r in ended if r[0] not in used])
+        _purge_toolsets(conn)
     _reclaim(log)
     return done
+
+
+def _purge_toolsets(conn: sqlite3.Connection) -> None:
+    """Schemas sealed under a shredded key go with it (their records went or will)."""
+    conn.execute(
+        "DELETE FROM toolsets WHERE key_id IN (SELECT key_id FROM keys WHERE shredded IS NOT NULL)"
+    )
 
 
 def _evict_until(log: Log, target: int, *, synced: bool) -> int:

@@ -55,3 +55,16 @@ def m001_initial(db: Database) -> None:
     )
     db.execute("CREATE INDEX interactions_ts ON interactions(ts)")
     db.execute("CREATE INDEX interactions_unsynced ON interactions(ts) WHERE synced = 0")
+
+
+@migrations()
+def m002_toolsets(db: Database) -> None:
+    """Tool schemas, sealed once per fingerprint and data key; turns name them by
+    ``result.toolset``. Keyed by the data key too, so shredding a period shreds its copy."""
+    db.execute(
+        """CREATE TABLE toolsets (
+            fingerprint TEXT NOT NULL, key_id TEXT NOT NULL, ts REAL NOT NULL,
+            fmt INTEGER NOT NULL, body BLOB NOT NULL,
+            PRIMARY KEY (fingerprint, key_id)
+        ) WITHOUT ROWID"""
+    )

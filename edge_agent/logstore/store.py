@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlite_utils import Database
 
 from edge_agent.errors import LogError, LogFullError, LogIntegrityError
-from edge_agent.logstore import lifecycle, seal
+from edge_agent.logstore import lifecycle, seal, toolsets
 from edge_agent.logstore.config import LogConfig, connect, is_full, typed, typed_errors
 from edge_agent.logstore.keys import KeySource
 from edge_agent.logstore.migrations import migrations
@@ -30,6 +30,11 @@ _INSERT = "INSERT INTO interactions ({}) VALUES ({}) ON CONFLICT(id) DO NOTHING"
     ", ".join(seal.INSERT_COLUMNS), ", ".join("?" * len(seal.INSERT_COLUMNS))
 )
 DAY_S = 86_400.0
+# What record_many takes: (result, messages) or (result, messages, tool schemas)
+Turn = (
+    tuple[AgentResult, Sequence[Message] | None]
+    | tuple[AgentResult, Sequence[Message] | None, toolsets.Schemas | None]
+)
 
 
 @dataclass
@@ -39,6 +44,7 @@ class Pending:
     result: AgentResult
     messages: Sequence[Message] = ()
     ts: float = field(default_factory=time.time)
+    tools: toolsets.Schemas | None = None  # the schemas ``result.toolset`` fingerprints
 
 
 class LogStore:
@@ -58,6 +64,7 @@ class LogStore:
         self.lock = threading.RLock()
         self.pending_drops = 0
         self._new_period = False
+        self._sealed_toolsets: set[tuple[str, str]] = set()  # (fingerprint, key_id) on disk
         self.conn = connect(config)
         self.db = Database(self.conn, execute_plugins=False)
         try:
@@ -160,14 +167,14 @@ class LogStore:
 
         Raises LogFullError (counted in `log status`) when the disk is full: callers that
         must keep serving catch LogError."""
-        return self.write([Pending(result, messages or (), self.clock())])[0]
+        return self.write([Pending(result, messages or (), self.clock(), tools)])[0]
 
-    def record_many(
-        self, items: Iterable[tuple[AgentResult, Sequence[Message] | None]]
-    ) -> list[str]:
-        """Many turns in one transaction (one fsync): all committed, or none."""
+    def record_many(self, items: Iterable[Turn]) -> list[str]:
+        """Many turns in one transaction (one fsync): all committed, or none. An item is
+        (result, messages) or (result, messages, tools)."""
         now = self.clock()
-        return self.write([Pending(result, msgs or (), now) for result, msgs in items])
+        return self.write([Pending(t[0], t[1] or (), now, t[2] if len(t) > 2 else None)
+                           for t in items])  # fmt: skip
 
     def write(self, pending: Sequence[Pending]) -> list[str]:
         with self.lock:
@@ -185,9 +192,27 @@ class LogStore:
             live: dict[str, tuple[str, AESGCM]] = {}
             rows = [self._sealed(p, live) for p in pending]
             conn.executemany(_INSERT, rows)
+            schemas = self._new_toolsets(pending, live)
+            conn.executemany(toolsets.INSERT, schemas.values())
             if self.pending_drops:
                 self.bump("dropped_disk_full", self.pending_drops)
         self.pending_drops = 0
+        self._sealed_toolsets.update(schemas)
+
+    def _new_toolsets(
+        self, pending: Sequence[Pending], live: dict[str, tuple[str, AESGCM]]
+    ) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """Rows for the tool sets this process has not sealed under the turn's data key yet
+        (INSERT OR IGNORE covers one another process sealed)."""
+        new: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for p in pending:
+            fp = p.result.toolset
+            if fp is None or p.tools is None:
+                continue
+            key_id, aead = live[self.period_of(p.ts)[0]]
+            if (fp, key_id) not in self._sealed_toolsets and (fp, key_id) not in new:
+                new[fp, key_id] = toolsets.sealed_row(aead, key_id, fp, p.ts, p.tools)
+        return new
 
     def _sealed(self, p: Pending, live: dict[str, tuple[str, AESGCM]]) -> tuple[Any, ...]:
         period, starts, ends = self.period_of(p.ts)
@@ -321,6 +346,19 @@ class LogStore:
                 if on_bad is None:
                     raise LogIntegrityError(f"record {row['id']} cannot be read: {exc}") from exc
                 on_bad(row["id"], str(exc))
+
+    @typed_errors
+    def toolset_schemas(self, fingerprint: str) -> list[dict[str, Any]] | None:
+        """The schemas a turn's ``result.toolset`` names, from the newest readable copy; None
+        when none is stored or every copy is shredded or fails (`log verify` names those)."""
+        with self.lock:
+            rows = list(self.db.query(
+                f"{toolsets.SELECT} WHERE fingerprint = ? ORDER BY ts DESC", [fingerprint]
+            ))  # fmt: skip
+        for row in rows:
+            with contextlib.suppress(seal.SealError):
+                return toolsets.open_schemas(self.aead(row["key_id"]), row)
+        return None
 
     # -- sync and feedback --------------------------------------------------------------------
     @typed_errors

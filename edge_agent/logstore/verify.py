@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edge_agent.errors import LogIntegrityError
-from edge_agent.logstore import seal
+from edge_agent.logstore import seal, toolsets
 from edge_agent.logstore.config import LogConfig
 from edge_agent.logstore.keys import KeySource
 from edge_agent.logstore.store import LogStore
@@ -27,6 +27,7 @@ class VerifyReport:
     checked: int = 0
     ok: int = 0
     shredded: int = 0  # unreadable by design (their key was deleted), purged on next open
+    toolsets: int = 0  # sealed tool schemas checked (a bad one is in `bad` as toolset:<fp>)
     bad: list[BadRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # the database itself, the keys
 
@@ -63,7 +64,25 @@ def verify(store: LogStore) -> VerifyReport:
     _integrity(store, report)
     _keys(store, report)
     _records(store, report)
+    _toolsets(store, report)
     return report
+
+
+def _toolsets(store: LogStore, report: VerifyReport) -> None:
+    try:
+        with store.lock:
+            rows = list(store.db.query(toolsets.SELECT))
+    except sqlite3.DatabaseError as exc:
+        report.problems.append(f"the tool schemas cannot be read: {exc}")
+        return
+    for row in rows:
+        report.toolsets += 1
+        try:
+            toolsets.open_schemas(store.aead(row["key_id"]), row)
+        except seal.Shredded:
+            continue  # purged with its key's records
+        except seal.SealError as exc:
+            report.bad.append(BadRecord(f"toolset:{row['fingerprint']}", str(exc)))
 
 
 def _integrity(store: LogStore, report: VerifyReport) -> None:

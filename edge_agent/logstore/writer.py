@@ -10,6 +10,7 @@ from concurrent.futures import Future
 
 from edge_agent.errors import LogError
 from edge_agent.logstore.store import LogStore, Pending
+from edge_agent.logstore.toolsets import Schemas
 from edge_agent.types import AgentResult, Message
 
 _STOP = object()
@@ -28,16 +29,26 @@ class BatchWriter:
         self._closed = False
         self._thread.start()
 
-    def submit(self, result: AgentResult, messages: Sequence[Message] | None = None) -> Future[str]:
+    def submit(
+        self,
+        result: AgentResult,
+        messages: Sequence[Message] | None = None,
+        tools: Schemas | None = None,
+    ) -> Future[str]:
         if self._closed:
             raise LogError("the log writer is closed")
         future: Future[str] = Future()
-        self._queue.put((Pending(result, messages or (), time.time()), future))
+        self._queue.put((Pending(result, messages or (), time.time(), tools), future))
         return future
 
-    def record(self, result: AgentResult, messages: Sequence[Message] | None = None) -> str:
+    def record(
+        self,
+        result: AgentResult,
+        messages: Sequence[Message] | None = None,
+        tools: Schemas | None = None,
+    ) -> str:
         """Like LogStore.record, but committed together with other threads' records."""
-        return self.submit(result, messages).result()
+        return self.submit(result, messages, tools).result()
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread."""

@@ -107,7 +107,7 @@ def test_reopening_applies_no_migration_twice(config: LogConfig) -> None:
         first.record(make_result())
     with LogStore(config) as second:
         names = [r[0] for r in second.conn.execute("SELECT name FROM _sqlite_migrations")]
-        assert names == ["m001_initial"]
+        assert names == ["m001_initial", "m002_toolsets"]
         assert second.status().records == 1
 
 
