@@ -137,6 +137,9 @@ class AgentResult(BaseModel):
     skill: str | None = None  # the skill the turn belongs to (its toolset's name)
     toolset: str | None = None  # fingerprint of the tool schemas the model saw (the log has them)
     route: Literal["local", "escalated", "local_fallback"] = "local"
+    # calls a client ran before this turn (OpenAI tools=), their results in the prompt: the
+    # turn continues an exchange, so it is no request → call row
+    prior_calls: int = 0
     steps: int = 0
     latency_ms: float = 0.0
     timings: dict[str, float] = Field(default_factory=dict)

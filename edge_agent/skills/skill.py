@@ -108,7 +108,7 @@ def labeled_turn(interaction: Interaction) -> LabeledTurn | None:
     result = interaction.result
     if interaction.feedback is not None and interaction.feedback.rating == "down":
         return None
-    if result.outcome != "answered" or result.route == "local_fallback":
+    if result.outcome != "answered" or result.route == "local_fallback" or result.prior_calls:
         return None
     first = result.tool_calls[0] if result.tool_calls else None
     if first is not None and first.status not in ("ok", "delegated"):
