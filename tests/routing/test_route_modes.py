@@ -9,31 +9,11 @@ from typing import Any
 
 import pytest
 
-from edge_agent.agent import Agent, AgentConfig
-from edge_agent.anonymize import Anonymizer
-from edge_agent.backends.fake import ScriptedBackend
-from edge_agent.routing.remote import RemoteClient, RemoteConfig
-from edge_agent.routing.router import Router
+from edge_agent.agent import Agent
 from edge_agent.settings import RouteMode
-from edge_agent.tools import Toolset
-from edge_agent.types import AgentResult, Interaction, Message
-from tests.demo_tools import STATE, set_light, unlock
+from tests.demo_tools import STATE
+from tests.routing.routing_support import LOCAL, UNKNOWN, MemoryLog, demo_agent, router_to
 from tests.teacher_support import StandInTeacher, stand_in_teacher
-
-DEMO = Toolset("demo", [set_light, unlock], description="demo")
-LOCAL = '{"name": "set_light", "arguments": {"name": "kitchen", "brightness": 40}}'
-UNKNOWN = '{"name": "launch", "arguments": {}}'  # no such tool: invalid even after a repair
-
-
-class MemoryLog:
-    """A stand-in for the sealed log: keeps each recorded turn as it would be read back."""
-
-    def __init__(self) -> None:
-        self.items: list[Interaction] = []
-
-    def record(self, result: AgentResult, *, messages: list[Message], tools: object = None) -> str:
-        self.items.append(Interaction(result=result.model_copy(deep=True), messages=messages))
-        return result.id
 
 
 @pytest.fixture(autouse=True)
@@ -47,18 +27,11 @@ def teacher() -> Iterator[StandInTeacher]:
         yield t
 
 
-def router_to(url: str, model: str = "stand-in-teacher", **rules: Any) -> Router:
-    config = RemoteConfig(url=url, model=model, retries=0, timeout_s=2)
-    return Router(RemoteClient(config, anonymizer=Anonymizer(b"s" * 32)), **rules)
-
-
 def agent(
-    responses: list[str], router: Router, mode: RouteMode, **kwargs: Any
+    responses: list[str], router: Any, mode: RouteMode, **kwargs: Any
 ) -> tuple[Agent, MemoryLog]:
-    log, config = MemoryLog(), AgentConfig(stop_after_call=True)
-    backend = ScriptedBackend(responses)
-    return Agent(backend, DEMO, config=config, log=log, router=router, route_mode=mode,
-                 **kwargs), log  # fmt: skip
+    log = MemoryLog()
+    return demo_agent(responses, router, mode, log, **kwargs), log
 
 
 def test_teacher_first_without_an_adapter_sends_every_turn_to_the_teacher(

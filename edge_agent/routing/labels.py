@@ -1,0 +1,341 @@
+"""Late teacher labels: turns served locally while the remote model was down get the teacher's
+call once it answers again.
+
+    sealed log ─► turns marked ``routing.queued``, of skills that opt in, younger than
+        ``max_age_s``, without a label yet, oldest first ─► at most ``limit`` per round
+        ─► the router's RemoteClient (anonymized, behind its circuit breaker)
+        ─► the teacher's call, validated, never executed
+        ─► a NEW record: route "escalated", ``label_of`` = the turn's id, the call with
+           status "delegated", the turn's request and prompt, its local call as the
+           local attempt
+
+Nothing runs: the turn was served long ago and the label is training data. "delegated" says
+the call was made but not executed here; the default labeler (``skills.skill.labeled_turn``)
+keeps such an escalated record as a teacher row, and drops the original (local_fallback).
+Which turns are labelled lives in the log itself (a label names its turn), so a round after
+a restart, or from another process (`edge-agent route label`), never labels a turn twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from edge_agent import prompt
+from edge_agent.errors import (
+    ConfigError,
+    EdgeAgentError,
+    RemoteAuthError,
+    RemoteModelError,
+    RemoteResponseError,
+    RemoteUnavailableError,
+    ToolError,
+)
+from edge_agent.tools import Toolset
+from edge_agent.types import (
+    AgentResult,
+    Interaction,
+    LocalAttempt,
+    Message,
+    Routing,
+    ToolOutcome,
+)
+
+if TYPE_CHECKING:
+    from edge_agent.logstore import LogStore
+    from edge_agent.routing.remote import RemoteClient, RemoteReply
+    from edge_agent.routing.router import Router
+    from edge_agent.settings import Settings
+    from edge_agent.skills.skill import Skill
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 20  # teacher requests per round
+DEFAULT_MAX_AGE_S = 7 * 86_400.0  # older turns are left unlabelled
+MAX_TRIES = 3  # unusable answers for one turn before a queue stops asking about it
+_ROUTES = ("local_fallback", "escalated")  # plaintext metadata: the only rows worth opening
+
+# The tools a queued turn ran with, as this device has them now; None: it cannot be labelled.
+ToolsetFor = Callable[[Interaction], Toolset | None]
+OptedIn = Callable[[str | None], bool]
+
+
+@dataclass
+class LabelReport:
+    """One round: how many turns waited for a label, what came of them."""
+
+    waiting: int = 0  # queued, opted in, young enough, unlabelled, at the start of the round
+    labelled: int = 0
+    failed: int = 0  # the teacher's answer was unusable (asked again next round, a few times)
+    skipped: int = 0  # no tools for the turn's skill here, or given up after MAX_TRIES
+    teacher_bytes: int = 0
+    stopped: str | None = None  # why the round ended early (the remote is down, a bad key)
+
+    @property
+    def remaining(self) -> int:
+        return self.waiting - self.labelled
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "waiting": self.waiting, "labelled": self.labelled, "failed": self.failed,
+            "skipped": self.skipped, "remaining": self.remaining,
+            "teacher_bytes": self.teacher_bytes, "stopped": self.stopped,
+        }  # fmt: skip
+
+
+class LabelQueue:
+    """Labels queued turns in bounded rounds; keep one per process (it remembers turns whose
+    answers were unusable, so they cannot block the head of the queue)."""
+
+    def __init__(
+        self,
+        log: LogStore,
+        remote: RemoteClient | None,
+        toolset_for: ToolsetFor,
+        *,
+        opted_in: OptedIn = lambda _skill: True,
+        limit: int = DEFAULT_LIMIT,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.log = log
+        self.remote = remote
+        self.toolset_for = toolset_for
+        self.opted_in = opted_in
+        self.limit = limit
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self._failures: dict[str, int] = {}
+
+    def pending(self) -> list[Interaction]:
+        """Queued turns still waiting for a label, oldest first."""
+        queued: list[Interaction] = []
+        labelled: set[str] = set()
+        for row in self.log.rows(since=self.clock() - self.max_age_s):
+            item = self._open(row) if row["route"] in _ROUTES else None
+            if item is None:
+                continue
+            if item.result.label_of:
+                labelled.add(item.result.label_of)
+            elif _queued(item) and self.opted_in(item.result.skill):
+                queued.append(item)
+        return [item for item in queued if item.id not in labelled]
+
+    def round(self) -> LabelReport:
+        """Ask the teacher about up to ``limit`` queued turns; stops at the first sign that
+        the remote is down or refuses this device (the rest wait for the next round)."""
+        todo = self.pending()
+        report = LabelReport(waiting=len(todo))
+        if self.remote is None:
+            report.stopped = "no remote model (none configured, or offline)" if todo else None
+            return report
+        asked = 0
+        for item in todo:
+            if asked >= self.limit:
+                break
+            toolset = self.toolset_for(item)
+            if toolset is None or self._failures.get(item.id, 0) >= MAX_TRIES:
+                report.skipped += 1
+                continue
+            asked += 1
+            if not self._label(self.remote, item, toolset, report):
+                break
+        return report
+
+    def _label(
+        self, remote: RemoteClient, item: Interaction, toolset: Toolset, report: LabelReport
+    ) -> bool:
+        """One turn; False when the round should stop."""
+        messages = prompt_of(item)
+        try:
+            reply = remote.ask(messages, toolset, max_tokens=256)
+            report.teacher_bytes += reply.request_bytes
+            result = label_record(item, reply, toolset, remote.model)
+        except (RemoteUnavailableError, RemoteAuthError, RemoteModelError) as exc:
+            report.stopped = str(exc)
+            return False
+        except (RemoteResponseError, ToolError) as exc:
+            logger.info("no usable teacher label for %s: %s", item.id, exc)
+            self._failures[item.id] = self._failures.get(item.id, 0) + 1
+            report.failed += 1
+            return True
+        self.log.record(result, messages, toolset.schemas())
+        report.labelled += 1
+        return True
+
+    def _open(self, row: dict[str, Any]) -> Interaction | None:
+        try:
+            return self.log.decode(row)
+        except EdgeAgentError:  # shredded or damaged: `edge-agent log verify` reports it
+            return None
+
+
+def _queued(item: Interaction) -> bool:
+    routing = item.result.routing
+    return item.result.route == "local_fallback" and routing is not None and routing.queued
+
+
+def prompt_of(item: Interaction) -> list[Message]:
+    """What the local model was first shown (system prompt and the user's turn, with the
+    device's context): the teacher gets the same turn, not what the local call led to."""
+    messages = item.messages
+    first_user = next((i for i, m in enumerate(messages) if m.role == "user"), None)
+    if first_user is None:
+        return [Message(role="user", content=item.result.request)]
+    return list(messages[: first_user + 1])
+
+
+def label_record(
+    item: Interaction, reply: RemoteReply, toolset: Toolset, model: str
+) -> AgentResult:
+    """The teacher's answer to a queued turn as a record of its own. Raises ToolError when
+    the answer is not a valid call of `toolset` (nor an answer in words)."""
+    parsed = prompt.parse_output(reply.text)
+    calls, answer = [], ""
+    if isinstance(parsed, str):
+        answer = parsed
+    else:
+        tool = toolset.get(parsed.name)
+        parsed.arguments = tool.validate(parsed.arguments)
+        effect = tool.effect_of(parsed.arguments)
+        calls = [ToolOutcome(call=parsed, effect=effect, status="delegated")]
+    turn = item.result
+    routing = Routing(
+        decision="remote", reason=f"teacher label for {turn.id}, served while the remote was down",
+        remote_model=model, local_attempt=_as_attempt(turn), remote_usage=reply.usage,
+        remote_bytes=reply.request_bytes, remote_ms=reply.latency_ms,
+    )  # fmt: skip
+    return AgentResult(
+        request=turn.request, answer=answer, tool_calls=calls, model=model, skill=turn.skill,
+        toolset=toolset.fingerprint, route="escalated", steps=1, latency_ms=reply.latency_ms,
+        usage=reply.usage, routing=routing, label_of=turn.id,
+    )  # fmt: skip
+
+
+def _as_attempt(turn: AgentResult) -> LocalAttempt:
+    """The local model's part of a turn it served (its first call ran), beside the label."""
+    first = turn.tool_calls[0].call if turn.tool_calls else None
+    return LocalAttempt(
+        model=turn.model, adapter=turn.adapter, call=first, answer=turn.answer or None,
+        error=turn.error, latency_ms=turn.latency_ms, usage=turn.usage,
+    )  # fmt: skip
+
+
+# --- the queue of a running device ----------------------------------------------------------
+
+
+class LabelSource(Protocol):
+    """What the label round needs of a device (``runtime.Runtime`` has all of it)."""
+
+    @property
+    def router(self) -> Router | None: ...
+
+    def log(self) -> LogStore | None: ...
+
+    def skill(self, name: str) -> Skill: ...
+
+    def toolset(self, name: str) -> Toolset: ...
+
+
+class SkillTools:
+    """A queued turn's tools: the skill's toolset if its schemas are still the ones the turn
+    saw, else those schemas as the log kept them (tools that validate but cannot run),
+    else the skill's toolset as it is now."""
+
+    def __init__(self, log: LogStore, toolset: Callable[[str], Toolset]) -> None:
+        self.log = log
+        self.toolset = toolset
+
+    def __call__(self, item: Interaction) -> Toolset | None:
+        name, fingerprint = item.result.skill, item.result.toolset
+        if name is None:
+            return None
+        current = self._current(name)
+        if current is not None and current.fingerprint == fingerprint:
+            return current
+        logged = self.log.toolset_schemas(fingerprint) if fingerprint else None
+        return Toolset.from_schemas(name, logged) if logged else current
+
+    def _current(self, name: str) -> Toolset | None:
+        try:
+            return self.toolset(name)
+        except EdgeAgentError as exc:  # a client's tools, an MCP server that is down
+            logger.debug("no toolset for skill %s here: %s", name, exc)
+            return None
+
+
+def skill_opted_in(skill: Callable[[str], Skill]) -> OptedIn:
+    """A skill's current opt-in (``teacher_labels_offline``); a client's unnamed tools,
+    which no registry knows, keep the default (in)."""
+
+    def opted_in(name: str | None) -> bool:
+        if name is None:
+            return False
+        try:
+            return skill(name).teacher_labels_offline
+        except ConfigError:
+            return True
+
+    return opted_in
+
+
+def label_queue(
+    source: LabelSource, *, limit: int = DEFAULT_LIMIT, max_age_s: float = DEFAULT_MAX_AGE_S
+) -> LabelQueue | None:
+    """The queue of a running device (`serve` calls ``round()`` each sync round), or None
+    without a log or a remote model."""
+    log, router = source.log(), source.router
+    if log is None or router is None:
+        return None
+    return LabelQueue(
+        log, router.remote, SkillTools(log, source.toolset), opted_in=skill_opted_in(source.skill),
+        limit=limit, max_age_s=max_age_s,
+    )  # fmt: skip
+
+
+def label_queued(
+    source: LabelSource, *, limit: int = DEFAULT_LIMIT, max_age_s: float = DEFAULT_MAX_AGE_S
+) -> LabelReport:
+    """One round with a fresh queue (`edge-agent route label`)."""
+    queue = label_queue(source, limit=limit, max_age_s=max_age_s)
+    if queue is None:
+        return LabelReport(stopped="no log, or no remote model configured")
+    return queue.round()
+
+
+class SettingsSource:
+    """A `LabelSource` from settings alone: the log, the router and the skills' toolsets,
+    without loading the local model (`edge-agent route label`). Close it."""
+
+    def __init__(self, settings: Settings, log: LogStore) -> None:
+        from edge_agent.routing.router import open_router
+        from edge_agent.skills import keep_words
+
+        self.settings = settings
+        self._log = log
+        self.router = open_router(settings, keep=keep_words(settings))
+        self._toolsets: dict[str, Toolset] = {}
+
+    def log(self) -> LogStore | None:
+        return self._log
+
+    def skill(self, name: str) -> Skill:
+        from edge_agent.skills.registry import get_skill
+
+        return get_skill(name, self.settings)
+
+    def toolset(self, name: str) -> Toolset:
+        if name not in self._toolsets:
+            self._toolsets[name] = self.skill(name).build_toolset(self.settings)
+        return self._toolsets[name]
+
+    def close(self) -> None:
+        for toolset in self._toolsets.values():
+            closer = getattr(toolset, "close", None)  # an MCP toolset ends its session
+            if callable(closer):
+                closer()
+        if self.router is not None:
+            self.router.close()

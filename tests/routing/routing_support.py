@@ -1,0 +1,54 @@
+"""Shared by the route-mode, label and report tests: a demo skill, a router to a stand-in
+teacher, an agent on a scripted backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.agent import Agent, AgentConfig, InteractionLog
+from edge_agent.anonymize import Anonymizer
+from edge_agent.backends.fake import ScriptedBackend
+from edge_agent.routing.remote import RemoteClient, RemoteConfig
+from edge_agent.routing.router import Router
+from edge_agent.settings import RouteMode
+from edge_agent.tools import Toolset
+from edge_agent.types import AgentResult, Interaction, Message
+from tests.demo_tools import set_light, unlock
+
+DEMO = Toolset("demo", [set_light, unlock], description="demo")
+LOCAL = '{"name": "set_light", "arguments": {"name": "kitchen", "brightness": 40}}'
+UNKNOWN = '{"name": "launch", "arguments": {}}'  # no such tool: invalid even after a repair
+TEACHER_MODEL = "stand-in-teacher"
+
+
+class MemoryLog:
+    """A stand-in for the sealed log: keeps each recorded turn as it would be read back."""
+
+    def __init__(self) -> None:
+        self.items: list[Interaction] = []
+
+    def record(self, result: AgentResult, *, messages: list[Message], tools: object = None) -> str:
+        self.items.append(Interaction(result=result.model_copy(deep=True), messages=messages))
+        return result.id
+
+
+def remote_client(url: str, model: str = TEACHER_MODEL) -> RemoteClient:
+    config = RemoteConfig(url=url, model=model, retries=0, timeout_s=2)
+    return RemoteClient(config, anonymizer=Anonymizer(b"s" * 32))
+
+
+def router_to(url: str, model: str = TEACHER_MODEL, **rules: Any) -> Router:
+    return Router(remote_client(url, model), **rules)
+
+
+def demo_agent(
+    responses: list[str],
+    router: Router,
+    mode: RouteMode,
+    log: InteractionLog,
+    toolset: Toolset = DEMO,
+    **kwargs: Any,
+) -> Agent:
+    backend, config = ScriptedBackend(responses), AgentConfig(stop_after_call=True)
+    return Agent(backend, toolset, config=config, log=log, router=router, route_mode=mode,
+                 **kwargs)  # fmt: skip
