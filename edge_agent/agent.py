@@ -17,7 +17,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, Field
@@ -69,6 +70,25 @@ class AgentConfig(BaseModel):
         False, description="end the turn after a successful call; its result is the answer"
     )
     area: str | None = Field(None, description="the speaker's area when the request has none")
+    delegate: bool = Field(
+        False,
+        description="the client runs the tools (OpenAI tools=): a call that passes the policy "
+        "ends the turn and goes back to the client, never run here",
+    )
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What a client that runs its own tools sends around its request (OpenAI ``tools=``):
+    its instructions, the exchanges before the request, and the calls of this turn it ran
+    already with their results, so the turn continues after them. A call in ``prior`` is
+    never proposed again: proposing it again answers from its result."""
+
+    instructions: str = ""
+    history: Sequence[Message] = ()  # before the request: earlier user/assistant/tool messages
+    prior: Sequence[ToolOutcome] = ()  # this turn's calls the client ran, each with its result
+    required: bool = False  # tool_choice "required": a call, not an answer
+    tool: str | None = None  # tool_choice naming a tool: a call of that one
 
 
 class Agent:
@@ -117,18 +137,27 @@ class Agent:
         approved: ToolCall | None = None,
         cancel: threading.Event | None = None,
         route: RouteOverride = "auto",
+        conversation: Conversation | None = None,
     ) -> AgentResult:
         """One turn. ``confirmed=True`` pre-approves every call of this turn the policy wants
         confirmed (the user said yes to the whole turn, as at a terminal). ``approved`` is one
         held call the user confirmed (a server's confirmation id): it runs first, exactly as
         held, and only it is approved; any other call that needs confirming asks again.
         ``route`` overrides the router for this request ("local" or "remote"); without a
-        router only "auto" and "local" apply."""
+        router only "auto" and "local" apply. ``conversation``: what a client running its
+        own tools sent around the request (see `Conversation`)."""
         if route == "remote" and self.router is None:
             raise ConfigError("route 'remote' needs a remote model: set remote_url, remote_model")
         with self._lock:
-            turn = self.turn(text, area=area, confirmed=confirmed, approved=approved, cancel=cancel)
-            result = turn.run() if self.router is None else self.router.run_turn(self, turn, route)
+            turn = self.turn(
+                text, area=area, confirmed=confirmed, approved=approved, cancel=cancel,
+                conversation=conversation,
+            )  # fmt: skip
+            # A turn answered from the client's tool result generates nothing: nothing to route.
+            if self.router is None or turn.settled:
+                result = turn.run()
+            else:
+                result = self.router.run_turn(self, turn, route)
         self._record(result, turn.messages)
         return result
 
@@ -140,10 +169,13 @@ class Agent:
         confirmed: bool = False,
         approved: ToolCall | None = None,
         cancel: threading.Event | None = None,
+        conversation: Conversation | None = None,
     ) -> Turn:
         """A turn not yet run; the router drives it (``propose`` then ``resume``)."""
         area = area or self.config.area
-        return Turn(self, text, area, confirmed, cancel, approved=approved)
+        return Turn(
+            self, text, area, confirmed, cancel, approved=approved, conversation=conversation
+        )
 
     async def arun(self, text: str, **kwargs: Any) -> AgentResult:
         """The same turn for asyncio daemons; the model runs in a worker thread."""
@@ -182,6 +214,7 @@ class Turn:
         *,
         backend: Backend | None = None,
         approved: ToolCall | None = None,
+        conversation: Conversation | None = None,
     ):
         self.agent = agent
         self.backend = backend or agent.backend
@@ -193,12 +226,13 @@ class Turn:
             request=text, model=agent.model_name, adapter=agent.adapter,
             skill=agent.toolset.name, toolset=agent.toolset.fingerprint,
         )  # fmt: skip
+        self.conversation = conversation or Conversation()
         context = agent.context(text, area) if agent.context else None
-        self.messages = prompt.messages_for(
-            text, agent.toolset, context=context, adapted=agent.adapter is not None
-        )
+        self.messages = _prompt(agent, text, context, self.conversation)
+        self.schema = _output_schema(agent, self.conversation)
         self.repairs_left = agent.config.repair_attempts
-        self.tool_results_seen = 0
+        self.tool_results_seen = len(self.conversation.prior)  # results the model has seen
+        self.result.prior_calls = len(self.conversation.prior)
         self.logprobs: list[float] = []  # of the tokens the model chose, every generation
         self.hold = False  # stop before the first call's policy check: the router decides
         self.held: tuple[ToolCall, Tool, str] | None = None
@@ -208,7 +242,13 @@ class Turn:
         self._approval_used = False
         # (tool, arguments) -> how it went: a model without an adapter tends to propose the
         # same call again and again; a repeat neither runs twice nor loops to the step limit.
-        self._outcomes: dict[tuple[str, str], ToolOutcome] = {}
+        self._outcomes = {_key(o.call): o for o in self.conversation.prior}
+
+    @property
+    def settled(self) -> bool:
+        """Answered before generating: an agent that stops after a call (an adapter's) has
+        its answer in the client's result of that call."""
+        return bool(self.conversation.prior) and self.agent.config.stop_after_call
 
     def run(self) -> AgentResult:
         try:
@@ -237,7 +277,7 @@ class Turn:
         request, area, approved = self.result.request, self.area, self.approved
         return Turn(
             self.agent, request, area, self.confirmed, self.cancel, backend=backend,
-            approved=approved,
+            approved=approved, conversation=self.conversation,
         )  # fmt: skip
 
     @property
@@ -246,6 +286,9 @@ class Turn:
 
     def _loop(self) -> None:
         if self._replay and not self.cancel.is_set() and self._replay_approved():
+            return None
+        if self.settled and not self.result.steps:
+            self.result.answer = _spoken(self.conversation.prior[-1].result)
             return None
         for _ in range(self.agent.config.max_steps - self.result.steps):
             if self.cancel.is_set():
@@ -263,7 +306,7 @@ class Turn:
         request = GenerationRequest(
             messages=self.messages,
             max_tokens=self.agent.config.max_tokens,
-            json_schema=self.agent._schema,
+            json_schema=self.schema,
             logprobs=True,
         )
         t0 = time.perf_counter()
@@ -334,6 +377,11 @@ class Turn:
             origin_step=self.tool_results_seen,
             context=[self.area] if self.area else [],
         )
+        if decision.action != "deny" and self.agent.config.delegate:
+            # the client's own confirmation flow decides; the reason goes with the call
+            reason = decision.reason if decision.action == "confirm" else None
+            self._record(call, tool, "delegated", error=reason)
+            return True
         if decision.action == "confirm" and not self._confirmed(call, decision):
             self._record(call, tool, "needs_confirmation", error=decision.reason)
             self.result.outcome = "needs_confirmation"
@@ -369,7 +417,12 @@ class Turn:
         return self._record(call, tool, "ok", result=value, started=t0)
 
     def _repeated(self, call: ToolCall, tool: Tool, before: ToolOutcome) -> bool:
-        """End the turn on a repeat of a failed call or of a done change; True when ended."""
+        """End the turn on a repeat of a failed call, of a done change or of a call the client
+        ran already (it answers from its result); True when ended."""
+        if before.status == "delegated":
+            self._record(call, tool, "denied", error="the client ran it already")
+            self.result.answer = _spoken(before.result)
+            return True
         if before.status in _FAILED:
             why = before.error or before.status
             self._fail("repeated_call", f"the model proposed {call.name} again after: {why}")
@@ -434,6 +487,45 @@ class Turn:
     def _time(self, key: str, t0: float) -> None:
         elapsed = (time.perf_counter() - t0) * 1000
         self.result.timings[key] = self.result.timings.get(key, 0.0) + elapsed
+
+
+def _prompt(agent: Agent, text: str, context: str | None, talk: Conversation) -> list[Message]:
+    """The turn's prompt: the system prompt (after the client's instructions), the earlier
+    exchanges, the request, then this turn's calls the client ran and their results. With an
+    adapter, the prompt it was trained on: no instructions, no earlier exchanges."""
+    adapted = agent.adapter is not None
+    system, user = prompt.messages_for(text, agent.toolset, context=context, adapted=adapted)
+    if talk.instructions and not adapted:
+        system.content = f"{talk.instructions}\n\n{system.content}"
+    history = [] if adapted else list(talk.history)
+    done = [m for o in talk.prior for m in _exchange(o, agent.toolset)]
+    return [system, *history, user, *done]
+
+
+def _exchange(outcome: ToolOutcome, toolset: Toolset) -> list[Message]:
+    """A call and its result as the model sees them after it made the call."""
+    return [
+        Message(role="assistant", content=call_text(outcome.call, toolset)),
+        Message(role="tool", content=prompt.tool_result_content(outcome.result, outcome.error)),
+    ]
+
+
+def call_text(call: ToolCall, toolset: Toolset) -> str:
+    """A call written as the grammar makes the model write it; a call of a tool the toolset
+    lacks (or with arguments it would not take), as it came."""
+    try:
+        return prompt.call_json(call, toolset)
+    except ToolError:
+        return prompt.dumps({"name": call.name, "arguments": call.arguments})
+
+
+def _output_schema(agent: Agent, talk: Conversation) -> dict[str, Any]:
+    """What the decoder may write: any call or an answer; a call when the client requires
+    one; a call of the one tool it named."""
+    if not talk.required and talk.tool is None:
+        return agent._schema
+    tools = agent.toolset.subset([talk.tool]) if talk.tool else agent.toolset
+    return prompt.output_schema(tools, allow_answer=False)
 
 
 def _key(call: ToolCall) -> tuple[str, str]:

@@ -7,11 +7,11 @@ import time
 import pytest
 
 from edge_agent import prompt
-from edge_agent.agent import Agent, AgentConfig
+from edge_agent.agent import Agent, AgentConfig, Conversation
 from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.policy import Policy
 from edge_agent.tools import Toolset, tool
-from edge_agent.types import Effect
+from edge_agent.types import Effect, Message, ToolCall, ToolOutcome
 from tests.demo_tools import STATE, set_light, unlock
 
 
@@ -284,3 +284,104 @@ def test_a_failing_log_never_fails_the_turn():
 
     a = Agent(ScriptedBackend(['{"answer": "ok"}']), TOOLS, log=FullLog())
     assert a.run("hello").answer == "ok"
+
+
+# --- a client's tools (OpenAI tools=): the client runs them --------------------------------------
+
+LIGHT_CALL = '{"name": "set_light", "arguments": {"name": "kitchen"}}'
+
+
+def client_agent(responses, policy=None, **config):
+    return Agent(
+        ScriptedBackend(responses), TOOLS, policy=policy,
+        config=AgentConfig(delegate=True, **config),
+    )  # fmt: skip
+
+
+def ran_kitchen(result="kitchen set to 100%"):
+    call = ToolCall(name="set_light", arguments={"name": "kitchen", "brightness": 100})
+    return ToolOutcome(call=call, effect=Effect.ACTUATING, status="delegated", result=result)
+
+
+def test_a_client_call_ends_the_turn_unexecuted():
+    result = client_agent([LIGHT_CALL]).run("turn the kitchen light on")
+    [outcome] = result.tool_calls
+    assert outcome.status == "delegated" and outcome.error is None
+    assert outcome.call.arguments == {"name": "kitchen", "brightness": 100}
+    assert (result.outcome, result.steps, STATE) == ("answered", 1, {})
+
+
+def test_a_client_call_passes_the_policy_first():
+    deny = Policy.model_validate({"tools": {"set_light": "deny"}})
+    result = client_agent([LIGHT_CALL, '{"answer": "I may not."}'], policy=deny).run("light")
+    assert [o.status for o in result.tool_calls] == ["denied"]
+    assert result.answer == "I may not."
+    # a call the policy wants confirmed goes to the client, which confirms it its own way
+    held = client_agent(['{"name": "unlock", "arguments": {"name": "front door"}}']).run(
+        "unlock the front door"
+    )
+    [outcome] = held.tool_calls
+    assert outcome.status == "delegated" and outcome.error  # the policy's reason
+    assert held.outcome == "answered" and held.confirmation_id is None
+
+
+def test_a_continued_turn_sees_the_exchange_and_the_client_results():
+    talk = Conversation(
+        instructions="Be brief.",
+        history=[Message(role="user", content="hi"), Message(role="assistant", content="hello")],
+        prior=[ran_kitchen()],
+    )
+    a = client_agent(['{"answer": "The kitchen light is on."}'])
+    result = a.run("turn the kitchen light on", conversation=talk)
+    assert result.answer == "The kitchen light is on." and result.prior_calls == 1
+    assert result.tool_calls == []
+    sent = a.backend.requests[0].messages
+    assert sent[0].content.startswith("Be brief.\n\n") and "set_light(" in sent[0].content
+    assert [(m.role, m.content) for m in sent[1:4]] == [
+        ("user", "hi"), ("assistant", "hello"), ("user", "turn the kitchen light on"),
+    ]  # fmt: skip
+    assert sent[4].content == prompt.call_json(ran_kitchen().call, TOOLS)
+    assert sent[5].content == prompt.tool_result_content("kitchen set to 100%")
+
+
+def test_a_call_the_client_ran_is_not_proposed_again():
+    talk = Conversation(prior=[ran_kitchen()])
+    result = client_agent([LIGHT_CALL]).run("turn the kitchen light on", conversation=talk)
+    assert result.answer == "kitchen set to 100%"  # from the client's result
+    [outcome] = result.tool_calls
+    assert outcome.status == "denied" and outcome.error == "the client ran it already"
+    assert result.steps == 1
+
+
+def test_after_one_call_an_adapter_answers_from_the_client_result_without_generating():
+    talk = Conversation(prior=[ran_kitchen({"speech": "Kitchen on."})])
+    a = client_agent([], stop_after_call=True)  # the scripted model would raise if asked
+
+    class NoRouter:  # a router that must not be reached: nothing is generated to route
+        def run_turn(self, agent, turn, route):
+            raise AssertionError("routed a turn with nothing to decide")
+
+    a.router = NoRouter()
+    result = a.run("turn the kitchen light on", conversation=talk)
+    assert (result.answer, result.steps, a.backend.requests) == ("Kitchen on.", 0, [])
+
+
+@pytest.mark.parametrize(("required", "tool", "names"), [
+    (True, None, sorted(TOOLS.names)), (False, "unlock", ["unlock"]),
+])  # fmt: skip
+def test_a_required_or_named_tool_choice_leaves_no_answer(required, tool, names):
+    a = client_agent(['{"name": "unlock", "arguments": {"name": "back door"}}'])
+    a.run("open up", conversation=Conversation(required=required, tool=tool))
+    alternatives = a.backend.requests[0].json_schema["anyOf"]
+    assert sorted(alt["properties"]["name"]["const"] for alt in alternatives) == names
+
+
+def test_an_adapter_sees_the_prompt_it_was_trained_on():
+    a = Agent(ScriptedBackend([LIGHT_CALL]), TOOLS, adapter="demo-lora",
+              config=AgentConfig(delegate=True))  # fmt: skip
+    talk = Conversation(instructions="Be brief.", history=[Message(role="user", content="hi")])
+    a.run("turn the kitchen light on", conversation=talk)
+    sent = a.backend.requests[0].messages
+    assert [m.content for m in sent] == [
+        m.content for m in prompt.messages_for("turn the kitchen light on", TOOLS, adapted=True)
+    ]
