@@ -1,30 +1,35 @@
 """Pulled adapters go live only after a canary on this device: check, then activate or reject.
 
-A release carries a small labelled canary set (validation requests the host held out).
-Before it replaces the skill's current adapter the device replays, through its own backend
-and the agent's own prompts and constrained decoding (a dry run: calls are validated, never
-executed):
+Each skill the device runs gets its own adapter, and each adapter its own canary. Before a
+release replaces its skill's current adapter the device replays, through its own backend and
+the agent's own prompts and constrained decoding (a dry run: calls are validated, never
+executed), two sets, scored with the skill's own scorer (``Skill.score``):
 
-1. the canary set with the new adapter: exact call match (skills.home.score) must reach
-   ``min_canary`` (default 0.5: a working adapter gets most of its set right, a broken one
-   — another base, a damaged export, a bad build — next to none; a failure stops here);
-2. the canary set with the current adapter: the new one may fall ``tolerance`` below it, no
-   more;
-3. the device's recent requests from the interaction log, new against current: the share
-   that yields a call which parses and validates against the toolset (the valid-call rate)
-   may fall ``tolerance``, no more. No logged requests: this check is skipped.
+1. the release's canary set (requests the host held out) with the new adapter: its score
+   must reach ``min_canary`` (default 0.5: a working adapter gets most of its set right, a
+   broken one — another base, a damaged export, a bad build — next to none; a failure stops
+   here); then with the current adapter: the new one may fall ``tolerance`` below it, no more;
+2. the recent turns of *that skill* from the device's log, labelled by the skill's labeler
+   (the teacher's call on an escalated turn, a local call that ran and was not voted down),
+   new against current: the score may fall ``tolerance``, no more. None logged: skipped.
 
-Fail any and the release is rejected (kept on disk with its reason, never retried); the last
-known good adapter stays. ``check_for_updates`` is one round of that for every skill with a
-newer release for this base model; it reports errors (a host that is down) and never raises
-them, so an update never stops the device. An activated release whose centroids came from an
-embedder this device lacks gets it fetched next (the router's distance signal); a failure
-there is reported in the outcome and undoes nothing.
+The tools the calls are proposed with are the skill's own, or, when the device cannot build
+them now, the schemas its logged turns saw (`edge_agent.adapters.subject`). Fail a check and
+the release is rejected (kept on disk with its reason, never retried); the last known good
+adapter stays. A release the device cannot check now (no tools and no logged schemas) is
+not installed and is tried again next round.
+
+``check_for_updates`` is one round of that for every skill this device runs
+(``device_skills``: `tools` and every ``[skills.NAME]``) with a newer release for its base
+model; a release for a skill it does not run is skipped with the reason, and taken by the
+first round after the skill is configured. It reports errors (a host that is down) and never
+raises them, so an update never stops the device. An activated release whose centroids came
+from an embedder this device lacks gets it fetched next (the router's distance signal); a
+failure there is reported in the outcome and undoes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -33,38 +38,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edge_agent.adapters.installed import InstalledAdapters
-from edge_agent.adapters.release import AdapterRelease, CanaryCall
+from edge_agent.adapters.release import AdapterRelease
+from edge_agent.adapters.subject import CanarySubject, SkillHost, canary_subject
 from edge_agent.agent import Agent, AgentConfig
 from edge_agent.backends.base import Backend
 from edge_agent.errors import BackendError, EdgeAgentError
 from edge_agent.policy import EffectRules, Policy
-from edge_agent.prompt import system_prompt
 from edge_agent.routing.embed import SPEC_FILE
-from edge_agent.skills.home.evaluate import first_call
-from edge_agent.skills.home.score import call_matches
-from edge_agent.tools import Toolset, get_toolset
-from edge_agent.types import Interaction, Message, ToolCall
+from edge_agent.skills.registry import device_skills
+from edge_agent.tools import Toolset
+from edge_agent.types import ToolCall
 
 if TYPE_CHECKING:
-    from edge_agent.logstore import LogStore
     from edge_agent.models.gguf import BaseModelIdentity
-    from edge_agent.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class AdapterHost(Protocol):
+class AdapterHost(SkillHost, Protocol):
     """What the canary and the updater need of the device (`edge_agent.runtime.Runtime`): its
-    settings, its backend, and the adapter each skill runs."""
+    settings, skills and log, its backend, and the adapter each skill runs."""
 
-    settings: Settings
     backend: Backend
 
     def pinned_backend(self, adapter: str | None) -> Backend: ...
     def adapter_of(self, skill: str) -> str | None: ...
     def load_adapter(self, name: str, path: Path) -> None: ...
     def swap_adapter(self, skill: str, adapter: str | Path | None) -> str | None: ...
-    def log(self) -> LogStore | None: ...
 
 
 # A dry run: every call is proposed and validated, then denied, so nothing is executed.
@@ -111,10 +111,18 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Example:
+    """A request and the call it should get (None: an answer in words)."""
+
+    request: Request
+    gold: ToolCall | None
+
+
+@dataclass(frozen=True)
 class CanaryRules:
-    min_canary: float = 0.5  # exact match the new adapter must reach on its own canary set
+    min_canary: float = 0.5  # the score the new adapter must reach on its own canary set
     tolerance: float = 0.02  # how far below the current adapter it may fall
-    recent_limit: int = 32  # recent requests replayed from the log, per skill
+    recent_limit: int = 32  # recent turns of the skill replayed from the log
 
     @classmethod
     def from_settings(cls, settings: Any) -> CanaryRules:
@@ -135,6 +143,7 @@ class CanaryReport:
     recent_old: Rate | None = None
     passed: bool = False
     reason: str = ""
+    tools: str = ""  # the tools the calls were proposed with
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # a Rate becomes {"hits": …, "n": …}
@@ -158,10 +167,11 @@ def propose(
         adapter=adapter,
     )
     try:
-        return first_call(agent.run(request.text))
+        result = agent.run(request.text)
     except BackendError as exc:
         log.debug("canary request failed with adapter %s: %s", adapter, exc)
         return None
+    return result.tool_calls[0].call if result.tool_calls else None
 
 
 def run_canary(
@@ -169,40 +179,37 @@ def run_canary(
     release: AdapterRelease,
     candidate: str,
     *,
-    recent: Sequence[Request] = (),
+    subject: CanarySubject | None = None,
     rules: CanaryRules | None = None,
 ) -> CanaryReport:
     """Check ``candidate`` (loaded into ``runtime`` already) against the skill's current
-    adapter; see the module docstring for the rules."""
+    adapter; see the module docstring for the rules. ``subject``: the skill, tools and
+    recent turns to use (default: `canary_subject`)."""
     rules = rules or CanaryRules()
-    toolset = get_toolset(release.skill)
+    subject = subject or canary_subject(runtime, release.skill, rules.recent_limit)
     incumbent = runtime.adapter_of(release.skill)
-    new = _exact(runtime, toolset, candidate, release.canary)
-    report = CanaryReport(release.skill, candidate, incumbent, new)
-    if not release.canary or new.value < rules.min_canary:
+    canary = [Example(Request(c.text, c.context), c.call) for c in release.canary]
+    new = _score(runtime, subject, candidate, canary)
+    report = CanaryReport(release.skill, candidate, incumbent, new, tools=subject.tools_from)
+    if not canary or new.value < rules.min_canary:
         return _verdict(report, rules)  # no need to measure the current adapter
-    report.canary_old = _exact(runtime, toolset, incumbent, release.canary)
+    report.canary_old = _score(runtime, subject, incumbent, canary)
+    recent = [Example(Request(t.request, t.context), t.call) for t in subject.recent]
     if recent:
-        report.recent_new = _valid(runtime, toolset, candidate, recent)
-        report.recent_old = _valid(runtime, toolset, incumbent, recent)
+        report.recent_new = _score(runtime, subject, candidate, recent)
+        report.recent_old = _score(runtime, subject, incumbent, recent)
     return _verdict(report, rules)
 
 
-def _exact(
-    runtime: AdapterHost, toolset: Toolset, adapter: str | None, calls: Sequence[CanaryCall]
+def _score(
+    runtime: AdapterHost, subject: CanarySubject, adapter: str | None, rows: Sequence[Example]
 ) -> Rate:
+    """How many of `rows` the skill's scorer counts right with `adapter`."""
     hits = 0
-    for c in calls:
-        call = propose(runtime.pinned_backend, toolset, adapter, Request(c.text, c.context))
-        hits += call_matches(c.arguments, c.name, call)
-    return Rate(hits, len(calls))
-
-
-def _valid(
-    runtime: AdapterHost, toolset: Toolset, adapter: str | None, requests: Sequence[Request]
-) -> Rate:
-    made = [propose(runtime.pinned_backend, toolset, adapter, r) for r in requests]
-    return Rate(sum(call is not None for call in made), len(requests))
+    for row in rows:
+        call = propose(runtime.pinned_backend, subject.toolset, adapter, row.request)
+        hits += bool(subject.skill.score(call, row.gold))
+    return Rate(hits, len(rows))
 
 
 def _verdict(report: CanaryReport, rules: CanaryRules) -> CanaryReport:
@@ -224,7 +231,8 @@ def _problems(report: CanaryReport, rules: CanaryRules) -> list[str]:
     recent_new, recent_old = report.recent_new, report.recent_old
     if recent_new and recent_old and recent_new.value < recent_old.value - rules.tolerance:
         problems.append(
-            f"valid calls on {recent_new.n} recent requests fell from {recent_old} to {recent_new}"
+            f"exact match on {recent_new.n} recent turns of {report.skill} fell from "
+            f"{recent_old} to {recent_new}"
         )
     return problems
 
@@ -232,47 +240,8 @@ def _problems(report: CanaryReport, rules: CanaryRules) -> list[str]:
 def _summary(report: CanaryReport) -> str:
     text = f"canary exact {report.canary_new} (current: {report.canary_old})"
     if report.recent_new is None:
-        return text + "; no recent requests logged"
-    return (
-        text
-        + f"; valid calls on recent requests {report.recent_new} (current: {report.recent_old})"
-    )
-
-
-# --- recent requests from the log ------------------------------------------------------------
-
-
-def recent_requests(store: LogStore | None, toolset: Toolset, limit: int) -> list[Request]:
-    """Up to ``limit`` distinct recent requests the agent served with ``toolset``, newest
-    first, each with the context block it was asked with; [] without a readable log."""
-    if store is None or limit <= 0:
-        return []
-    from edge_agent.logstore.seal import SealError
-
-    system = {system_prompt(toolset, adapted=adapted) for adapted in (True, False)}
-    found: dict[Request, None] = {}
-    try:
-        rows = store.rows(limit=limit * 4, newest=True)  # other skills share the log
-    except EdgeAgentError as exc:
-        log.warning("recent requests not read: %s", exc)
-        return []
-    for row in reversed(rows):
-        with contextlib.suppress(SealError):
-            request = _request_of(store.decode(row), system)
-            if request is not None and len(found) < limit:
-                found[request] = None
-    return list(found)
-
-
-def _request_of(interaction: Interaction, system: set[str]) -> Request | None:
-    messages: list[Message] = interaction.messages
-    if len(messages) < 2 or messages[0].content not in system or messages[1].role != "user":
-        return None
-    text, content = interaction.result.request, messages[1].content
-    if not text.strip():
-        return None
-    context = content[len(text) + 2 :] if content.startswith(text + "\n\n") else None
-    return Request(text, context or None)
+        return text + f"; no recent turns of {report.skill} logged"
+    return text + f"; exact on recent turns {report.recent_new} (current: {report.recent_old})"
 
 
 # --- the update round ------------------------------------------------------------------------
@@ -323,29 +292,27 @@ def check_for_updates(
     *,
     skills: Iterable[str] | None = None,
     rules: CanaryRules | None = None,
-    recent: Sequence[Request] | None = None,
 ) -> UpdateReport:
-    """One update round: for each skill (``skills``: only those) with a release newer than
-    anything installed, for this base model: download → install → canary → activate, or
-    reject. ``recent``: the requests to replay (default: read from the runtime's log)."""
+    """One update round: for each skill this device runs (``skills``: only those) with a
+    release newer than anything decided on here, for this base model: download → install →
+    canary → activate, or reject. Releases of skills it does not run are skipped, with why."""
     report = UpdateReport()
     try:
         releases = source.refresh()
     except EdgeAgentError as exc:
         report.error = exc
         return report
-    wanted = set(skills) if skills is not None else None
+    asked = set(skills) if skills is not None else None
+    runs = set(device_skills(runtime.settings))
     identity = runtime.backend.identity
-    for release in _newer(releases, identity, installed, wanted, report.skipped):
-        outcome = _update(
-            source, installed, runtime, release, rules=rules or CanaryRules(), recent=recent
-        )
+    for release in _newer(releases, identity, installed, (asked, runs), report.skipped):
+        outcome = _update(source, installed, runtime, release, rules or CanaryRules())
         if outcome.action == "activated":
             outcome.embedder = fetch_embedder(source, release, runtime.settings.embedders_dir)
         report.outcomes.append(outcome)
     done = {o.release for o in report.outcomes}
     folder = runtime.settings.embedders_dir
-    report.embedders = _retry_embedders(source, installed, folder, wanted, done)
+    report.embedders = _retry_embedders(source, installed, folder, asked, done)
     return report
 
 
@@ -395,15 +362,17 @@ def _newer(
     releases: Sequence[AdapterRelease],
     identity: BaseModelIdentity | None,
     installed: InstalledAdapters,
-    skills: set[str] | None,
+    skills: tuple[set[str] | None, set[str]],
     skipped: list[str],
 ) -> list[AdapterRelease]:
-    """The newest release per skill for this base, when newer than all installed ones
-    (a rejected version is never retried)."""
+    """The newest release per skill for this base, when the device runs the skill and the
+    release is newer than every one decided on here (a rejected version is never retried; a
+    candidate a round left undecided is). ``skills``: (asked for, or None: all; run here)."""
+    asked, runs = skills
     ours = identity.as_dict() if identity is not None else None
     newest: dict[str, AdapterRelease] = {}
     for r in releases:
-        if skills is not None and r.skill not in skills:
+        if asked is not None and r.skill not in asked:
             continue
         if r.base_identity != ours:
             skipped.append(f"{r.name}: made for another base model")
@@ -411,12 +380,28 @@ def _newer(
             newest[r.skill] = r
     pending = []
     for skill, release in sorted(newest.items()):
-        seen = max((a.release.version for a in installed.history(skill)), default=0)
-        if release.version > seen:
+        if skill not in runs:
+            skipped.append(f"{release.name}: {not_run(skill)}")
+            log.info("adapters: %s", skipped[-1])
+        elif release.version > _decided(installed, skill):
             pending.append(release)
         else:
             skipped.append(f"{release.name}: nothing newer than what is installed")
     return pending
+
+
+def not_run(skill: str) -> str:
+    """Why a release of `skill` is not pulled; configuring the skill lifts it."""
+    return (
+        f'not pulled: this device does not run {skill} (set `tools = "{skill}"` or add a '
+        f"[skills.{skill}] table to config.toml, and the next pull takes it)"
+    )
+
+
+def _decided(installed: InstalledAdapters, skill: str) -> int:
+    """The newest version of `skill` this device activated or rejected (0: none)."""
+    versions = [a.release.version for a in installed.history(skill) if a.status != "candidate"]
+    return max(versions, default=0)
 
 
 def _update(
@@ -424,22 +409,18 @@ def _update(
     installed: InstalledAdapters,
     runtime: AdapterHost,
     release: AdapterRelease,
-    *,
     rules: CanaryRules,
-    recent: Sequence[Request] | None,
 ) -> UpdateOutcome:
     outcome = UpdateOutcome(release.skill, release.name, release.version)
-    try:
+    try:  # the canary's tools first: a skill that cannot be checked now is not downloaded
+        subject = canary_subject(runtime, release.skill, rules.recent_limit)
         entry = installed.install(release, source.download(release))
-    except EdgeAgentError as exc:  # not installed: a later round tries again
+    except EdgeAgentError as exc:  # not installed, or left a candidate: a later round retries
         outcome.reason, outcome.error = str(exc), exc
         return outcome
     try:
         runtime.load_adapter(entry.name, installed.verified_path(entry))
-        if recent is None:
-            toolset = get_toolset(release.skill)
-            recent = recent_requests(_log_of(runtime), toolset, rules.recent_limit)
-        outcome.canary = run_canary(runtime, release, entry.name, recent=recent, rules=rules)
+        outcome.canary = run_canary(runtime, release, entry.name, subject=subject, rules=rules)
     except EdgeAgentError as exc:  # e.g. llama.cpp refused the file: never retried
         outcome.action, outcome.reason, outcome.error = "rejected", str(exc), exc
         installed.reject(entry.name, str(exc))
@@ -465,14 +446,6 @@ def _settle(
         return outcome
     outcome.action = "activated"
     return outcome
-
-
-def _log_of(runtime: AdapterHost) -> LogStore | None:
-    try:
-        return runtime.log()
-    except EdgeAgentError as exc:  # e.g. the log's key is not available to this process
-        log.warning("the interaction log cannot be read (%s): no recent-request check", exc)
-        return None
 
 
 # --- the enrolled host, and the sync loop ----------------------------------------------------

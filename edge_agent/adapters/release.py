@@ -13,9 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.types import ToolCall
+
 
 class CanaryCall(BaseModel):
-    """One labelled request of the canary set: the home dataset's ``Row`` shape."""
+    """One labelled request of the canary set: the words, the context block, the call."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -24,6 +26,11 @@ class CanaryCall(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     context: str | None = None  # the context block the request was asked with, if any
 
+    @property
+    def call(self) -> ToolCall:
+        """The expected call, as a skill's scorer compares it."""
+        return ToolCall(name=self.name, arguments=dict(self.arguments))
+
 
 class AdapterRelease(BaseModel):
     """One adapter version as published: the custom metadata of its TUF target."""
@@ -31,7 +38,7 @@ class AdapterRelease(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str  # e.g. "home-v3": skill and version, unique in the repository
-    skill: str  # the toolset it was trained for
+    skill: str  # the skill it was trained for: devices running that skill pull it
     version: int = Field(ge=1)
     base_identity: dict[str, Any]  # BaseModelIdentity.as_dict() of the base it was trained on
     target_profiles: list[str] = Field(default_factory=list)

@@ -19,7 +19,6 @@ from edge_agent.adapters.canary import (
     adapter_tasks,
     check_for_updates,
     propose,
-    recent_requests,
 )
 from edge_agent.adapters.installed import InstalledAdapters
 from edge_agent.adapters.release import AdapterRelease, CanaryCall
@@ -31,6 +30,7 @@ from edge_agent.models.gguf import BaseModelIdentity
 from edge_agent.prompt import messages_for
 from edge_agent.tools import Toolset, register_toolset
 from edge_agent.tools.registry import _unregister_toolset
+from edge_agent.types import AgentResult, Effect, ToolCall, ToolOutcome
 from tests import demo_tools
 from tests.tinymodel import TinyLora, TinyModel
 
@@ -131,12 +131,22 @@ def release(identity: BaseModelIdentity, version: int, canary=CANARY, **extra) -
 
 
 def make_runtime(tiny_model: TinyModel, backend):
+    """A device that runs the demo skill, with its sealed log."""
     from edge_agent.cli._common import plan_for
     from edge_agent.runtime import Runtime
     from edge_agent.settings import load_settings
 
-    settings = load_settings(model=str(tiny_model.gguf_path), log_enabled=False)
+    settings = load_settings(model=str(tiny_model.gguf_path), tools=SKILL)
     return Runtime(settings, plan_for(settings)[0], backend)
+
+
+def log_turn(rt, tools: Toolset, text: str, label: ToolCall | None, context=None) -> None:
+    """A turn of `tools`' skill the teacher answered with `label`, as the agent logs it."""
+    outcomes = [ToolOutcome(call=label, effect=Effect.ACTUATING, status="ok")] if label else []
+    result = AgentResult(request=text, model="tiny", skill=tools.name, route="escalated",
+                         toolset=tools.fingerprint, tool_calls=outcomes)  # fmt: skip
+    messages = messages_for(text, tools, context=context)
+    rt.log().record(result, messages=messages, tools=tools.schemas())
 
 
 @pytest.fixture
@@ -145,7 +155,8 @@ def world(tiny_model, identity, files):
     backend = ByAdapter(identity, {})
     rt = make_runtime(tiny_model, backend)
     source = LocalSource(files, [release(identity, 1)])
-    return rt, backend, InstalledAdapters(rt.settings.adapters_dir), source
+    yield rt, backend, InstalledAdapters(rt.settings.adapters_dir), source
+    rt.close()
 
 
 def answers(calls=CANARY, fn=right) -> dict[str, str]:
@@ -203,21 +214,33 @@ def test_under_the_floor_it_is_rejected_without_measuring_the_current_one(world)
     assert installed.active(SKILL) is None and rt.adapter_of(SKILL) is None
 
 
-def test_fewer_valid_calls_on_recent_requests_is_a_regression(world, identity):
+def test_fewer_exact_calls_on_the_skills_recent_turns_is_a_regression(world, identity):
     rt, backend, installed, source = world
-    recent = [Request("dim the attic light", "Lights: attic"), Request("unlock the front door")]
+    tools = rt.toolset(SKILL)
+    log_turn(rt, tools, "dim the attic light", ToolCall(name="set_light",
+             arguments={"name": "attic", "brightness": 100}), context="Lights: attic")  # fmt: skip
+    log_turn(rt, tools, "unlock the front door", ToolCall(name="unlock",
+             arguments={"name": "front door"}))  # fmt: skip
     backend.answers = {
         f"{SKILL}-v1": answers() | {"dim the attic light": call("set_light", name="attic"),
                                    "unlock the front door": call("unlock", name="front door")},
-        f"{SKILL}-v2": answers() | {"unlock the front door": call("unlock", name="side door")},
+        f"{SKILL}-v2": answers() | {"unlock the front door": call("unlock", name="back door")},
     }  # fmt: skip
-    check_for_updates(source, installed, rt, recent=recent)
+    (first,) = check_for_updates(source, installed, rt).outcomes
+    assert (first.canary.recent_new.hits, first.canary.recent_old.hits) == (2, 0)
     source.releases.append(release(identity, 2))
-    (outcome,) = check_for_updates(source, installed, rt, recent=recent).outcomes
+    (outcome,) = check_for_updates(source, installed, rt).outcomes
     assert outcome.action == "rejected"
-    assert "valid calls on 2 recent requests fell from 2/2 (100%) to 0/2 (0%)" in outcome.reason
+    assert f"exact match on 2 recent turns of {SKILL} fell from 2/2 (100%) to 0/2 (0%)" in (
+        outcome.reason
+    )
     assert outcome.canary.canary_new.hits == outcome.canary.canary_old.hits == 5
     assert rt.adapter_of(SKILL) == f"{SKILL}-v1"
+    # the context block it was asked with is replayed with it
+    attic = [
+        r for a, r in backend.served if a == f"{SKILL}-v2" and "attic" in r.messages[1].content
+    ]
+    assert attic[-1].messages[1].content == "dim the attic light\n\nLights: attic"
 
 
 def test_a_small_drop_within_tolerance_passes(world, identity):
@@ -308,26 +331,26 @@ def test_propose_validates_the_call_and_never_runs_it(world, demo_toolset):
     assert demo_tools.STATE == {}
 
 
-def test_recent_requests_come_from_the_log_with_their_context(tmp_path, demo_toolset):
-    from edge_agent.logstore import LogStore
-    from edge_agent.types import AgentResult
-    from tests.logstore_support import make_config
+def test_recent_turns_are_the_skills_own_newest_first_one_per_request(world, demo_toolset):
+    from edge_agent.adapters.subject import logged_turns
+    from edge_agent.skills.skill import Skill
 
+    rt, _, _, _ = world
     other = Toolset("elsewhere", [demo_tools.set_light])
-    turns = [
-        ("dim the den", "Lights: den", demo_toolset, True),
-        ("dim the den", "Lights: den", demo_toolset, True),  # a repeat counts once
-        ("hall please", None, demo_toolset, False),
-        ("not mine", None, other, True),
+    light = ToolCall(name="set_light", arguments={"name": "den"})
+    log_turn(rt, demo_toolset, "dim the den", light, context="Lights: den")
+    log_turn(rt, demo_toolset, "Dim the den!", light, context="Lights: den")  # the same request
+    log_turn(rt, demo_toolset, "hall please", None)  # answered in words by the teacher
+    log_turn(rt, other, "not mine", light)
+    skill = Skill(SKILL, toolset=None)
+    found = logged_turns(rt.log(), skill, limit=8)
+    assert [(t.request, t.context) for t in found.turns] == [
+        ("hall please", None),
+        ("Dim the den!", "Lights: den"),
     ]
-    with LogStore(make_config(tmp_path)) as store:
-        for text, context, tools, adapted in turns:
-            messages = messages_for(text, tools, context=context, adapted=adapted)
-            store.record(AgentResult(request=text, model="tiny"), messages=messages)
-        found = recent_requests(store, demo_toolset, limit=8)
-        assert found == [Request("hall please"), Request("dim the den", "Lights: den")]
-        assert recent_requests(store, demo_toolset, limit=1) == [Request("hall please")]
-    assert recent_requests(None, demo_toolset, limit=8) == []
+    assert found.turns[0].call is None and found.fingerprint == demo_toolset.fingerprint
+    assert [t.request for t in logged_turns(rt.log(), skill, limit=1).turns] == ["hall please"]
+    assert logged_turns(None, skill, limit=8).turns == []
 
 
 def test_the_sync_task_runs_only_when_enabled_and_never_raises(world, monkeypatch):

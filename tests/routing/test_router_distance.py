@@ -156,6 +156,7 @@ def make_runtime(kit: Kit, **extra: Any) -> Runtime:
     from edge_agent.cli._common import plan_for
     from edge_agent.settings import load_settings
 
+    extra.setdefault("tools", SKILL)  # the device runs the skill: its updates pull it
     settings = load_settings(model=str(kit.model.gguf_path), log_enabled=False, **extra)
     return Runtime(settings, plan_for(settings)[0], ByAdapter(kit.identity))
 
