@@ -17,7 +17,18 @@ from typing import Any
 
 from edge_agent.host.ingest import IngestConfig, create_app, serve_in_thread
 from edge_agent.host.tls import self_signed
-from edge_agent.types import AgentResult, Effect, Interaction, Message, ToolCall, ToolOutcome, Usage
+from edge_agent.tools import fingerprint
+from edge_agent.types import (
+    AgentResult,
+    Effect,
+    Interaction,
+    LocalAttempt,
+    Message,
+    Routing,
+    ToolCall,
+    ToolOutcome,
+    Usage,
+)
 
 SECRET = b"s" * 32
 
@@ -47,6 +58,64 @@ def make_interaction(i: int, *, request: str | None = None) -> Interaction:
     return Interaction(result=result, messages=messages, recorded_at=1_750_000_000.0 + i)
 
 
+# A user's own tools (issue 14): a thermostat skill the built-in skills know nothing of.
+THERMOSTAT: list[dict[str, Any]] = [
+    {
+        "name": "set_temperature",
+        "description": "Set a room's target temperature.",
+        "parameters": {
+            "type": "object",
+            "properties": {"room": {"type": "string"}, "celsius": {"type": "number"}},
+            "required": ["room", "celsius"],
+            "additionalProperties": False,
+        },
+        "effect": "actuating",
+    },
+    {
+        "name": "read_sensor",
+        "description": "Read a sensor by name.",
+        "parameters": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}},
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+    },
+]
+LIGHTS: list[dict[str, Any]] = [
+    {"name": "lights_on", "description": "", "parameters": {"type": "object", "properties": {}}}
+]
+
+
+def thermostat_turn(i: int, schemas: list[dict[str, Any]] = THERMOSTAT) -> Interaction:
+    """An escalated thermostat turn: the teacher's call ran, the SLM's attempt is kept; both
+    hold personal values under tool and argument names that must reach the host intact."""
+    call = ToolCall(
+        id=f"call_t{i:07d}",
+        name="set_temperature",
+        arguments={"room": "Alice Smith's office", "celsius": 21},
+    )
+    attempt = LocalAttempt(
+        model="/home/alice/models/smollm2.gguf",
+        call=ToolCall(
+            id=f"call_a{i:07d}", name="read_sensor", arguments={"name": "alice@example.com"}
+        ),
+    )
+    result = AgentResult(
+        id=f"turn_t{i:07d}",
+        request=f"set Alice Smith's office to 21 degrees and mail alice@example.com ({i})",
+        answer="Done.",
+        tool_calls=[ToolOutcome(call=call, effect=Effect.ACTUATING, status="ok", result="ok")],
+        model="gpt-teacher",
+        skill="thermostat",
+        toolset=fingerprint(schemas),
+        route="escalated",
+        routing=Routing(decision="remote", reason="teacher-first", local_attempt=attempt),
+    )
+    messages = [Message(role="user", content=result.request)]
+    return Interaction(result=result, messages=messages, recorded_at=1_750_000_000.0 + i)
+
+
 class MaskAt:
     """A stand-in scrubber, 100x faster than the anonymizer, for tests about the transport."""
 
@@ -60,8 +129,13 @@ class MaskAt:
 class MemorySource:
     """A SyncSource in memory, thread-safe; counts how often each id was marked."""
 
-    def __init__(self, items: Iterable[Interaction]) -> None:
+    def __init__(
+        self,
+        items: Iterable[Interaction],
+        toolsets: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> None:
         self.items = {item.id: item for item in items}
+        self.toolsets = toolsets or {}
         self.synced: set[str] = set()
         self.marks: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -69,6 +143,9 @@ class MemorySource:
     def unsynced(self, limit: int = 100) -> list[Interaction]:
         with self.lock:
             return [v for k, v in self.items.items() if k not in self.synced][:limit]
+
+    def toolset_schemas(self, fingerprint: str) -> list[dict[str, Any]] | None:
+        return self.toolsets.get(fingerprint)
 
     def mark_synced(self, ids: Iterable[str]) -> int:
         with self.lock:

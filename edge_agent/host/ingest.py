@@ -13,6 +13,11 @@ Errors are JSON ``{"detail": …}``: 400 unreadable body, 401 credential, 409 ke
 another body, 413 too large, 415 encoding, 422 schema or a number that is not finite
 (``records`` lists the bad indices), 429 daily quota (Retry-After).
 
+A batch's tool sets (fingerprint -> schemas) must each hash to their fingerprint and build a
+toolset (`Toolset.from_schemas`, the same limits as any tool schema); a batch failing either
+is a 422 naming the records that use the bad tool set, and nothing of it is stored. Every
+fingerprint a record names must come with its schemas in the same batch (`wire.WireBatch`).
+
 Nothing but these routes is public: no /docs, and /openapi.json only with ``openapi=True``
 (``create_app(config).openapi()`` gives the schema in-process, to tests and fuzzers).
 """
@@ -43,7 +48,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.host.ingest_store import (
     DAY_S,
     Incoming,
@@ -52,9 +57,11 @@ from edge_agent.host.ingest_store import (
     Quota,
     QuotaExceeded,
     TokenRefused,
+    ToolsetConflict,
 )
 from edge_agent.host.metrics import IngestMetrics
 from edge_agent.sync import wire
+from edge_agent.tools import Toolset, fingerprint
 
 _KEY = re.compile(wire.KEY_PATTERN)
 
@@ -217,6 +224,7 @@ def _routes(app: FastAPI, store: IngestStore, config: IngestConfig, metrics: Ing
         raw = await request.body()  # BodyLimit bounds it
         body = _decoded(raw, request.headers.get("content-encoding"), config.max_decoded_bytes)
         batch = _validated(body, config.max_batch_records)
+        toolsets = await run_in_threadpool(_checked_toolsets, store, batch)
         incoming = Incoming(
             device_id=device_id,
             key=key,
@@ -225,6 +233,7 @@ def _routes(app: FastAPI, store: IngestStore, config: IngestConfig, metrics: Ing
             records=[
                 (r.id, r.recorded_at, r.model_dump_json(exclude={"synced"})) for r in batch.records
             ],
+            toolsets=toolsets,
         )
         result, replayed = await run_in_threadpool(_ingest, store, incoming, config.quota)
         metrics.count(result, replayed, len(raw))
@@ -330,11 +339,40 @@ def _tuf_root(folder: Path | None) -> dict[str, Any] | None:
         return None
 
 
+def _checked_toolsets(store: IngestStore, batch: wire.WireBatch) -> dict[str, str]:
+    """The batch's tool sets as canonical JSON, each checked against its fingerprint and
+    rebuilt once (a stored one was rebuilt when it came); else a 422 naming their records."""
+    canonical, bad = {}, {}
+    for fp, schemas in batch.toolsets.items():
+        if fingerprint(schemas) != fp:
+            bad[fp] = "its schemas do not hash to it"
+        elif (problem := _unbuildable(store, fp, schemas)) is not None:
+            bad[fp] = problem
+        canonical[fp] = json.dumps(schemas, sort_keys=True, separators=(",", ":"))
+    if bad:
+        fp, why = next(iter(bad.items()))
+        records = [i for i, r in enumerate(batch.records) if r.result.toolset in bad]
+        raise _Unprocessable(f"{len(bad)} bad tool set(s), first {fp}: {why}", records)
+    return canonical
+
+
+def _unbuildable(store: IngestStore, fp: str, schemas: wire.ToolSchemas) -> str | None:
+    if store.toolset_schemas(fp) is not None:
+        return None
+    try:
+        Toolset.from_schemas(f"toolset-{fp[:12]}", schemas)
+    except (EdgeAgentError, TypeError, ValueError) as exc:
+        return f"its schemas build no toolset: {exc}"
+    return None
+
+
 def _ingest(store: IngestStore, incoming: Incoming, quota: Quota) -> tuple[wire.BatchResult, bool]:
     try:
         return store.ingest(incoming, quota)
     except KeyConflict as exc:
         raise HTTPException(409, str(exc)) from exc
+    except ToolsetConflict as exc:
+        raise HTTPException(422, str(exc)) from exc
     except QuotaExceeded as exc:
         raise HTTPException(
             429, str(exc), headers={"Retry-After": str(int(exc.retry_after_s) + 1)}

@@ -3,6 +3,11 @@
 A record is marked synced only after the host acknowledged the batch that carried it, so a
 crash or a cut connection at any point means the batch is sent again; the host recognizes it
 by its idempotency key (a hash of its bytes) and keeps each record id once per device.
+
+A batch carries the schemas of the tool sets its records name, as the log keeps them (never
+anonymized: they describe the tools, not the user). A record whose schemas the log no longer
+has (shredded, or logged before the log kept them) goes without its fingerprint, as an older
+device's would: the host needs the schemas to use a fingerprint at all.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
@@ -33,7 +38,8 @@ from edge_agent.types import Interaction
 
 log = logging.getLogger(__name__)
 _RETRY_STATUSES = frozenset({408, 425, 429})
-_ENVELOPE_BYTES = 64  # '{"protocol":1,"records":[...]}' around the records
+_ENVELOPE_BYTES = 64  # '{"protocol":1,"records":[...],"toolsets":{...}}' around the rest
+_TOOLSET_BYTES = 40  # '"<32 hex>":' and a comma around one tool set's schemas
 
 
 class SyncSource(Protocol):
@@ -42,6 +48,8 @@ class SyncSource(Protocol):
     def unsynced(self, limit: int = 100) -> Sequence[Interaction]: ...
 
     def mark_synced(self, ids: Iterable[str]) -> int: ...
+
+    def toolset_schemas(self, fingerprint: str) -> list[dict[str, Any]] | None: ...
 
 
 @dataclass(frozen=True)
@@ -91,20 +99,37 @@ class SyncReport:
 
 @dataclass
 class _Batch:
-    ids: list[str]
-    parts: list[bytes]
+    schemas: Mapping[str, wire.ToolSchemas]  # every tool set the client has looked up
+    ids: list[str] = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list)
+    toolsets: list[str | None] = field(default_factory=list)  # per record: the one it names
+
+    @cached_property
+    def raw(self) -> bytes:
+        named = {fp: self.schemas[fp] for fp in self.toolsets if fp is not None}
+        return wire.batch_body(self.parts, wire.encode_toolsets(named))
 
     @cached_property
     def body(self) -> bytes:
-        return wire.compress(wire.batch_body(self.parts))
+        return wire.compress(self.raw)
 
     @cached_property
     def key(self) -> str:
-        return wire.batch_key(wire.batch_body(self.parts))
+        return wire.batch_key(self.raw)
+
+    def add(self, record_id: str, part: bytes, toolset: str | None) -> None:
+        self.ids.append(record_id)
+        self.parts.append(part)
+        self.toolsets.append(toolset)
 
     def subset(self, keep: Iterable[int]) -> _Batch:
         rows = list(keep)
-        return _Batch([self.ids[i] for i in rows], [self.parts[i] for i in rows])
+        return _Batch(
+            self.schemas,
+            [self.ids[i] for i in rows],
+            [self.parts[i] for i in rows],
+            [self.toolsets[i] for i in rows],
+        )
 
 
 class _Retry(Exception):
@@ -150,6 +175,9 @@ class SyncClient:
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
         self._next_send = 0.0
+        self._schemas: dict[str, wire.ToolSchemas] = {}
+        self._schema_bytes: dict[str, int] = {}
+        self._no_schemas: set[str] = set()
         limits = enrollment.host_limits
         self._max_records = min(self.options.batch_records, limits.max_batch_records)
         self._max_bytes = min(self.options.batch_bytes, limits.max_decoded_bytes)
@@ -198,24 +226,45 @@ class SyncClient:
         items = [i for i in self.source.unsynced(want + len(held)) if i.id not in held]
         encoded = []
         for item in items[:want]:
-            part = wire.encode_record(redact(item, self.scrubber))
-            if len(part) + _ENVELOPE_BYTES > self._max_bytes:
-                held[item.id] = f"{len(part)} bytes: larger than a batch may be"
+            clean = self._named_toolset(redact(item, self.scrubber))
+            part, toolset = wire.encode_record(clean), clean.result.toolset
+            need = len(part) + self._schema_bytes.get(toolset or "", 0) + _ENVELOPE_BYTES
+            if need > self._max_bytes:
+                held[item.id] = f"{need} bytes with its tool schemas: larger than a batch may be"
             else:
-                encoded.append((item.id, part))
+                encoded.append((item.id, part, toolset))
         return list(self._pack(encoded))
 
-    def _pack(self, encoded: list[tuple[str, bytes]]) -> Iterator[_Batch]:
-        batch, size = _Batch([], []), _ENVELOPE_BYTES
-        for record_id, part in encoded:
-            if batch.ids and (
-                len(batch.ids) >= self._max_records or size + len(part) + 1 > self._max_bytes
-            ):
+    def _named_toolset(self, item: Interaction) -> Interaction:
+        """`item` naming its tool set only if the log still has the schemas (looked up once)."""
+        fp = item.result.toolset
+        if fp is None or fp in self._schemas:
+            return item
+        found = None
+        if fp not in self._no_schemas and wire.TOOLSET.match(fp):
+            found = self.source.toolset_schemas(fp)
+        if found is None:
+            if fp not in self._no_schemas:
+                log.info("sync: no schemas for tool set %s; its records go without it", fp)
+            self._no_schemas.add(fp)
+            result = item.result.model_copy(update={"toolset": None})
+            return item.model_copy(update={"result": result})
+        self._schemas[fp] = schemas = list(found)
+        self._schema_bytes[fp] = len(wire.encode_toolsets({fp: schemas}))
+        return item
+
+    def _pack(self, encoded: list[tuple[str, bytes, str | None]]) -> Iterator[_Batch]:
+        batch, size = _Batch(self._schemas), _ENVELOPE_BYTES
+        for record_id, part, toolset in encoded:
+            more = len(part) + 1
+            if toolset is not None and toolset not in batch.toolsets:
+                more += self._schema_bytes[toolset] + _TOOLSET_BYTES
+            if batch.ids and (len(batch.ids) >= self._max_records or size + more > self._max_bytes):
                 yield batch
-                batch, size = _Batch([], []), _ENVELOPE_BYTES
-            batch.ids.append(record_id)
-            batch.parts.append(part)
-            size += len(part) + 1
+                batch, size = _Batch(self._schemas), _ENVELOPE_BYTES
+                more = len(part) + 1 + self._schema_bytes.get(toolset or "", 0)
+            batch.add(record_id, part, toolset)
+            size += more
         if batch.ids:
             yield batch
 

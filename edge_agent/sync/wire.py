@@ -1,11 +1,13 @@
 """The sync protocol's envelope: what a device sends and what the host answers.
 
 The device and the host share this module and nothing else of each other. A batch is canonical
-JSON (sorted keys, no spaces), one anonymized ``Interaction`` per record, gzip-compressed on the
-wire; its idempotency key is a hash of those bytes, so rebuilding the same batch after a crash
-gives the same key. Every number on the wire is finite: JSON has no NaN or Infinity, and a
-host that took Python's extensions (``NaN``, ``Infinity``, ``1e999``) would store what no
-reader can load back.
+JSON (sorted keys, no spaces), one anonymized ``Interaction`` per record, plus the schemas of
+the tool sets those records name (``toolsets``: fingerprint -> schemas, verbatim: tool and
+argument names are what the host trains on), gzip-compressed on the wire; its idempotency key
+is a hash of those bytes, so rebuilding the same batch after a crash gives the same key.
+Every number on the wire is finite: JSON has no NaN or Infinity, and a host that took
+Python's extensions (``NaN``, ``Infinity``, ``1e999``) would store what no reader can load
+back.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.types import Interaction
 
@@ -28,6 +30,9 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 KEY_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"
 MAX_ID_CHARS = 128
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+TOOLSET_PATTERN = r"^[0-9a-f]{32}$"  # edge_agent.tools.fingerprint
+TOOLSET = re.compile(TOOLSET_PATTERN)
+ToolSchemas = list[dict[str, Any]]
 _MAX_FLOAT_INT = 2**1024  # from here on an integer becomes inf as a float
 
 
@@ -63,6 +68,11 @@ class WireBatch(BaseModel):
 
     protocol: Literal[1]
     records: list[Interaction] = Field(min_length=1)
+    # The schemas of every tool set the records name (result.toolset), and of no other: the
+    # host rebuilds each skill's tools from these alone. Absent in batches of older devices.
+    toolsets: dict[Annotated[str, Field(pattern=TOOLSET_PATTERN)], ToolSchemas] = Field(
+        default_factory=dict
+    )
 
     @field_validator("records")
     @classmethod
@@ -73,6 +83,15 @@ class WireBatch(BaseModel):
         if len(set(ids)) != len(ids):
             raise ValueError("a record id occurs twice in the batch")
         return records
+
+    @model_validator(mode="after")
+    def _toolsets_named(self) -> WireBatch:
+        named = {r.result.toolset for r in self.records if r.result.toolset is not None}
+        if missing := sorted(named - set(self.toolsets)):
+            raise ValueError(f"records name tool set(s) {missing} without their schemas")
+        if unnamed := sorted(set(self.toolsets) - named):
+            raise ValueError(f"tool set(s) {unnamed} are named by no record of the batch")
+        return self
 
 
 class BatchResult(BaseModel):
@@ -89,13 +108,22 @@ class BatchResult(BaseModel):
 
 
 def encode_record(item: Interaction) -> bytes:
-    data = item.model_dump(mode="json", exclude={"synced"})
+    return _canonical(item.model_dump(mode="json", exclude={"synced"}))
+
+
+def encode_toolsets(toolsets: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes:
+    return _canonical(dict(sorted(toolsets.items())))
+
+
+def batch_body(parts: Sequence[bytes], toolsets: bytes = b"") -> bytes:
+    """The canonical batch from encoded records and tool sets (`encode_toolsets`; none: the
+    batch of an older device, byte for byte); what the key and the host's hash cover."""
+    extra = b',"toolsets":%b' % toolsets if toolsets and toolsets != b"{}" else b""
+    return b'{"protocol":%d,"records":[%b]%b}' % (PROTOCOL, b",".join(parts), extra)
+
+
+def _canonical(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def batch_body(parts: Sequence[bytes]) -> bytes:
-    """The canonical batch from encoded records; what the key and the host's hash cover."""
-    return b'{"protocol":%d,"records":[%b]}' % (PROTOCOL, b",".join(parts))
 
 
 def compress(body: bytes) -> bytes:

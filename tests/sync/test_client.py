@@ -350,13 +350,17 @@ def test_redact_knows_every_field() -> None:
         "failure",
         "model",
         "adapter",
+        "skill",  # kept: a skill's name, not the user's words
+        "toolset",  # kept: a fingerprint; the batch carries its schemas verbatim
         "route",
+        "prior_calls",
         "steps",
         "latency_ms",
         "timings",
         "usage",
         "confirmation_id",
         "routing",
+        "label_of",  # kept: a record id
     }
     assert set(Routing.model_fields) == {
         "decision",
