@@ -8,11 +8,17 @@ Encryption scheme (envelope keys, AES-256-GCM throughout)::
                             ad = "edge-agent/log/data-key/1|key_id|period|master_kid")
            └─ seals ─► interactions.body     = nonce ‖ GCM(JSON{result, messages}, ad_body)
                        interactions.feedback = nonce ‖ GCM(JSON comment, ad_feedback)
+                       toolsets.body         = nonce ‖ GCM(JSON tool schemas, ad_schemas)
 
     ad_body     = JSON["edge-agent/log", fmt, "interactions", "body", id, ts, period, key_id,
                        model, adapter, route, outcome, failure, steps, tool_calls, latency_ms,
                        prompt_tokens, completion_tokens, size]
     ad_feedback = JSON["edge-agent/log", fmt, "interactions", "feedback", id, rating]
+    ad_schemas  = "edge-agent/log|fmt|toolsets|schemas|len:fingerprint"
+
+A turn names its tool set by fingerprint (``result.toolset``); the schemas are sealed once per
+fingerprint and period, under that period's data key (``toolsets.py``), so they are shredded
+with the period's records and a later period seals its own copy.
 
 Nonces are 96 random bits (a data key seals far fewer than the 2^32 messages that allows).
 The associated data binds each ciphertext to its record id, table, column and format
