@@ -25,7 +25,9 @@ def agent_options(func: F) -> F:
     )
     func = click.option("--area", default=None, help="the speaker's area (e.g. Kitchen)")(func)
     func = click.option(
-        "--tools", default=None, help="toolset: home (default), system, or none for plain chat"
+        "--tools",
+        default=None,
+        help="skill: home (default), system, one in config.toml, or none for plain chat",
     )(func)
     return func
 
@@ -48,12 +50,22 @@ def run(prompt: str, yes: bool, max_tokens: int, route: Any, as_json: bool, **fl
     from edge_agent.runtime import open_runtime
 
     started = time.perf_counter()
-    with open_runtime(settings_from(**flags)) as rt:
+    settings = _with_known_skill(settings_from(**flags))
+    with open_runtime(settings) as rt:
         if rt.settings.tools == "none":
             _chat_turn(rt, prompt, max_tokens, as_json, started)
             return
         result = rt.agent(rt.settings.tools, confirm=_confirmer(yes)).run(prompt, route=route)
     _report(result, as_json)
+
+
+def _with_known_skill(settings: Any) -> Any:
+    """The settings, once their skill is known to exist: a typo fails before the model loads."""
+    from edge_agent.skills.registry import get_skill
+
+    if settings.tools != "none":
+        get_skill(settings.tools, settings)
+    return settings
 
 
 def _confirmer(yes: bool) -> Any:
@@ -187,7 +199,7 @@ def chat(yes: bool, **flags: Any) -> None:
     """Interactive turns with the agent (line editing and history; Ctrl-D to quit)."""
     from edge_agent.runtime import open_runtime
 
-    settings = settings_from(**flags)
+    settings = _with_known_skill(settings_from(**flags))
     _enable_history(settings.data_dir / "chat_history")
     with open_runtime(settings) as rt:
         reply = _plain_replier(rt) if settings.tools == "none" else _agent_replier(rt, yes)
