@@ -59,20 +59,41 @@ def calibrate(target: float, limit: int | None, as_json: bool, **flags: Any) -> 
 
 @route.command("report")
 @since_option
-@click.option("--plot", type=click.Path(path_type=Path), default=None, help="write a PNG curve")
+@click.option("--days", type=click.IntRange(min=1), default=None, help="the last N days")
+@click.option("--skill", default=None, help="only this skill")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="write a PNG: per skill and day, local share, agreement, teacher kB",
+)
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="write a PNG of the calibration curve",
+)
 @json_option
-def report(since: str | None, plot: Path | None, as_json: bool) -> None:
-    """How turns were routed (from the sealed log) and what the calibration measured: share
-    served locally, accuracy local vs escalated, latency, what was sent to the remote."""
+def report(
+    *, since: str | None, days: int | None, skill: str | None, out: Path | None,
+    plot: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """How turns were routed (from the sealed log), per skill and day, and what the
+    calibration measured: share served locally, the small model's agreement with the
+    teacher (late labels and shadow attempts), why turns escalated, what the teacher cost."""
     from edge_agent.routing.router import Calibration
     from edge_agent.settings import load_settings
 
     settings = load_settings()
     calibration = Calibration.load(settings.route_path)
+    items = _log_items(settings, _report_since(since, days), skill)
     data: dict[str, Any] = {
         "calibration": _calibration_summary(calibration) if calibration else None,
-        "log": _log_summary(settings, parse_since(since)),
+        "log": _log_summary(items),
+        "skills": _skills(settings, items, skill),
     }
+    if out is not None:
+        data["png"] = str(_plot_skills(data["skills"], out))
     if plot is not None:
         data["plot"] = str(_plot(calibration, plot))
     if as_json:
@@ -81,14 +102,50 @@ def report(since: str | None, plot: Path | None, as_json: bool) -> None:
     _print_report(data)
 
 
-def _log_summary(settings: Any, since: float | None) -> dict[str, Any] | None:
+def _report_since(since: str | None, days: int | None) -> float | None:
+    """--since as given, or the start of the day N-1 days before today."""
+    from datetime import datetime, timedelta
+
+    if since is not None and days is not None:
+        raise click.UsageError("give --since or --days, not both")
+    if days is None:
+        return parse_since(since)
+    midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - timedelta(days=days - 1)).timestamp()
+
+
+def _log_items(settings: Any, since: float | None, skill: str | None) -> list[Any] | None:
+    """The log's readable records (None without a log), of one skill when given."""
     from edge_agent.cli.log import open_store
-    from edge_agent.routing.calibration import log_summary
 
     if not settings.log_enabled or not settings.log_path.exists():
         return None
     with open_store() as store:
-        return log_summary(store.interactions(since=since, on_bad=lambda *_: None))
+        items = list(store.interactions(since=since, on_bad=lambda *_: None))
+    return [i for i in items if skill is None or i.result.skill == skill]
+
+
+def _log_summary(items: list[Any] | None) -> dict[str, Any] | None:
+    from edge_agent.routing.calibration import log_summary
+
+    return None if items is None else log_summary(items)
+
+
+def _skills(settings: Any, items: list[Any] | None, skill: str | None) -> dict[str, Any] | None:
+    from edge_agent.routing.report import skill_report, skill_scorers
+
+    if items is None:
+        return None
+    return skill_report(items, scorer_for=skill_scorers(settings), skill=skill)
+
+
+def _plot_skills(skills: dict[str, Any] | None, path: Path) -> Path:
+    from edge_agent.errors import ConfigError
+    from edge_agent.routing.report import plot_report
+
+    if not skills:
+        raise ConfigError("nothing to draw: no turns in the log for this report")
+    return plot_report(path, skills)
 
 
 def _calibration_summary(calibration: Any) -> dict[str, Any]:
@@ -156,8 +213,71 @@ def _print_report(data: dict[str, Any]) -> None:
         click.echo(f"latency ms by route: {log['latency_ms']}")
         click.echo(f"sent to the remote: {log['remote']}; "
                    f"queued for a teacher: {log['queued_for_teacher']}")  # fmt: skip
-    if "plot" in data:
-        click.echo(f"plot: {data['plot']}")
+    for name, summary in (data.get("skills") or {}).items():
+        _print_skill(name, summary)
+    for key in ("png", "plot"):
+        if key in data:
+            click.echo(f"{key}: {data[key]}")
+
+
+def _print_skill(name: str, summary: dict[str, Any]) -> None:
+    click.echo(f"skill {name}: {_day_line(summary['total'])}")
+    for row in summary["days"]:
+        click.echo(f"  {row['day']}  {_day_line(row)}")
+
+
+def _day_line(s: dict[str, Any]) -> str:
+    pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+    reasons = ", ".join(f"{k} {v}" for k, v in s["reasons"].items()) or "none"
+    return (f"{s['turns']} turns, {pct(s['local_share'])} local, "
+            f"local right {pct(s['local_accuracy'])} of {s['labelled']} labelled, "
+            f"shadow agreement {pct(s['shadow_agreement'])} of {s['shadowed']}, "
+            f"{s['queued']} queued, teacher {s['teacher_bytes'] / 1000:.1f} kB; "
+            f"escalated for: {reasons}")  # fmt: skip
+
+
+@route.command("label")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="teacher requests in this round at most",
+)
+@click.option(
+    "--max-age-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=7.0,
+    show_default=True,
+    help="leave older turns unlabelled",
+)
+@json_option
+def label(limit: int, max_age_days: float, as_json: bool) -> None:
+    """Ask the teacher now about turns served locally while it was down (queued in the log,
+    of skills with teacher_labels_offline); each answer is logged as a label of its turn.
+    `serve` does this on its own each sync round."""
+    from edge_agent.cli.log import open_store
+    from edge_agent.errors import ConfigError
+    from edge_agent.routing.labels import SettingsSource, label_queued
+    from edge_agent.settings import load_settings
+
+    settings = load_settings()
+    if not settings.log_enabled or not settings.log_path.exists():
+        raise ConfigError("no interaction log on this device: nothing is queued for a label")
+    with open_store() as store:
+        source = SettingsSource(settings, store)
+        try:
+            done = label_queued(source, limit=limit, max_age_s=max_age_days * 86_400)
+        finally:
+            source.close()
+    if as_json:
+        echo_json(done.as_dict())
+        return
+    click.echo(f"labelled {done.labelled} of {done.waiting} queued turns "
+               f"({done.remaining} left, {done.failed} unusable answers, {done.skipped} skipped, "
+               f"{done.teacher_bytes / 1000:.1f} kB sent)")  # fmt: skip
+    if done.stopped:
+        click.echo(f"stopped: {done.stopped}", err=True)
 
 
 # --- the remote's API key in the OS keyring -------------------------------------------------

@@ -281,7 +281,8 @@ def log_summary(items: Iterable[Interaction]) -> dict[str, Any]:
     route, thumbs-down per route, and what was sent to the remote."""
     from edge_agent.skills.home.score import call_matches
 
-    routed = [(i.result, i.feedback) for i in items if i.result.routing is not None]
+    routed = [(i.result, i.feedback) for i in items
+              if i.result.routing is not None and not i.result.label_of]  # fmt: skip
     agree = [
         call_matches(r.tool_calls[0].call.arguments, r.tool_calls[0].call.name, _local_call(r))
         for r, _ in routed

@@ -299,10 +299,15 @@ def label_queue(
 def label_queued(
     source: LabelSource, *, limit: int = DEFAULT_LIMIT, max_age_s: float = DEFAULT_MAX_AGE_S
 ) -> LabelReport:
-    """One round with a fresh queue (`edge-agent route label`)."""
+    """One round with a fresh queue (`edge-agent route label`); without a remote model it
+    only counts what waits."""
+    log = source.log()
+    if log is None:
+        return LabelReport(stopped="no interaction log on this device")
     queue = label_queue(source, limit=limit, max_age_s=max_age_s)
     if queue is None:
-        return LabelReport(stopped="no log, or no remote model configured")
+        queue = LabelQueue(log, None, SkillTools(log, source.toolset),
+                           opted_in=skill_opted_in(source.skill), max_age_s=max_age_s)  # fmt: skip
     return queue.round()
 
 

@@ -48,7 +48,7 @@ def records(n: int = 40) -> list[SignalRecord]:
 
 def test_report_with_nothing_yet(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "route", "report", "--json")
-    assert code == 0 and json.loads(out) == {"calibration": None, "log": None}
+    assert code == 0 and json.loads(out) == {"calibration": None, "log": None, "skills": None}
     code, out, _ = run_cli(capsys, "route", "report")
     assert code == 0 and "route calibrate" in out
 
