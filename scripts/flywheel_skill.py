@@ -68,6 +68,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--max-steps", type=int, default=None, help="stop training early (smoke)")
     ap.add_argument("--context-size", type=int, default=None)
+    ap.add_argument("--app", choices=["snips", "mcp", "entry-point"], default="snips",
+                    help="SNIPS over client tools=, or the thermostat skill from config: an "
+                    "MCP server, or a Python entry point")  # fmt: skip
+    ap.add_argument("--per-phrase", type=int, default=12, help="thermostat: calls per phrasing")
+    ap.add_argument("--margin", type=float, default=None, help="the host gate's margin")
+    ap.add_argument("--canary-min", type=float, default=None, help="the device's canary floor")
     ap.add_argument("--teacher", nargs=2, metavar=("PORT", "GOLD"), help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -179,29 +185,42 @@ def _as_message(found: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class App:
-    """SNIPS as an OpenAI-client app: its tools with every request, its skill named."""
+    """An app on the device's server, through the official openai client. With ``tools``:
+    an OpenAI-client app sending its own tools (the client would run them) and naming its
+    skill; without: a skill the device runs itself, asked through its ``edge-agent/NAME``
+    model (the server runs the calls)."""
 
-    def __init__(self, base_url: str, token: str, tools: list[dict[str, Any]]) -> None:
+    def __init__(self, base_url: str, skill: str, tools: list[dict[str, Any]] | None) -> None:
         import openai
 
-        self.client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0,
+        self.client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0,
                                     timeout=600)  # fmt: skip
-        self.tools = tools
-        self.model = self.client.models.list().data[0].id  # the base model serve runs
+        self.skill, self.tools = skill, tools
+        base = self.client.models.list().data[0].id  # the base model serve runs
+        self.model = base if tools else f"edge-agent/{skill}"
 
     def ask(self, text: str, route: str = "auto") -> dict[str, Any]:
         started = time.perf_counter()
+        extra: dict[str, Any] = {"tools": self.tools} if self.tools else {}
         reply = self.client.chat.completions.create(
-            model=self.model, messages=[{"role": "user", "content": text}], tools=self.tools,
-            extra_headers={"X-Edge-Agent-Skill": SKILL},
-            extra_body={"edge_agent": {"route": route}},
+            model=self.model, messages=[{"role": "user", "content": text}],
+            extra_headers={"X-Edge-Agent-Skill": self.skill},
+            extra_body={"edge_agent": {"route": route}}, **extra,
         )  # fmt: skip
         ms = (time.perf_counter() - started) * 1000
-        message = reply.choices[0].message
-        call = message.tool_calls[0].function if message.tool_calls else None
-        extra = (reply.model_extra or {}).get("edge_agent") or {}
-        return {"name": call.name if call else None, "ms": ms, "turn": extra.get("turn") or {},
-                "arguments": json.loads(call.arguments) if call else None}  # fmt: skip
+        info = (reply.model_extra or {}).get("edge_agent") or {}
+        return {"call": _first_call(reply, info), "ms": ms, "route": info.get("route", "local"),
+                "adapter": info.get("adapter")}  # fmt: skip
+
+
+def _first_call(reply: Any, info: dict[str, Any]) -> dict[str, Any] | None:
+    """The call the turn made: the client's tool_call, or the first the server ran."""
+    message = reply.choices[0].message
+    if message.tool_calls:
+        fn = message.tool_calls[0].function
+        return {"name": fn.name, "arguments": json.loads(fn.arguments)}
+    ran = info.get("tool_calls") or []
+    return dict(ran[0]["call"]) if ran else None
 
 
 def score(app: App, calls: list[dict[str, Any]], route: str) -> dict[str, Any]:
@@ -209,19 +228,75 @@ def score(app: App, calls: list[dict[str, Any]], route: str) -> dict[str, Any]:
     from edge_agent.types import ToolCall
 
     answers = [app.ask(c["text"], route) for c in calls]
-    exact = [
-        exact_call(ToolCall(name=a["name"], arguments=a["arguments"]) if a["name"] else None,
-                   ToolCall(name=c["name"], arguments=c["arguments"]))
-        for a, c in zip(answers, calls, strict=True)
-    ]  # fmt: skip
-    routes = [a["turn"].get("route", "local") for a in answers]
-    tools = [a["name"] == c["name"] for a, c in zip(answers, calls, strict=True)]
+    got = [ToolCall(**a["call"]) if a["call"] else None for a in answers]
+    gold = [ToolCall(name=c["name"], arguments=c["arguments"]) for c in calls]
+    exact = [exact_call(g, t) for g, t in zip(got, gold, strict=True)]
+    tools = [g is not None and g.name == t.name for g, t in zip(got, gold, strict=True)]
+    routes = [a["route"] for a in answers]
     return {
         "n": len(calls), "exact": round(sum(exact) / len(calls), 4),
         "right_tool": round(sum(tools) / len(calls), 4),
         "local_share": round(routes.count("local") / len(calls), 4),
         "p50_ms": round(statistics.median(a["ms"] for a in answers), 1),
+        "adapters": sorted({str(a["adapter"]) for a in answers}),
     }  # fmt: skip
+
+
+# --- the thermostat app: a skill the device runs itself (MCP server, or Python entry point) ----
+
+APPS = Path(__file__).resolve().parent / "apps"
+# Rooms and phrasings of the validation part never occur in training: held out whole.
+ROOMS = {"train": ["kitchen", "bedroom", "living room", "office", "bathroom", "attic"],
+         "val": ["nursery", "garage", "hallway"]}  # fmt: skip
+PHRASES = {
+    "train": [("set_temperature", "set the {room} to {t} degrees"),
+              ("set_temperature", "set {room} temperature to {t}"),
+              ("set_temperature", "please set the {room} heating to {t} degrees"),
+              ("read_sensor", "what is the temperature in the {room}"),
+              ("read_sensor", "read the {room} sensor")],
+    "val": [("set_temperature", "could you set the {room} to {t} degrees celsius"),
+            ("set_temperature", "{room} temperature {t} please, set it"),
+            ("read_sensor", "how warm is the {room}"),
+            ("read_sensor", "check the {room} temperature")],
+}  # fmt: skip
+
+
+def thermostat_data(per_phrase: int, seed: int = 0) -> dict[str, Any]:
+    rng = random.Random(seed)
+    parts: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+    for part, phrases in PHRASES.items():
+        for name, phrase in phrases:
+            for _ in range(per_phrase):
+                room, t = rng.choice(ROOMS[part]), rng.randint(15, 26)
+                args = {"room": room, "celsius": t} if name == "set_temperature" else {"name": room}
+                parts[part].append({"text": phrase.format(room=room, t=t), "name": name,
+                                    "arguments": args})  # fmt: skip
+        parts[part] = list({_key(c["text"]): c for c in parts[part]}.values())
+    return {"tools": None, **parts}
+
+
+def install_entry_point(site: Path) -> None:
+    """`apps/thermostat_skill.py` as a real installed distribution declaring the skill."""
+    info = site / "thermostat_app-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: thermostat-app\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[edge_agent.skills]\nthermostat = thermostat_skill:skill\n"
+    )
+
+
+def skill_config(app: str, device_home: Path) -> str:
+    """The device's config.toml: the skill it runs, routed teacher-first."""
+    table = f'[skills.{app_skill(app)}]\nroute = "teacher-first"\n'
+    if app == "mcp":
+        command = json.dumps([sys.executable, str(APPS / "thermostat_mcp.py")])
+        table += f"mcp_command = {command}\nmcp_env = {{ THERMOSTAT_STATE = " \
+                 f"{json.dumps(str(device_home / 'thermostat.json'))} }}\n"  # fmt: skip
+    return table
+
+
+def app_skill(app: str) -> str:
+    return SKILL if app == "snips" else "thermostat"
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -231,19 +306,30 @@ class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.out = args.out
+        self.skill = app_skill(args.app)
         self.host = Party(self.out / "host", context_size=args.context_size)
         self.host_port, self.teacher_port, self.serve_port = free_port(), free_port(), free_port()
         self.device = Party(
             self.out / "device", model=args.model, context_size=args.context_size,
             remote_url=f"http://127.0.0.1:{self.teacher_port}/v1", remote_model=TEACHER_MODEL,
             remote_anonymize="false",  # the stand-in looks utterances up verbatim
-            server_token="false",
+            server_token="false", adapters_canary_min=args.canary_min,
         )  # fmt: skip
-        (self.device.home / "config").mkdir(parents=True, exist_ok=True)
-        (self.device.home / "config" / "config.toml").write_text(
-            f'[skills.{SKILL}]\nroute = "teacher-first"\n'
-        )
+        self._configure_device()
         self.minutes: dict[str, float] = {}
+
+    def _configure_device(self) -> None:
+        home = self.device.home
+        (home / "config").mkdir(parents=True, exist_ok=True)
+        (home / "config" / "config.toml").write_text(skill_config(self.args.app, home))
+        state = home / "thermostat.json"
+        state.write_text(json.dumps({r: 20 for part in ROOMS.values() for r in part}))
+        self.device.env["THERMOSTAT_STATE"] = str(state)
+        if self.args.app == "entry-point":
+            site = home / "site"
+            install_entry_point(site)
+            path = os.pathsep.join([str(site), str(APPS), self.device.env.get("PYTHONPATH", "")])
+            self.device.env["PYTHONPATH"] = path.rstrip(os.pathsep)
 
     def timed(self, stage: str, fn: Any, *args: Any) -> Any:
         started = time.perf_counter()
@@ -261,21 +347,35 @@ class Run:
     def device_app(self, data: dict[str, Any]) -> Iterator[App]:
         """`edge-agent serve` on the device, and the app talking to it."""
         port = str(self.serve_port)
-        server = self.device.start("serve", "--port", port, "--no-token")
+        server = self.device.start("serve", "--port", port, "--no-token",
+                                   "--toolsets", self.skill)  # fmt: skip
         try:
             wait_for_port(self.serve_port, server, timeout_s=180)
-            yield App(f"http://127.0.0.1:{port}/v1", "unused", data["tools"])
+            yield App(f"http://127.0.0.1:{port}/v1", self.skill, data["tools"])
         finally:
             server.terminate()
             server.wait(timeout=60)
 
     def train(self) -> dict[str, Any]:
         a = self.args
-        options = {"--epochs": a.epochs, "--max-steps": a.max_steps, "--model": a.model}
+        options = {"--epochs": a.epochs, "--max-steps": a.max_steps, "--model": a.model,
+                   "--margin": a.margin}  # fmt: skip
         extra = [str(x) for k, v in options.items() if v is not None for x in (k, v)]
-        out = self.host.run("host", "train", "--skill", SKILL, "--from-store", "--publish",
+        out = self.host.run("host", "train", "--skill", self.skill, "--from-store", "--publish",
                             "--out", str(self.out / "turn"), "--json", *extra)  # fmt: skip
         return dict(json.loads(out))
+
+    def pull(self) -> dict[str, Any]:
+        # exit 4: the device's canary rejected the release (reported, not fatal)
+        out = self.device.run("adapters", "pull", self.skill, "--json", ok=(0, 4))
+        return dict(json.loads(out or "{}"))
+
+    def route_report(self) -> dict[str, Any]:
+        out = self.device.run("route", "report", "--skill", self.skill, "--json", ok=(0, 1, 2))
+        try:
+            return dict(json.loads(out))
+        except ValueError:
+            return {"unavailable": out[-300:]}
 
 
 def _brief(value: Any) -> str:
@@ -283,13 +383,19 @@ def _brief(value: Any) -> str:
     return text if len(text) < 300 else text[:297] + "..."
 
 
+def load_app(args: argparse.Namespace) -> dict[str, Any]:
+    if args.app == "snips":
+        return app_data(args.data, {"train": args.train_per_tool, "val": args.val_per_tool})
+    return thermostat_data(args.per_phrase)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    per_tool = {"train": args.train_per_tool, "val": args.val_per_tool}
-    data = app_data(args.data, per_tool)
+    data = load_app(args)
     gold = args.out / "teacher-gold.json"  # the stand-in teacher's knowledge, not the host's
     gold.write_text(json.dumps(data["train"] + data["val"]))
     r = Run(args)
-    report: dict[str, Any] = {"data": {k: len(data[k]) for k in ("train", "val")}}
+    report: dict[str, Any] = {"app": args.app, "skill": r.skill,
+                              "data": {k: len(data[k]) for k in ("train", "val")}}  # fmt: skip
     teacher = subprocess.Popen([sys.executable, __file__, "--teacher", str(r.teacher_port),
                                 str(gold)])  # fmt: skip
     host = r.host.start("host", "serve", "--host", "127.0.0.1", "--port", str(r.host_port))
@@ -306,18 +412,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _turn(r: Run, data: dict[str, Any]) -> dict[str, Any]:
     r.timed("enroll", r.enroll)
-    base_sample = _per_tool(data["val"], r.args.base_per_tool)
     report: dict[str, Any] = {}
     with r.device_app(data) as app:
-        report["base"] = r.timed("base model, SLM alone", score, app, base_sample, "local")
+        base = _per_tool(data["val"], r.args.base_per_tool)
+        report["base"] = r.timed("base model, SLM alone", score, app, base, "local")
         report["day0"] = r.timed("day 0: teacher-first", score, app, data["train"], "auto")
     report["sync"] = r.timed("sync", lambda: json.loads(r.device.run("sync", "--once", "--json")))
     report["host"] = r.timed("host turn (train + gate + publish)", r.train)
-    report["pull"] = r.timed("pull + canary", lambda: json.loads(
-        r.device.run("adapters", "pull", SKILL, "--json", ok=(0, 4)) or "{}"))  # fmt: skip
+    report["pull"] = r.timed("pull + canary", r.pull)
     with r.device_app(data) as app:
         report["slm_alone"] = r.timed("day 1: SLM alone", score, app, data["val"], "local")
         report["routed"] = r.timed("day 1: routed", score, app, data["val"], "auto")
+    report["route_report"] = r.route_report()
     return report
 
 
