@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_LIMIT = 20  # teacher requests per round
 DEFAULT_MAX_AGE_S = 7 * 86_400.0  # older turns are left unlabelled
 MAX_TRIES = 3  # unusable answers for one turn before a queue stops asking about it
-_ROUTES = ("local_fallback", "escalated")  # plaintext metadata: the only rows worth opening
 
 # The tools a queued turn ran with, as this device has them now; None: it cannot be labelled.
 ToolsetFor = Callable[[Interaction], Toolset | None]
@@ -111,17 +110,18 @@ class LabelQueue:
         self._failures: dict[str, int] = {}
 
     def pending(self) -> list[Interaction]:
-        """Queued turns still waiting for a label, oldest first."""
-        queued: list[Interaction] = []
-        labelled: set[str] = set()
-        for row in self.log.rows(since=self.clock() - self.max_age_s):
-            item = self._open(row) if row["route"] in _ROUTES else None
-            if item is None:
-                continue
-            if item.result.label_of:
-                labelled.add(item.result.label_of)
-            elif _queued(item) and self.opted_in(item.result.skill):
-                queued.append(item)
+        """Queued turns still waiting for a label, oldest first. Only the rows that can
+        matter are opened: local fallbacks, then (if any is queued) escalated rows from the
+        oldest queued turn on, where its label would be."""
+        rows = self.log.rows(since=self.clock() - self.max_age_s)
+        queued = [
+            item for item in self._opened(rows, "local_fallback")
+            if _queued(item) and self.opted_in(item.result.skill)
+        ]  # fmt: skip
+        if not queued:
+            return []
+        later = [row for row in rows if row["ts"] >= queued[0].recorded_at]
+        labelled = {item.result.label_of for item in self._opened(later, "escalated")}
         return [item for item in queued if item.id not in labelled]
 
     def round(self) -> LabelReport:
@@ -166,11 +166,14 @@ class LabelQueue:
         report.labelled += 1
         return True
 
-    def _open(self, row: dict[str, Any]) -> Interaction | None:
-        try:
-            return self.log.decode(row)
-        except EdgeAgentError:  # shredded or damaged: `edge-agent log verify` reports it
-            return None
+    def _opened(self, rows: list[dict[str, Any]], route: str) -> Iterator[Interaction]:
+        for row in rows:
+            if row["route"] != route:
+                continue
+            try:
+                yield self.log.decode(row)
+            except EdgeAgentError:  # shredded or damaged: `edge-agent log verify` reports it
+                continue
 
 
 def _queued(item: Interaction) -> bool:
