@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from edge_agent.cli._common import echo_json, json_option, settings_from
+from edge_agent.cli.host_skills import report, skills
 
 
 def _host_dir() -> Path:
@@ -45,6 +46,10 @@ def _store() -> Any:
 @click.group()
 def host() -> None:
     """The host: ingest synced turns from enrolled devices (and train on them)."""
+
+
+host.add_command(skills)
+host.add_command(report)
 
 
 @host.command("serve")
@@ -338,17 +343,26 @@ def _target(text: str) -> Any:
 
 
 @host.command("train")
+@click.option(
+    "--skill", default=None, help="train this skill from the store (implies --from-store)"
+)
+@click.option("--all", "all_skills", is_flag=True,
+              help="train every skill in the store with enough data, each on its own")  # fmt: skip
+@click.option("--min-train", type=int, default=None,
+              help="--all skips a skill with fewer training rows (default 10)")  # fmt: skip
 @click.option("--rows", type=click.Choice(["split"]), default=None,
               help="train on the committed HA split, as if a teacher had labelled it")  # fmt: skip
 @click.option("--interactions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="JSONL of logged interactions (or curated records)")  # fmt: skip
 @click.option("--from-store", is_flag=True, help="train on what enrolled devices synced here")
 @click.option("--eval", "eval_on", type=click.Choice(["curated", "split"]), default="curated",
-              help="gate on held-out curated data, or on the committed HA test split")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("flywheel"))
+              help="gate on held-out teacher labels, or on the HA test split (home)")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("flywheel"),
+              help="the turn's folder; a skill from the store gets OUT/<skill>/")  # fmt: skip
 @click.option("--model", "-m", default=None, help="base GGUF path (default: the catalog default)")
 @click.option("--incumbent", type=click.Path(exists=True, path_type=Path), default=None,
-              help="the adapter to beat (default: the bare base model)")  # fmt: skip
+              help="the adapter to beat (default: the skill's latest release, else the bare "
+                   "base model)")  # fmt: skip
 @click.option("--epochs", type=float, default=None)
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--rank", type=int, default=None)
@@ -367,6 +381,9 @@ def _target(text: str) -> Any:
 @json_option
 def train(
     *,
+    skill: str | None,
+    all_skills: bool,
+    min_train: int | None,
     rows: str | None,
     interactions: Path | None,
     from_store: bool,
@@ -382,42 +399,79 @@ def train(
     as_json: bool,
     **overrides: Any,
 ) -> None:
-    """Curate → fine-tune a LoRA → export to GGUF → gate it through llama.cpp."""
+    """Curate → fine-tune a LoRA → export to GGUF → gate it through llama.cpp, per skill."""
     from edge_agent.host.finetune import TrainConfig
-    from edge_agent.host.pipeline import cluster_overview, gather, publish_turn, run_turn
+    from edge_agent.host.pipeline import cluster_overview, gather, run_turn
 
-    if [rows is not None, interactions is not None, from_store].count(True) != 1:
-        raise click.UsageError(
-            "give exactly one of --rows split, --interactions FILE, --from-store"
-        )
-    store = _store() if from_store else None
-    try:
-        curated = gather(rows=rows, interactions=interactions, store=store, eval_on=eval_on)
-    finally:
-        if store is not None:
-            store.close()
+    per_skill = from_store or skill is not None or all_skills
+    _check_sources(rows=rows, interactions=interactions, per_skill=per_skill, skill=skill,
+                   all_skills=all_skills, eval_on=eval_on, incumbent=incumbent)  # fmt: skip
     config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    onnx = _targets_onnx(profiles) if onnx_adapter is None else onnx_adapter
+    if per_skill:
+        from edge_agent.cli.host_skills import train_skills
+        from edge_agent.host.curate import LEGACY_SKILL
+        from edge_agent.host.flywheel import MIN_TRAIN
+
+        names = None if all_skills else [skill or LEGACY_SKILL]
+        train_skills(names, min_train=(min_train or MIN_TRAIN) if all_skills else 1,
+                     eval_on=eval_on, out=out, model=model, incumbent=incumbent, margin=margin,
+                     publish_it=publish_it, profiles=profiles, onnx=onnx, cluster=cluster,
+                     as_json=as_json, config=config)  # fmt: skip
+        return
+    curated = gather(rows=rows, interactions=interactions, eval_on=eval_on)
     model_path = _model_path(model)
     clustering = _clusters(curated.train) if cluster else None
     n_ctx = settings_from().context_size or 4096
-    onnx = _targets_onnx(profiles) if onnx_adapter is None else onnx_adapter
     result = run_turn(curated, model_path, out, config=config, incumbent=incumbent,
                       margin=margin, progress=not as_json, n_ctx=n_ctx,
                       onnx_adapter=onnx)  # fmt: skip
     if clustering is not None:
         result.summary["clusters"] = cluster_overview(clustering)
     if publish_it and result.promoted:
-        clusters = clustering.summary(skill="home") if clustering else None
-        repository = _repository()
-        if clusters is not None and clusters.centroids:  # devices need it before the release
-            repository.publish_embedder(_embedder_dir())
-        release = publish_turn(result, curated, model_path, repository, profiles=profiles,
-                               clusters=clusters)  # fmt: skip
-        result.summary["published"] = release.name
+        _publish(result, curated, model_path, profiles, clustering)
     if as_json:
         echo_json(result.summary | {"adapter": str(result.adapter)})
         return
     _print_summary(result.summary, result.adapter, result.promoted)
+
+
+def _check_sources(
+    *,
+    rows: str | None,
+    interactions: Path | None,
+    per_skill: bool,
+    skill: str | None,
+    all_skills: bool,
+    eval_on: str,
+    incumbent: Path | None,
+) -> None:
+    if [rows is not None, interactions is not None, per_skill].count(True) != 1:
+        raise click.UsageError(
+            "give exactly one of --rows split, --interactions FILE, --from-store "
+            "(--skill NAME, --all)"
+        )
+    if skill is not None and all_skills:
+        raise click.UsageError("give --skill NAME or --all, not both")
+    if all_skills and incumbent is not None:
+        raise click.UsageError("--incumbent names one skill's adapter: use it with --skill")
+    if eval_on == "split" and (all_skills or skill not in (None, "home")):
+        raise click.UsageError("--eval split is the home skill's HA test split: use --skill home")
+
+
+def _publish(
+    result: Any, curated: Any, model_path: Path, profiles: tuple[str, ...], clustering: Any
+) -> None:
+    """Sign a promoted turn as its skill's next release (the embedder first, if clustered)."""
+    from edge_agent.host.pipeline import publish_turn
+
+    clusters = clustering.summary(skill=result.skill) if clustering else None
+    repository = _repository()
+    if clusters is not None and clusters.centroids:  # devices need it before the release
+        repository.publish_embedder(_embedder_dir())
+    release = publish_turn(result, curated, model_path, repository, profiles=profiles,
+                           clusters=clusters)  # fmt: skip
+    result.summary["published"] = release.name
 
 
 def _targets_onnx(profiles: tuple[str, ...]) -> bool:

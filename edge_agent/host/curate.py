@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from edge_agent.host.ingest_store import IngestStore
 
 Route = Literal["local", "escalated", "local_fallback"]
+LEGACY_SKILL = "home"  # the skill of turns from devices older than skills (they name none)
 SPLIT_SEED = 20250704
 _SHARED_FIXTURES = "tests/en/_fixtures.yaml"
 _PUNCT = re.compile(r"[^\w\s]")
@@ -50,7 +51,7 @@ class Record(BaseModel):
     status: CallStatus | Literal["failed"] = "ok"
     route: Route = "local"
     rating: Literal["up", "down"] | None = None
-    skill: str = "home"
+    skill: str = LEGACY_SKILL
     row: Row | None = None  # the HA row it came from (its home), when it came from one
 
     @property
@@ -117,6 +118,7 @@ def record_from_interaction(interaction: Interaction) -> Record:
         id=result.id, request=result.request, context=_context_of(interaction),
         call=first.call if first else None, status=status, route=result.route,
         rating=interaction.feedback.rating if interaction.feedback else None,
+        skill=result.skill or LEGACY_SKILL,
     )  # fmt: skip
 
 
@@ -187,12 +189,16 @@ def keep(records: Iterable[Record], dropped: dict[str, int]) -> list[Record]:
 
 def dedupe(records: Iterable[Record], dropped: dict[str, int]) -> list[Record]:
     """One record per (request, area, context, label); none where one request in one context
-    got different labels."""
+    got different labels. Where the teacher labelled a request, its labels overrule the
+    device's own calls in that context (the device's may be what the teacher corrected)."""
     groups: dict[tuple[str, str | None, str | None], list[Record]] = defaultdict(list)
     for record in records:
         groups[(record.key, record.area, record.context)].append(record)
     kept = []
-    for group in groups.values():
+    for every in groups.values():
+        group = [r for r in every if r.route == "escalated"] or every
+        if len(group) < len(every):
+            dropped["overruled"] = dropped.get("overruled", 0) + len(every) - len(group)
         if len({r.label() for r in group}) > 1:
             dropped["conflicting"] = dropped.get("conflicting", 0) + len(group)
             continue
@@ -216,11 +222,17 @@ def curate(
     seed: int = SPLIT_SEED,
     validation: float = 0.1,
     evaluation: float = 0.1,
+    teacher_eval: bool = False,
 ) -> Curated:
-    """Filter, dedupe and split logged records (the field flywheel)."""
+    """Filter, dedupe and split logged records (the field flywheel). ``teacher_eval``: the
+    eval part holds teacher labels only; a device's own call on a held-out request is
+    dropped (``local_in_eval``), never moved to another part."""
     out = Curated()
     for record in dedupe(keep(records, out.dropped), out.dropped):
         part = split_part(record.key, seed, (validation, evaluation))
+        if part == "eval" and teacher_eval and record.route != "escalated":
+            out.dropped["local_in_eval"] = out.dropped.get("local_in_eval", 0) + 1
+            continue
         getattr(out, part).append(record)
     return out
 

@@ -1,25 +1,46 @@
 """The gate: a candidate adapter is promoted only if, run through llama.cpp as the devices run
 it, it beats the current adapter (or the bare base model) on the held-out eval set.
 
-Promotion needs the skill's exact-match accuracy to rise by at least `margin` and its
-right-tool accuracy not to fall; every skill is checked (one, ``home``, for now). Intents
-that got worse are listed in the report either way, so a reviewer sees what a gain cost.
+Promotion needs the skill's exact-match accuracy (by the skill's own scorer) to rise by at
+least `margin` and its right-tool accuracy not to fall. Each skill is gated alone, on its own
+held-out rows: any report with the `GateReport` shape will do (`host.evaluate.ScoreReport` for
+any skill; the home skill's HA-row `Report`). Intents (tools) that got worse are listed in
+the report either way, so a reviewer sees what a gain cost.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edge_agent.skills.home.dataset import Row
 from edge_agent.skills.home.evaluate import Evaluation, evaluate
-from edge_agent.skills.home.score import Report
 
 CANDIDATE = "candidate"
 INCUMBENT = "incumbent"
+
+
+class _Counts(Protocol):
+    @property
+    def n(self) -> int: ...
+    @property
+    def exact(self) -> int: ...
+
+
+class GateReport(Protocol):
+    """What the gate reads of an evaluation: overall accuracies and per-intent counts."""
+
+    @property
+    def n(self) -> int: ...
+    @property
+    def function_accuracy(self) -> float: ...
+    @property
+    def exact_match(self) -> float: ...
+    @property
+    def per_intent(self) -> Mapping[str, _Counts]: ...
 
 
 @dataclass
@@ -34,19 +55,23 @@ class Decision:
         return asdict(self)
 
 
-def skill_summary(report: Report) -> dict[str, float]:
+def skill_summary(report: GateReport) -> dict[str, float]:
     return {"n": report.n, "right_tool": report.function_accuracy, "exact": report.exact_match}
 
 
-def intent_exact(report: Report) -> dict[str, float]:
+def intent_exact(report: GateReport) -> dict[str, float]:
     return {k: v.exact / v.n for k, v in report.per_intent.items() if v.n}
 
 
 def decide(
-    candidate: dict[str, Report], incumbent: dict[str, Report], *, margin: float = 0.02
+    candidate: Mapping[str, GateReport],
+    incumbent: Mapping[str, GateReport],
+    *,
+    margin: float = 0.02,
 ) -> Decision:
-    """Per skill: the candidate's reports against the incumbent's on the same rows."""
-    skill = "home" if "home" in candidate else next(iter(candidate))
+    """Per skill: the candidate's reports against the incumbent's on the same rows. The first
+    skill is the one trained; any further one must merely not regress."""
+    skill = next(iter(candidate))
     new, old = candidate[skill], incumbent[skill]
     regressed = {
         intent: (old_exact, intent_exact(new).get(intent, 0.0))
@@ -66,7 +91,7 @@ def decide(
     return decision
 
 
-def _regresses(new: Report, old: Report) -> bool:
+def _regresses(new: GateReport, old: GateReport) -> bool:
     return new.exact_match < old.exact_match or new.function_accuracy < old.function_accuracy
 
 
@@ -91,7 +116,7 @@ def evaluate_adapter(
 
 
 def write_report(
-    out_dir: Path, decision: Decision, candidate: Report, incumbent: Report, **extra: Any
+    out_dir: Path, decision: Decision, candidate: GateReport, incumbent: GateReport, **extra: Any
 ) -> Path:
     """gate.json (the decision, both summaries, per-intent before/after) and gate.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +131,7 @@ def write_report(
     return path
 
 
-def _with_counts(report: Report) -> dict[str, tuple[float, int]]:
+def _with_counts(report: GateReport) -> dict[str, tuple[float, int]]:
     return {k: (v.exact / v.n if v.n else 0.0, v.n) for k, v in report.per_intent.items()}
 
 

@@ -1,4 +1,9 @@
-"""One flywheel turn: curate → fine-tune → export → gate, timed stage by stage."""
+"""One flywheel turn of one skill: curate → fine-tune → export → gate, timed stage by stage.
+
+A turn trains one skill (`SkillTask`: its name, its tools, its scorer): the examples are
+written against its tools, the adapter is ``<skill>.gguf``, the gate scores its held-out
+rows with its scorer, and a promoted adapter is published as ``<skill>-vN``.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,39 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.adapters.release import AdapterRelease, CanaryCall
 from edge_agent.errors import FlywheelError
-from edge_agent.host.curate import Curated, Record, record_from_interaction
+from edge_agent.host.curate import LEGACY_SKILL, Curated, Record, record_from_interaction
 from edge_agent.host.finetune import TrainConfig, TrainResult, finetune
+from edge_agent.skills.skill import Scorer, exact_call
 from edge_agent.types import Interaction
 
 if TYPE_CHECKING:
     from edge_agent.host.cluster import Clustering, ClusterSummary, TextEmbedder
+    from edge_agent.host.examples import Example
     from edge_agent.host.ingest_store import IngestStore
     from edge_agent.host.publish import AdapterRepository
+    from edge_agent.tools import Toolset
 
-ADAPTER_FILE = "home.gguf"
+
+@dataclass(frozen=True)
+class SkillTask:
+    """What a turn trains: a skill's name, the tools its examples are written against (rebuilt
+    from the logged schemas), and the scorer its gate counts with."""
+
+    name: str
+    toolset: Toolset
+    scorer: Scorer = exact_call
+    fingerprint: str | None = None  # the tool set's, when rebuilt from logged schemas
+
+    @property
+    def adapter_file(self) -> str:
+        return f"{self.name}.gguf"
+
+
+def legacy_task() -> SkillTask:
+    """The skill of turns that name none (devices older than skills): the home tools."""
+    from edge_agent.skills.home.toolset import home_toolset
+
+    return SkillTask(LEGACY_SKILL, home_toolset())
 
 
 @dataclass
@@ -31,6 +59,7 @@ class TurnResult:
     promoted: bool
     summary: dict[str, Any] = field(default_factory=dict)
     onnx_adapter: Path | None = None  # the same adapter for the onnx backend, when asked for
+    skill: str = LEGACY_SKILL
 
 
 def read_records(path: Path) -> list[Record]:
@@ -55,26 +84,28 @@ def gather(
     interactions: Path | None = None,
     store: IngestStore | None = None,
     eval_on: str = "curated",
+    skill: str = LEGACY_SKILL,
 ) -> Curated:
-    """Curated data from one source: the committed HA split, a JSONL file, or the ingest store.
+    """Curated data of one skill from one source: the committed HA split, a JSONL file, or
+    the ingest store (`flywheel.plan_skill`: rows checked against the logged schemas).
     ``eval_on="split"`` gates on the committed HA test split instead of a held-out part."""
     from edge_agent.host import curate as c
 
     if rows is not None:
         return c.curate_split()
-    unreadable: dict[str, int] = {}
-    if interactions is not None:
-        records = read_records(interactions)
-    elif store is not None:
-        records = c.records_from_store(store, unreadable)
-    else:
+    if store is not None:
+        from edge_agent.host.flywheel import plan_skill
+
+        plan = plan_skill(store, skill, eval_on=eval_on)
+        if plan.curated is None:
+            raise FlywheelError(f"skill {skill!r} cannot be trained: {plan.skipped}")
+        return plan.curated
+    if interactions is None:
         raise FlywheelError("nothing to train on: give the split, a JSONL file or the store")
+    records = [r for r in read_records(interactions) if r.skill == skill]
     if eval_on == "split":
-        curated = c.curate_against(records, c.held_out_split())
-    else:
-        curated = c.curate(records)
-    curated.dropped |= unreadable  # reported with the other drops (`host train` prints them)
-    return curated
+        return c.curate_against(records, c.held_out_split())
+    return c.curate(records)
 
 
 def export_adapter(adapter_dir: Path, model_path: Path, out: Path) -> Path:
@@ -116,6 +147,7 @@ def run_turn(
     model_path: Path,
     out_dir: Path,
     *,
+    task: SkillTask | None = None,
     config: TrainConfig | None = None,
     incumbent: Path | None = None,
     margin: float = 0.02,
@@ -123,7 +155,8 @@ def run_turn(
     n_ctx: int = 4096,  # the gate's context window, as the devices run it
     onnx_adapter: bool = False,  # also write it as .onnx_adapter next to the GGUF
 ) -> TurnResult:
-    """Train on `curated.train` (validation for model selection), gate on `curated.eval`."""
+    """Train `task`'s skill on `curated.train` (validation for model selection), gate it on
+    `curated.eval` against `incumbent` (None: the bare base model)."""
     from edge_agent.host import gate
 
     if not curated.train or not curated.eval:
@@ -131,49 +164,80 @@ def run_turn(
             f"curation left {len(curated.train)} training and {len(curated.eval)} eval "
             "records; log more successful calls before training"
         )
+    task = task or legacy_task()
     clock = StageClock()
     config = config or TrainConfig()
     with clock.stage("train"):
-        trained, context = _train(curated, model_path, out_dir, config, progress)
+        examples = build_training(curated, task.toolset, model_path)
+        trained, context = _train(examples, model_path, out_dir, config, progress)
     with clock.stage("export"):
-        adapter = export_adapter(trained.adapter_dir, model_path, out_dir / ADAPTER_FILE)
+        adapter = export_adapter(trained.adapter_dir, model_path, out_dir / task.adapter_file)
         onnx = adapter.with_suffix(".onnx_adapter") if onnx_adapter else None
         if onnx is not None:
             export_onnx_adapter(adapter, model_path, onnx)
     with clock.stage("gate"):
-        rows = [r.as_row() for r in curated.eval]
-        new = gate.evaluate_adapter(model_path, rows, adapter, n_ctx=n_ctx)
-        old = gate.evaluate_adapter(model_path, rows, incumbent, n_ctx=n_ctx)
-        decision = gate.decide({"home": new.report}, {"home": old.report}, margin=margin)
-    summary = _summary(curated, trained, config, clock.minutes, context) | {
+        new = evaluate_records(task, model_path, adapter, curated.eval, n_ctx)
+        old = evaluate_records(task, model_path, incumbent, curated.eval, n_ctx)
+        decision = gate.decide({task.name: new.report}, {task.name: old.report}, margin=margin)
+    summary = {"skill": task.name, "toolset": task.fingerprint} | _summary(
+        curated, trained, config, clock.minutes, context
+    ) | {
         "candidate": new.summary(), "incumbent": old.summary(),
         "incumbent_adapter": str(incumbent) if incumbent else None,
         "onnx_adapter": str(onnx) if onnx else None,
     }  # fmt: skip
     gate.write_report(out_dir, decision, new.report, old.report, turn=summary)
-    return TurnResult(out_dir, adapter, decision.promote, summary | decision.to_dict(), onnx)
+    result = summary | decision.to_dict()
+    return TurnResult(out_dir, adapter, decision.promote, result, onnx, task.name)
 
 
-def _train(
-    curated: Curated, model_path: Path, out_dir: Path, config: TrainConfig, progress: bool
-) -> tuple[TrainResult, int]:
+def evaluate_records(
+    task: SkillTask, model_path: Path, adapter: Path | None, records: Sequence[Record], n_ctx: int
+) -> Any:
+    """The gate's measure on `records`. Rows of the HA dataset run in their own simulated
+    homes (the home skill's own evaluator, the published numbers); any other row runs the
+    device's agent step over the skill's tools with the context its device logged."""
+    from edge_agent.host import gate
+    from edge_agent.host.evaluate import evaluate_skill
+
+    rows = [r.row for r in records if r.row is not None]
+    if rows and len(rows) == len(records):
+        return gate.evaluate_adapter(model_path, rows, adapter, n_ctx=n_ctx)
+    return evaluate_skill(model_path, adapter, task.toolset, records, task.scorer, n_ctx=n_ctx)
+
+
+@dataclass(frozen=True)
+class Examples:
+    """A turn's tokenized examples, written against the skill's tools."""
+
+    train: list[Example]
+    validation: list[Example]
+    pad_id: int
+
+
+def build_training(curated: Curated, toolset: Toolset, model_path: Path) -> Examples:
+    """Tokenized as the device prompts (only the tools' schemas matter: they fix key order)."""
     from edge_agent.host.examples import Tokenizer, build_examples
-    from edge_agent.skills.home.toolset import home_toolset
 
     tokenizer = Tokenizer(model_path)
     try:
-        toolset = home_toolset()  # only its schemas matter here: they fix the key order
         train = build_examples(curated.train, toolset, tokenizer)
         validation = build_examples(curated.validation, toolset, tokenizer)
-        pad = tokenizer.end_of_turn
+        return Examples(train, validation, tokenizer.end_of_turn)
     finally:
         tokenizer.close()
+
+
+def _train(
+    examples: Examples, model_path: Path, out_dir: Path, config: TrainConfig, progress: bool
+) -> tuple[TrainResult, int]:
     from edge_agent.host.select import context_needed
 
-    trained = finetune(model_path, train, out_dir / "train", config=config,
-                       validation=validation, pad_id=pad, progress=progress)  # fmt: skip
+    trained = finetune(model_path, examples.train, out_dir / "train", config=config,
+                       validation=examples.validation, pad_id=examples.pad_id,
+                       progress=progress)  # fmt: skip
     # what step 4 (select) needs to know of this skill: how long its prompts + answers run
-    return trained, context_needed([len(e.input_ids) for e in train])
+    return trained, context_needed([len(e.input_ids) for e in examples.train])
 
 
 def _summary(
@@ -211,13 +275,15 @@ def publish_turn(
     model_path: Path,
     repository: AdapterRepository,
     *,
-    skill: str = "home",
+    skill: str | None = None,
     profiles: Sequence[str] = (),
     clusters: ClusterSummary | None = None,
 ) -> AdapterRelease:
-    """Sign the promoted adapter into the host's TUF repository as the skill's next version."""
+    """Sign the promoted adapter into the host's TUF repository as the next version of its
+    skill (`turn.skill` unless `skill` says otherwise): release ``<skill>-vN``."""
     from edge_agent.models.gguf import identity_of, read_header
 
+    skill = skill or turn.skill
     if not turn.promoted:
         raise FlywheelError("the gate did not promote this adapter; nothing was published")
     version = repository.next_version(skill)

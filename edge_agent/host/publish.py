@@ -276,6 +276,18 @@ class AdapterRepository:
         ]
         return sorted(found, key=lambda r: (r.skill, r.version))
 
+    def latest(self, skill: str) -> AdapterRelease | None:
+        """The skill's newest published release, or None."""
+        found = [r for r in self.releases() if r.skill == skill]
+        return found[-1] if found else None
+
+    def adapter_file(self, release: AdapterRelease) -> Path:
+        """Where this folder keeps a release's adapter (its name prefixed by its hash)."""
+        info = self._current(Targets).signed.targets.get(release.target_path)
+        if info is None:
+            raise PublishError(f"{release.name} is not published in {self.folder}")
+        return self.targets_dir / info.get_prefixed_paths()[0]
+
     def next_version(self, skill: str) -> int:
         return max((r.version for r in self.releases() if r.skill == skill), default=0) + 1
 
