@@ -286,6 +286,22 @@ def test_each_skill_runs_its_own_adapter_on_its_own_requests(world, tiny_model):
     rt.close()
 
 
+def test_the_sync_loops_update_task_pulls_every_skill_the_device_runs(
+    world, tiny_model, monkeypatch
+):
+    from edge_agent.adapters.canary import adapter_tasks
+
+    _, backend, installed, source = world
+    both = LIGHTS_CONFIG | {DOORS: {}}
+    rt = device(tiny_model, backend, skills=both, adapters_auto_update=True)
+    monkeypatch.setattr("edge_agent.adapters.canary.open_source", lambda *_: source)
+    (task,) = adapter_tasks(rt)  # what `serve` hands its sync worker
+    report = task(object())
+    assert actions(report) == [(f"{DOORS}-v1", "activated"), (f"{LIGHTS}-v1", "activated")]
+    assert (rt.adapter_of(LIGHTS), rt.adapter_of(DOORS)) == (f"{LIGHTS}-v1", f"{DOORS}-v1")
+    rt.close()
+
+
 # --- the real thing: a signed repository and llama.cpp -----------------------------------------
 
 
