@@ -451,7 +451,7 @@ def test_host_train_publish_signs_the_embedder_before_the_release(
 
     summary = ClusterSummary(NAME, [[1.0] * 16], ["lights"])
     clustering = SimpleNamespace(summary=lambda skill: summary)
-    turn = SimpleNamespace(promoted=True, summary={}, adapter=tmp_path / "a.gguf")
+    turn = SimpleNamespace(promoted=True, summary={}, adapter=tmp_path / "a.gguf", skill="home")
     seen: list[list[str]] = []
 
     def publish_turn(result: Any, curated: Any, model: Any, repo: Any, **kw: Any) -> Any:
