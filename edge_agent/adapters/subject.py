@@ -112,6 +112,8 @@ def logged_turns(store: LogStore | None, skill: Skill, limit: int) -> Logged:
         if interaction is None or interaction.result.skill != skill.name:
             continue
         fingerprint = fingerprint or interaction.result.toolset
+        if any(m.role == "tool" for m in interaction.messages):
+            continue  # it went on from a tool's result: its words alone do not replay it
         turn = skill.label(interaction)
         if turn is not None and len(found) < limit:
             found.setdefault(turn.key, turn)

@@ -30,7 +30,7 @@ from edge_agent.models.gguf import BaseModelIdentity
 from edge_agent.prompt import messages_for
 from edge_agent.tools import Toolset, register_toolset
 from edge_agent.tools.registry import _unregister_toolset
-from edge_agent.types import AgentResult, Effect, ToolCall, ToolOutcome
+from edge_agent.types import AgentResult, Effect, Message, ToolCall, ToolOutcome
 from tests import demo_tools
 from tests.tinymodel import TinyLora, TinyModel
 
@@ -342,6 +342,10 @@ def test_recent_turns_are_the_skills_own_newest_first_one_per_request(world, dem
     log_turn(rt, demo_toolset, "Dim the den!", light, context="Lights: den")  # the same request
     log_turn(rt, demo_toolset, "hall please", None)  # answered in words by the teacher
     log_turn(rt, other, "not mine", light)
+    went_on = AgentResult(request="and the porch", model="tiny", skill=SKILL, route="escalated")
+    result = [Message(role="assistant", content=call("set_light", name="porch")),
+              Message(role="tool", content='{"speech": "porch set to 100%"}')]  # fmt: skip
+    rt.log().record(went_on, messages=messages_for("and the porch", demo_toolset) + result)
     skill = Skill(SKILL, toolset=None)
     found = logged_turns(rt.log(), skill, limit=8)
     assert [(t.request, t.context) for t in found.turns] == [
