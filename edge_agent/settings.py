@@ -152,6 +152,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="skip the remote this long after a failure (circuit breaker)"
     )
     remote_anonymize: bool = Field(True, description="anonymize what is sent to the remote")
+    remote_label_batch: int = Field(
+        20, ge=0, description="late teacher labels asked per sync round; 0: none"
+    )
+    remote_label_max_age_days: float = Field(
+        7.0, gt=0, description="turns served while the remote was down are labelled this long"
+    )
     route_file: Path | None = Field(
         None, description="calibrated router thresholds; default <data dir>/route.json"
     )

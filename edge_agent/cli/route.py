@@ -240,19 +240,17 @@ def _day_line(s: dict[str, Any]) -> str:
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="teacher requests in this round at most",
+    default=None,
+    help="teacher requests in this round at most [default: remote_label_batch]",
 )
 @click.option(
     "--max-age-days",
     type=click.FloatRange(min=0, min_open=True),
-    default=7.0,
-    show_default=True,
-    help="leave older turns unlabelled",
+    default=None,
+    help="leave older turns unlabelled [default: remote_label_max_age_days]",
 )
 @json_option
-def label(limit: int, max_age_days: float, as_json: bool) -> None:
+def label(limit: int | None, max_age_days: float | None, as_json: bool) -> None:
     """Ask the teacher now about turns served locally while it was down (queued in the log,
     of skills with teacher_labels_offline); each answer is logged as a label of its turn.
     `serve` does this on its own each sync round."""
@@ -264,6 +262,8 @@ def label(limit: int, max_age_days: float, as_json: bool) -> None:
     settings = load_settings()
     if not settings.log_enabled or not settings.log_path.exists():
         raise ConfigError("no interaction log on this device: nothing is queued for a label")
+    limit = limit or settings.remote_label_batch
+    max_age_days = max_age_days or settings.remote_label_max_age_days
     with open_store() as store:
         source = SettingsSource(settings, store)
         try:
