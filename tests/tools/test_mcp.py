@@ -47,10 +47,13 @@ def test_tools_are_listed_with_their_schemas(thermostat: McpToolset) -> None:
         "slow_report", "server_pid", "crash",
     ]  # fmt: skip
     [schema] = [s for s in thermostat.schemas() if s["name"] == "set_temperature"]
-    assert schema["description"].startswith("Sets a room's target temperature.")
+    assert schema["description"] == "Sets a room's target temperature."  # the docstring's summary
     assert schema["parameters"] == {
         "type": "object",
-        "properties": {"room": {"type": "string"}, "celsius": {"type": "number"}},
+        "properties": {  # described by the docstring's Args
+            "room": {"type": "string", "description": "The room."},
+            "celsius": {"type": "number", "description": "Degrees Celsius."},
+        },
         "required": ["room", "celsius"],
         "additionalProperties": False,
     }
@@ -176,13 +179,13 @@ def test_headers_reach_an_http_server() -> None:
 
 
 def test_close_stops_the_stdio_server() -> None:
-    tools = mcp_toolset("thermo", command=command(THERMOSTAT))
+    tools = mcp_toolset("closing", command=command(THERMOSTAT))
     pid = execute(tools.get("server_pid"), {})
     assert psutil.pid_exists(pid)
     tools.close()
     assert not psutil.pid_exists(pid)
-    assert not [t for t in threading.enumerate() if t.name.startswith("mcp-thermo")]
-    with pytest.raises(ToolExecutionError, match="'thermo' is not connected"):
+    assert not [t for t in threading.enumerate() if t.name.startswith("mcp-closing")]
+    with pytest.raises(ToolExecutionError, match="'closing' is not connected"):
         execute(tools.get("read_sensor"), {"name": "kitchen"})
     tools.close()  # twice is fine
     gc.collect()  # an unclosed pipe or transport would warn now, and warnings fail tests

@@ -13,6 +13,7 @@ from mcp_types import Tool as ToolInfo
 
 from edge_agent.errors import ConfigError, ToolDefinitionError, ToolExecutionError
 from edge_agent.tools.mcp.session import Session, http_opener, stdio_opener
+from edge_agent.tools.schema import parse_docstring
 from edge_agent.tools.toolset import Tool, Toolset
 from edge_agent.types import Effect
 
@@ -125,10 +126,12 @@ def _tool(info: ToolInfo, session: Session, timeout_s: float) -> McpTool:
     def handler(**arguments: Any) -> Any:
         return _value_of(info.name, session.call(info.name, arguments), unwrap)
 
-    description = info.description or info.title or ""
+    # A Python SDK server sends the whole docstring: its summary describes the tool, its
+    # ``Args:`` the arguments (as for a Python tool), which keeps the prompt short.
+    summary, arg_docs = parse_docstring(info.description or info.title or "")
+    parameters = _described(_parameters(info.input_schema), arg_docs)
     tool = cast(McpTool, McpTool.from_schema(
-        info.name, " ".join(description.split()), _parameters(info.input_schema),
-        handler=handler, effect=effect, timeout_s=timeout_s,
+        info.name, summary, parameters, handler=handler, effect=effect, timeout_s=timeout_s
     ))  # fmt: skip
     tool.annotations = info.annotations
     tool.idempotent = bool(info.annotations and info.annotations.idempotent_hint)
@@ -145,6 +148,19 @@ def _parameters(schema: Mapping[str, Any]) -> dict[str, Any]:
         return dict(schema)
     cleaned = {k: p if k in required else _not_null(p) for k, p in props.items()}
     return {**schema, "properties": cleaned}
+
+
+def _described(schema: dict[str, Any], arg_docs: Mapping[str, str]) -> dict[str, Any]:
+    props = schema.get("properties")
+    if not isinstance(props, Mapping) or not arg_docs:
+        return schema
+    described = {
+        key: {**prop, "description": arg_docs[key]}
+        if isinstance(prop, Mapping) and key in arg_docs and not prop.get("description")
+        else prop
+        for key, prop in props.items()
+    }
+    return {**schema, "properties": described}
 
 
 def _not_null(prop: Any) -> Any:
