@@ -315,6 +315,8 @@ class Run:
             remote_anonymize="false",  # the stand-in looks utterances up verbatim
             server_token="false", adapters_canary_min=args.canary_min,
         )  # fmt: skip
+        # offline = no network at all; the teacher is on 127.0.0.1, the model hub stays off
+        self.device.env |= {"EDGE_AGENT_OFFLINE": "0", "HF_HUB_OFFLINE": "1"}
         self._configure_device()
         self.minutes: dict[str, float] = {}
 
