@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,15 +156,23 @@ def plot_report(statuses: Sequence[SkillStatus], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a host
+    import matplotlib.dates
     import matplotlib.pyplot as plt
 
     fig, (records, agree, gates) = plt.subplots(3, 1, figsize=(8.0, 10.0))
-    for status in statuses:
-        days = [d.day for d in status.days]
-        records.plot(days, [d.records for d in status.days], marker="o", label=status.skill)
+    for i, status in enumerate(statuses):
+        style = {"marker": "o", "label": status.skill, "color": f"C{i}"}  # one colour per skill
+        days = [date.fromisoformat(d.day) for d in status.days]
+        records.plot(days, [d.records for d in status.days], **style)
         shadow = [d for d in status.days if d.shadow]
-        agree.plot([d.day for d in shadow], [d.agree / d.shadow for d in shadow], marker="o",
-                   label=status.skill)  # fmt: skip
+        if shadow:
+            days = [date.fromisoformat(d.day) for d in shadow]
+            agree.plot(days, [d.agree / d.shadow for d in shadow], **style)
+    records.set_ylim(bottom=0)
+    span = len({d.day for s in statuses for d in s.days})
+    for ax in (records, agree):  # whole days: one tick a day, at most ~10
+        ax.xaxis.set_major_locator(matplotlib.dates.DayLocator(interval=max(1, span // 10)))
+        ax.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%Y-%m-%d"))
     _style(records, "records per day", None)
     _style(agree, "shadow agreement with the teacher", (0.0, 1.0))
     _plot_gates(gates, [r for s in statuses for r in s.releases])

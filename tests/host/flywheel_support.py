@@ -84,6 +84,7 @@ def thermostat_turns(n: int = 40) -> list[Interaction]:
     for i in range(n):
         room = ROOMS[i % len(ROOMS)]
         if i % 4 == 3:
+            room = ROOMS[i // 4 % len(ROOMS)]
             request, call = (
                 f"what does the {room} sensor read",
                 ToolCall(name="read_sensor", arguments={"name": room}),
