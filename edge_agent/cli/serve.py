@@ -51,14 +51,17 @@ def serve(
     toolsets: str,
     **flags: Any,
 ) -> None:
-    """Serve /v1/chat/completions and /v1/models (OpenAI-compatible, streaming)."""
+    """Serve /v1/chat/completions, /v1/responses and /v1/models (OpenAI-compatible,
+    streaming). Clients' own tools (``tools=``) are skills of this device: named with
+    ``metadata={"edge_agent_skill": NAME}`` or an ``X-Edge-Agent-Skill`` header, routed and
+    logged like local turns."""
     from edge_agent.runtime import open_runtime
     from edge_agent.server.app import serve as run_server
 
     settings = settings_from(**flags, server_token=False if no_token else None)
     key, token = _key(settings, api_key, api_key_file)  # before the model loads: fail fast
     with open_runtime(settings) as rt:
-        app = _app(rt, key, toolsets)
+        app = build_app(rt, api_key=key, toolsets=toolsets)
         worker = _sync_worker(rt)
         click.echo(f"serving {rt.model_name} on http://{host}:{port}/v1", err=True)
         if token:
@@ -87,16 +90,20 @@ def _key(settings: Any, api_key: str | None, key_file: Path | None) -> tuple[str
     return install_token(settings.server_token_path), True
 
 
-def _app(rt: Any, key: str | None, toolsets: str) -> Any:
+def build_app(rt: Any, *, api_key: str | None = None, toolsets: str = "") -> Any:
+    """The app `serve` runs over an open runtime: its local toolsets as models, clients'
+    own tools as skills of this runtime (its log, its router), one guard."""
     from edge_agent.server.app import create_app
+    from edge_agent.server.client_tools import ClientAgents
 
     s = rt.settings
     agents = {name: _factory(rt, name) for name in toolsets.split(",") if name}
+    clients = ClientAgents(lambda tools, skill: rt.agent(tools, skill=skill), settings=s)
     # the locked view: the sync loop may hot-swap an adapter while requests are served
     return create_app(
-        rt.shared_backend(), toolsets=agents, model_name=rt.model_name, api_key=key,
+        rt.shared_backend(), toolsets=agents, model_name=rt.model_name, api_key=api_key,
         allowed_hosts=s.server_allowed_hosts, allowed_origins=s.server_allowed_origins,
-        max_body_bytes=s.server_max_body_bytes,
+        max_body_bytes=s.server_max_body_bytes, client_agents=clients,
     )  # fmt: skip
 
 

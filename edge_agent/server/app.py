@@ -1,33 +1,32 @@
 """`edge-agent serve`: an OpenAI-compatible HTTP server over one model and the local toolsets.
 
     POST /v1/chat/completions ─► which model?
-        the base model         plain chat, or the client's `tools` → constrained `tool_calls`
+        the base model         plain chat; with the client's `tools`, an agent turn over
+                               them (`client_tools`): the call comes back as `tool_calls`
+                               for the client to run, through the router and into the log
         edge-agent/<toolset>   the local agent loop runs the calls; the answer comes back with
                                the executed calls in the `edge_agent` extension; a call that
                                needs confirmation returns an id: a follow-up request with
                                it runs exactly that call, and any other asks again
+    POST /v1/responses         the Responses API over the same paths (`responses_api`)
     GET  /v1/models            the base model and one model per local toolset
 
-Every request runs in one model thread, first come first served: a device holds one model
-context. A client that goes away sets its request's cancel event, so queued work is skipped
-and generation stops at the next token. Bound to 127.0.0.1 by default; `serve` refuses any
-other address without an API key. Every request first passes the guard (`guard`): a Host
-this server answers to, no foreign browser Origin, the API key, a bounded body.
+Every request runs in one model thread, first come first served (`state`). Bound to
+127.0.0.1 by default; `serve` refuses any other address without an API key. Every request
+first passes the guard (`guard`): a Host this server answers to, no foreign browser Origin,
+the API key, a bounded body.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -36,21 +35,35 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from edge_agent.agent import Agent, RouteOverride
+from edge_agent.agent import RouteOverride
 from edge_agent.backends.base import Backend
 from edge_agent.errors import ConfigError, ContextLengthError, EdgeAgentError, ToolError
 from edge_agent.server.chat import (
     Chat,
     Reply,
-    check_agent_fits,
     complete_chat,
     last_user_text,
     prepare_chat,
     run_turn,
-    stream_chat,
+)
+from edge_agent.server.client_tools import (
+    SKILL_HEADER,
+    ClientAgents,
+    client_reply,
+    client_request,
+    plain_agents,
+    run_client_turn,
 )
 from edge_agent.server.guard import DEFAULT_MAX_BODY_BYTES, Guard, Rules
-from edge_agent.server.responses import ChunkWriter, completion, reply_events, sse
+from edge_agent.server.responses import (
+    ChunkWriter,
+    completion,
+    iterate,
+    reply_events,
+    sse,
+    token_events,
+)
+from edge_agent.server.responses_api import ResponseEvents, as_chat, response_of
 from edge_agent.server.schemas import (
     APIError,
     ChatCompletion,
@@ -58,141 +71,22 @@ from edge_agent.server.schemas import (
     ErrorBody,
     ModelCard,
     ModelList,
+    ResponseObject,
+    ResponsesRequest,
 )
-from edge_agent.types import AgentResult, ToolCall, ToolOutcome
+from edge_agent.server.state import (
+    AgentSource,
+    ClientGoneError,
+    ServerOptions,
+    State,
+    require_model,
+    require_unicode,
+    state_of,
+)
+from edge_agent.server.streaming import open_stream
+from edge_agent.types import ToolCall
 
 __all__ = ["AgentSource", "create_app", "serve", "serve_in_thread"]
-
-AgentSource = Agent | Callable[[], Agent]  # a factory is called once, on first use
-TOOLSET_PREFIX = "edge-agent/"
-_POLL_S = 0.1  # how often a waiting request checks that its client is still there
-_MAX_PENDING = 256
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    model_name: str
-    default_max_tokens: int = 512
-    confirmation_ttl_s: float = 300.0
-
-
-class ClientGoneError(Exception):
-    """The client closed the connection before its answer was ready."""
-
-
-# --- shared state ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Pending:
-    """A call held for confirmation: the turn it belongs to and the call itself (tool, exact
-    arguments, effect). Confirming runs that call and nothing else on the strength of it."""
-
-    model: str
-    text: str
-    area: str | None
-    held: ToolOutcome
-    expires: float
-
-
-class _Confirmations:
-    """Calls held for the user's confirmation, by id. Touched only on the event loop."""
-
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._items: dict[str, _Pending] = {}
-
-    def hold(self, model: str, text: str, area: str | None, turn: AgentResult) -> None:
-        self._purge()
-        while len(self._items) >= _MAX_PENDING:
-            self._items.pop(next(iter(self._items)))  # oldest first: dicts keep order
-        expires = time.monotonic() + self.ttl_s
-        held = turn.tool_calls[-1]  # the turn stopped at it
-        self._items[held.call.id] = _Pending(model, text, area, held, expires)
-
-    def take(self, confirmation_id: str, model: str) -> _Pending:
-        self._purge()
-        pending = self._items.get(confirmation_id)
-        if pending is None or pending.model != model:
-            raise APIError(
-                400,
-                f"no pending confirmation {confirmation_id!r} for {model} (unknown, already "
-                f"used, or older than {self.ttl_s:g} s); send the request again",
-                param="edge_agent.confirm",
-                code="confirmation_not_found",
-            )
-        return self._items.pop(confirmation_id)
-
-    def _purge(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, p in self._items.items() if p.expires < now]:
-            del self._items[key]
-
-
-class _State:
-    """What the routes share: the backend, the local agents, the model thread, the options."""
-
-    def __init__(
-        self,
-        backend: Backend,
-        agents: Mapping[str, AgentSource],
-        options: ServerOptions,
-        rules: Rules,
-    ) -> None:
-        self.backend = backend
-        self.options = options
-        self.rules = rules
-        self.created = int(time.time())
-        self.confirmations = _Confirmations(options.confirmation_ttl_s)
-        self._sources = {f"{TOOLSET_PREFIX}{name}": src for name, src in agents.items()}
-        self._agents: dict[str, Agent] = {}
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="edge-agent-model")
-
-    def model_ids(self) -> list[str]:
-        return [self.options.model_name, *self._sources]
-
-    def is_local(self, model: str) -> bool:
-        return model in self._sources
-
-    def agent(self, model: str) -> Agent:
-        """The local agent for a model id, built on first use (in the model thread)."""
-        if model not in self._agents:
-            source = self._sources[model]
-            agent = source if isinstance(source, Agent) else source()
-            check_agent_fits(self.backend, agent)
-            self._agents[model] = agent
-        return self._agents[model]
-
-    async def run(
-        self, request: Request, fn: Callable[..., T], *args: Any, cancel: threading.Event
-    ) -> T:
-        """``fn(*args, cancel=cancel)`` in the model thread, behind whatever is queued."""
-        future = self._model_thread.submit(fn, *args, cancel=cancel)
-        return await until_gone(request, asyncio.wrap_future(future), cancel)
-
-    def start(self, fn: Callable[..., None], *args: Any) -> None:
-        self._model_thread.submit(fn, *args)
-
-    def close(self) -> None:
-        self._model_thread.shutdown(wait=False, cancel_futures=True)
-
-
-async def until_gone(request: Request, work: Awaitable[T], cancel: threading.Event) -> T:
-    """The result of `work`, unless the client disconnects first: then cancel and raise."""
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=_POLL_S)
-        if done:
-            return task.result()
-        if await request.is_disconnected():
-            cancel.set()
-            task.cancel()
-            raise ClientGoneError("the client closed the connection")
-
-
-def _state(request: Request) -> _State:
-    return cast(_State, request.app.state.edge)
 
 
 # --- app ---------------------------------------------------------------------------------------
@@ -209,10 +103,13 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     allowed_origins: Iterable[str] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    client_agents: ClientAgents | None = None,
 ) -> FastAPI:
     """The server app. ``toolsets`` maps a toolset name to its Agent (or a factory building
     it on first use), served as model ``edge-agent/<name>``; the agents should share
-    ``backend``. ``model_name`` is the base model's id (default: the backend's name).
+    ``backend``. ``client_agents`` makes the agents of clients' own tools (default: on
+    ``backend``, without log or router). ``model_name`` is the base model's id (default:
+    the backend's name).
     ``api_key`` (None: none asked), ``allowed_hosts`` (besides localhost, 127.0.0.1, [::1]),
     ``allowed_origins`` (browser pages, with CORS; none by default) and ``max_body_bytes``
     are what the guard enforces."""
@@ -222,7 +119,9 @@ def create_app(
         confirmation_ttl_s=confirmation_ttl_s,
     )
     hosts, origins = frozenset(allowed_hosts), frozenset(allowed_origins)
-    state = _State(backend, toolsets or {}, options, Rules(api_key, hosts, origins, max_body_bytes))
+    rules = Rules(api_key, hosts, origins, max_body_bytes)
+    clients = client_agents or plain_agents(backend)
+    state = State(backend, toolsets or {}, options, rules, clients)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -243,7 +142,7 @@ def _add_middleware(app: FastAPI, rules: Rules) -> None:
             CORSMiddleware,
             allow_origins=sorted(rules.origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "x-edge-agent-confirm"],
+            allow_headers=["authorization", "content-type", "x-edge-agent-confirm", SKILL_HEADER],
         )
     app.add_middleware(Guard, rules=rules)  # added last: the outermost
 
@@ -261,11 +160,27 @@ _EVENT = {  # one server-sent event (OpenAPI 3.1: a text/event-stream schema is 
         "data": {"type": "string", "description": "a chat.completion.chunk, an error, [DONE]"}
     },
 }
+_RESPONSE_EVENT = {  # event: response.created, …; data: that event as JSON
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "description": "a response stream event, or an error"},
+    },
+}
 _CHAT: dict[int | str, dict[str, Any]] = {
     200: {
         "model": ChatCompletion,
         "description": "the completion; with stream=true, server-sent events",
         "content": {"text/event-stream": {"schema": _EVENT}},
+    },
+    **_ERRORS,
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ResponseObject,
+        "description": "the response; with stream=true, server-sent events",
+        "content": {"text/event-stream": {"schema": _RESPONSE_EVENT}},
     },
     **_ERRORS,
 }
@@ -275,86 +190,83 @@ def _add_routes(app: FastAPI) -> None:
     app.get("/v1/models", responses=_ERRORS)(list_models)
     app.get("/v1/models/{model_id:path}", responses=_ERRORS)(get_model)
     app.post("/v1/chat/completions", response_model=None, responses=_CHAT)(chat_completions)
+    app.post("/v1/responses", response_model=None, responses=_RESPONSES)(responses)
 
 
 async def list_models(request: Request) -> ModelList:
-    state = _state(request)
+    state = state_of(request)
     return ModelList(data=[ModelCard(id=m, created=state.created) for m in state.model_ids()])
 
 
 async def get_model(model_id: str, request: Request) -> ModelCard:
-    state = _state(request)
-    _require_model(state, model_id)
+    state = state_of(request)
+    require_model(state, model_id)
     return ModelCard(id=model_id, created=state.created)
 
 
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    state = _state(request)
-    _require_unicode(await request.json())  # parsed already: Starlette keeps it
-    _require_model(state, body.model)
+    state = state_of(request)
+    require_unicode(await request.json())  # parsed already: Starlette keeps it
+    require_model(state, body.model)
     if state.is_local(body.model):
         reply = await _local_turn(state, body, request)
         return _respond(body, reply)
+    if body.tools and body.tool_choice != "none":
+        return _respond(body, await _client_turn(state, body, request))
     chat = prepare_chat(body, default_max_tokens=state.options.default_max_tokens)
-    if body.stream and chat.toolset is None:
-        return await _stream_tokens(state, body, chat, request)
-    reply = await state.run(request, complete_chat, state.backend, chat, cancel=threading.Event())
-    return _respond(body, reply)
+    if body.stream:
+        stream = await open_stream(state, chat, request)
+        writer = ChunkWriter(body.model)
+        return sse(token_events(writer, stream, include_usage=body.include_usage))
+    return _respond(body, await _complete(state, chat, request))
 
 
-def _require_unicode(data: Any) -> None:
-    """Python's JSON parser takes an escaped lone surrogate ("\\udc80"), which is no Unicode
-    text: a tokenizer, the log and even an error message quoting it fail to encode it. Walked
-    without recursion: the body may nest as deep as the parser allowed."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str) and not _is_unicode(item):
-            message = "the request body is not valid JSON: a string has a lone surrogate escape"
-            raise APIError(400, message)
+async def responses(body: ResponsesRequest, request: Request) -> Response:
+    state = state_of(request)
+    require_unicode(await request.json())
+    require_model(state, body.model)
+    if state.is_local(body.model):
+        message = f"{body.model} speaks Chat Completions; send it to /v1/chat/completions"
+        raise APIError(400, message, param="model")
+    chat = as_chat(body)
+    if chat.tools and chat.tool_choice != "none":
+        reply = await _client_turn(state, chat, request)
+    else:
+        plain = prepare_chat(chat, default_max_tokens=state.options.default_max_tokens)
+        if body.stream:
+            return sse(ResponseEvents(body).tokens(await open_stream(state, plain, request)))
+        reply = await _complete(state, plain, request)
+    if body.stream:
+        return sse(iterate(ResponseEvents(body).reply(reply)))
+    payload = response_of(body, reply).model_dump_json()
+    return Response(payload, media_type="application/json")
 
 
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+async def _complete(state: State, chat: Chat, request: Request) -> Reply:
+    return await state.run(request, complete_chat, state.backend, chat, cancel=threading.Event())
 
 
-def _require_model(state: _State, model: str) -> None:
-    if model not in state.model_ids():
-        known = ", ".join(state.model_ids())
-        raise APIError(
-            404,
-            f"the model {model!r} does not exist; this server has: {known}",
-            param="model",
-            code="model_not_found",
-        )
+async def _client_turn(state: State, body: ChatCompletionRequest, request: Request) -> Reply:
+    """The client's tools: a turn of its skill's agent, decided before anything streams."""
+    client = client_request(body, request.headers.get(SKILL_HEADER))
+    turn = await state.run(
+        request, run_client_turn, state.client_agents, client, cancel=threading.Event()
+    )
+    return client_reply(turn)
 
 
 def _respond(body: ChatCompletionRequest, reply: Reply) -> Response:
     if body.stream:
         events = reply_events(ChunkWriter(body.model), reply, include_usage=body.include_usage)
-        return sse(_iterate(events))
+        return sse(iterate(events))
     payload = completion(body.model, reply).model_dump_json(exclude_none=False)
     return Response(payload, media_type="application/json")
-
-
-async def _iterate(events: list[str]) -> AsyncIterator[str]:
-    for event in events:
-        yield event
 
 
 # --- local toolsets ----------------------------------------------------------------------------
 
 
-async def _local_turn(state: _State, body: ChatCompletionRequest, request: Request) -> Reply:
+async def _local_turn(state: State, body: ChatCompletionRequest, request: Request) -> Reply:
     if body.tools:
         raise APIError(
             400,
@@ -381,7 +293,7 @@ async def _local_turn(state: _State, body: ChatCompletionRequest, request: Reque
 
 
 def _turn(
-    state: _State,
+    state: State,
     model: str,
     text: str,
     area: str | None,
@@ -395,60 +307,6 @@ def _turn(
         message = f"{model} has no remote model to route to; send route 'auto' or 'local'"
         raise APIError(400, message, param="edge_agent.route")
     return run_turn(agent, text, area=area, approved=approved, cancel=cancel, route=route)
-
-
-# --- token streaming ---------------------------------------------------------------------------
-
-_END = object()
-
-
-async def _stream_tokens(
-    state: _State, body: ChatCompletionRequest, chat: Chat, request: Request
-) -> Response:
-    """Real token streaming. The first chunk is awaited before the response starts, so a
-    request that fails early (too long, backend error) still gets its HTTP error status."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    cancel = threading.Event()
-
-    def produce() -> None:
-        try:
-            for chunk in stream_chat(state.backend, chat, cancel):
-                loop.call_soon_threadsafe(queue.put_nowait, chunk)
-        except Exception as exc:  # handed to the event loop, which reports it
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-    state.start(produce)
-    first = await until_gone(request, queue.get(), cancel)
-    if isinstance(first, Exception):
-        raise first
-    writer = ChunkWriter(body.model)
-    return sse(_token_events(writer, first, queue, cancel, include_usage=body.include_usage))
-
-
-async def _token_events(
-    writer: ChunkWriter,
-    first: Any,
-    queue: asyncio.Queue[Any],
-    cancel: threading.Event,
-    *,
-    include_usage: bool,
-) -> AsyncIterator[str]:
-    try:
-        yield writer.role()
-        item = first
-        while item is not _END:
-            if isinstance(item, Exception):
-                yield writer.error(item)
-                break
-            for event in writer.token(item, include_usage=include_usage):
-                yield event
-            item = await queue.get()
-        yield writer.done()
-    finally:
-        cancel.set()  # the client went away, or we are done: either way, stop generating
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -557,7 +415,7 @@ def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
 def _server(
     app: FastAPI, host: str, port: int, api_key: str | None, log_level: str
 ) -> uvicorn.Server:
-    state = cast(_State, app.state.edge)
+    state = cast(State, app.state.edge)
     if api_key:
         state.rules.api_key = api_key
     if not _is_loopback(host) and not state.rules.api_key:

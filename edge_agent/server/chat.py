@@ -1,17 +1,15 @@
-"""The three ways the server answers a chat: plain generation, the client's tools, a local toolset.
+"""How the server answers a chat without tools of its own: plain generation, or a local toolset.
 
 An OpenAI chat becomes a `GenerationRequest` here: system and developer messages are merged
 into one system prompt, earlier tool calls are written the way the model is asked to write
-them (``{"name": …, "arguments": …}``, see `prompt`) and tool results are fenced as data. The
-client's tools go through the same `Tool.from_schema` → `Toolset` → `prompt.output_schema`
-path as local tools, so the returned ``tool_calls`` are valid by construction.
+them (``{"name": …, "arguments": …}``, see `prompt`) and tool results are fenced as data. A
+chat with the client's own tools is an agent turn (`client_tools`).
 
 Everything that touches the backend runs in the server's model thread, one request at a time.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from collections.abc import Generator, Iterator, Sequence
@@ -24,9 +22,6 @@ from edge_agent.backends import check_schema
 from edge_agent.backends.base import Backend, Chunk, Done, GenerationRequest
 from edge_agent.errors import (
     ContextLengthError,
-    ToolDefinitionError,
-    ToolError,
-    UnknownToolError,
     UnsupportedSchemaError,
 )
 from edge_agent.server.schemas import (
@@ -35,12 +30,9 @@ from edge_agent.server.schemas import (
     ChatMessage,
     FinishReason,
     FunctionCallIn,
-    NamedToolChoice,
     ResponseFormat,
-    ToolSpec,
 )
-from edge_agent.tools import Tool, Toolset
-from edge_agent.types import AgentResult, Effect, Message, ToolCall, Usage
+from edge_agent.types import AgentResult, Message, ToolCall, Usage
 
 _NO_USAGE = Usage(prompt_tokens=0, completion_tokens=0)
 _SYSTEM_ROLES = ("system", "developer")
@@ -59,28 +51,26 @@ class Reply:
 
 @dataclass
 class Chat:
-    """A plain or client-tools request, translated for the backend."""
+    """A plain request (no tools, or ``tool_choice`` none), translated for the backend."""
 
     generation: GenerationRequest
-    toolset: Toolset | None  # the client's tools the output is constrained to, if any
 
 
-# --- plain chat and client tools ---------------------------------------------------------------
+# --- plain chat --------------------------------------------------------------------------------
 
 
 def prepare_chat(req: ChatCompletionRequest, *, default_max_tokens: int) -> Chat:
     """Translate the request; APIError (400) for what the client got wrong."""
-    toolset, schema = _constraint(req)
     generation = GenerationRequest(
-        messages=backend_messages(req.messages, toolset),
+        messages=backend_messages(req.messages),
         max_tokens=req.token_limit(default_max_tokens),
         temperature=0.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         seed=req.seed,
-        stop=[] if toolset else req.stop_list(),  # a stop string would cut the call's JSON
-        json_schema=schema,
+        stop=req.stop_list(),
+        json_schema=response_schema(req.response_format),
     )
-    return Chat(generation, toolset)
+    return Chat(generation)
 
 
 def stream_chat(backend: Backend, chat: Chat, cancel: threading.Event) -> Iterator[Chunk]:
@@ -93,7 +83,7 @@ def stream_chat(backend: Backend, chat: Chat, cancel: threading.Event) -> Iterat
                 return
             yield chunk
     except UnsupportedSchemaError as exc:  # within the limits, yet the engine cannot use it
-        raise APIError(400, str(exc), param=_schema_param(chat)) from None
+        raise APIError(400, str(exc), param="response_format") from None
     finally:
         if isinstance(stream, Generator):
             stream.close()  # now, not at garbage collection: frees the backend for the next one
@@ -108,38 +98,7 @@ def complete_chat(backend: Backend, chat: Chat, cancel: threading.Event) -> Repl
     text = "".join(parts)
     if done is None:  # cancelled: nobody is waiting for this
         return Reply(text)
-    if chat.toolset is None:
-        return Reply(text, finish_reason=done.finish_reason, usage=done.usage)
-    return _tool_reply(text, chat.toolset, done)
-
-
-def _tool_reply(text: str, toolset: Toolset, done: Done) -> Reply:
-    try:
-        parsed = prompt.parse_output(text)
-        if isinstance(parsed, ToolCall):
-            toolset.get(parsed.name).validate(parsed.arguments)
-    except ToolError:
-        # The grammar allows only valid calls, so this is an output cut short by max_tokens.
-        return Reply(text, finish_reason=done.finish_reason, usage=done.usage)
-    if isinstance(parsed, str):
-        return Reply(parsed, finish_reason=done.finish_reason, usage=done.usage)
-    return Reply(None, [parsed], "tool_calls", done.usage)
-
-
-def _constraint(req: ChatCompletionRequest) -> tuple[Toolset | None, dict[str, Any] | None]:
-    """The client's tools and the schema the output is held to (tool_choice decides both)."""
-    choice = req.tool_choice
-    if not req.tools or choice == "none":
-        return None, response_schema(req.response_format)
-    toolset = client_toolset(req.tools)
-    if isinstance(choice, NamedToolChoice):
-        try:
-            toolset = toolset.subset([choice.function.name])
-        except UnknownToolError as exc:
-            raise APIError(400, str(exc), param="tool_choice") from None
-    forced = choice == "required" or isinstance(choice, NamedToolChoice)
-    schema = prompt.output_schema(toolset, allow_answer=not forced)
-    return toolset, _checked(schema, "tools")  # each tool fits; all of them together may not
+    return Reply(text, finish_reason=done.finish_reason, usage=done.usage)
 
 
 def response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
@@ -150,91 +109,42 @@ def response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:
     param = "response_format.json_schema.schema"
     if fmt.json_schema is None or fmt.json_schema.schema_ is None:
         raise APIError(400, "response_format json_schema needs json_schema.schema", param=param)
-    return _checked(fmt.json_schema.schema_, param)
-
-
-def _checked(schema: dict[str, Any], param: str) -> dict[str, Any]:
-    """The schema, if the backends can hold output to it; else a 400 naming the limit."""
     try:
-        check_schema(schema)
+        check_schema(fmt.json_schema.schema_)
     except UnsupportedSchemaError as exc:
         raise APIError(400, str(exc), param=param) from None
-    return schema
-
-
-def _schema_param(chat: Chat) -> str:
-    return "response_format" if chat.toolset is None else "tools"
-
-
-def client_toolset(tools: list[ToolSpec]) -> Toolset:
-    """A toolset of the client's tools; APIError (400) names a schema it cannot constrain."""
-    # Clients resend the same tools with every request; building their models is the cost.
-    key = json.dumps([t.function.model_dump() for t in tools])
-    try:
-        return _cached_toolset(key)
-    except ToolDefinitionError as exc:
-        raise APIError(400, f"cannot use this tool definition: {exc}", param="tools") from None
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_toolset(key: str) -> Toolset:
-    return Toolset("client", [_client_tool(fn) for fn in json.loads(key)])
-
-
-def _client_tool(fn: dict[str, Any]) -> Tool:
-    # The client runs its own tools: the server only constrains and validates the calls.
-    return Tool.from_schema(
-        fn["name"], fn["description"], fn["parameters"], handler=_runs_on_client,
-        effect=Effect.READ_ONLY,
-    )  # fmt: skip
-
-
-def _runs_on_client(**_: Any) -> None:
-    raise ToolDefinitionError("a client tool runs on the client, never on the server")
+    return fmt.json_schema.schema_
 
 
 # --- messages ----------------------------------------------------------------------------------
 
 
-def backend_messages(messages: Sequence[ChatMessage], toolset: Toolset | None) -> list[Message]:
+def backend_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     """OpenAI messages as the backend takes them; system and developer messages go first."""
     system = [m.text() for m in messages if m.role in _SYSTEM_ROLES]
-    if toolset is not None:
-        system.append(prompt.system_prompt(toolset))
     head = [Message(role="system", content="\n\n".join(system))] if system else []
     rest = [(i, m) for i, m in enumerate(messages) if m.role not in _SYSTEM_ROLES]
-    return head + [_message(i, m, toolset) for i, m in rest]
+    return head + [_message(i, m) for i, m in rest]
 
 
-def _message(index: int, m: ChatMessage, toolset: Toolset | None) -> Message:
+def _message(index: int, m: ChatMessage) -> Message:
     if m.role == "tool":
         content = prompt.tool_result_content(_json_or_text(m.text()))
         return Message(role="tool", content=content, tool_call_id=m.tool_call_id)
     if m.role == "assistant" and m.tool_calls:
-        calls = [_call_text(index, c.function, toolset) for c in m.tool_calls]
+        calls = [_call_text(index, c.function) for c in m.tool_calls]
         return Message(role="assistant", content="\n".join(calls))
-    if m.role == "assistant" and toolset is not None:
-        return Message(role="assistant", content=prompt.answer_json(m.text()))
     return Message(role="user" if m.role == "user" else "assistant", content=m.text(), name=m.name)
 
 
-def _call_text(index: int, fn: FunctionCallIn, toolset: Toolset | None) -> str:
-    """An earlier call written exactly as the grammar makes the model write it."""
-    name = fn.name
+def _call_text(index: int, fn: FunctionCallIn) -> str:
+    """An earlier call, as the agent writes calls."""
     try:
         args = json.loads(fn.arguments)
     except ValueError:
         where = f"messages[{index}].tool_calls"
-        raise APIError(400, f"the arguments of {name} are not JSON", param=where) from None
-    call = ToolCall(name=name, arguments=args if isinstance(args, dict) else {})
-    try:
-        return prompt.call_json(call, toolset) if toolset and name in toolset else _raw(call)
-    except ToolError:
-        return _raw(call)
-
-
-def _raw(call: ToolCall) -> str:
-    return prompt.dumps({"name": call.name, "arguments": call.arguments})
+        raise APIError(400, f"the arguments of {fn.name} are not JSON", param=where) from None
+    return prompt.dumps({"name": fn.name, "arguments": args if isinstance(args, dict) else {}})
 
 
 def _json_or_text(text: str) -> Any:

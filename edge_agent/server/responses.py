@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from fastapi.responses import StreamingResponse
 
@@ -29,6 +29,7 @@ from edge_agent.server.schemas import (
     TurnInfo,
     UsageOut,
 )
+from edge_agent.server.streaming import TokenStream
 from edge_agent.types import AgentResult, ToolCall, Usage
 
 
@@ -140,6 +141,29 @@ def reply_events(writer: ChunkWriter, reply: Reply, *, include_usage: bool) -> l
     if include_usage:
         events.append(writer.usage(reply.usage))
     return [*events, writer.done()]
+
+
+async def token_events(
+    writer: ChunkWriter, stream: TokenStream, *, include_usage: bool
+) -> AsyncIterator[str]:
+    """A streamed generation as chunk events, ending with [DONE]; an error mid-stream is
+    reported as an event (the status line went out with the first chunk)."""
+    try:
+        yield writer.role()
+        async for item in stream.chunks():
+            if isinstance(item, Exception):
+                yield writer.error(item)
+                break
+            for event in writer.token(item, include_usage=include_usage):
+                yield event
+        yield writer.done()
+    finally:
+        stream.cancel.set()  # the client went away, or we are done: either way, stop generating
+
+
+async def iterate(events: Iterable[str]) -> AsyncIterator[str]:
+    for event in events:
+        yield event
 
 
 def _data(payload: str) -> str:

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+)
 
 from edge_agent.types import AgentResult, Outcome, ToolOutcome
 
@@ -116,8 +124,14 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+# OpenAI's request metadata: string pairs; ``edge_agent_skill`` names the skill of the tools.
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+Metadata = dict[MetadataKey, Annotated[str, StringConstraints(max_length=512)]]
+
+
 class EdgeAgentOptions(_Lenient):
-    """The ``edge_agent`` extension of a request (local toolset models only)."""
+    """The ``edge_agent`` extension of a request: ``route`` for a local toolset model or the
+    client's tools, ``confirm`` and ``area`` for a local toolset model."""
 
     confirm: str | None = Field(None, description="a confirmation id to approve and re-run")
     area: str | None = Field(None, description="the speaker's area, e.g. 'Kitchen'")
@@ -142,6 +156,7 @@ class ChatCompletionRequest(_Lenient):
     response_format: ResponseFormat | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request: one model context")
     user: str | None = None
+    metadata: Metadata | None = Field(None, max_length=16)
     edge_agent: EdgeAgentOptions | None = None
 
     def token_limit(self, default: int) -> int:
@@ -268,3 +283,179 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# --- the Responses API (/v1/responses) ---------------------------------------------------------
+
+
+class InputText(_Lenient):
+    type: Literal["input_text", "output_text", "text"]
+    text: str
+
+
+def _joined(content: str | list[InputText]) -> str:
+    return content if isinstance(content, str) else "".join(part.text for part in content)
+
+
+class MessageItem(_Lenient):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[InputText]
+
+    def text(self) -> str:
+        return _joined(self.content)
+
+
+class FunctionCallItem(_Lenient):
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str = "{}"  # JSON text
+
+
+class FunctionCallOutputItem(_Lenient):
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str | list[InputText]
+
+    def text(self) -> str:
+        return _joined(self.output)
+
+
+def _item_type(value: Any) -> str | None:
+    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in ("message", "function_call", "function_call_output") else None
+
+
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("message")]
+    | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
+    Discriminator(
+        _item_type,
+        custom_error_type="input_item",
+        custom_error_message="an item is a message, a function_call or a function_call_output",
+    ),
+]
+
+
+def _as_items(value: Any) -> Any:
+    """Text input is one user message."""
+    return [{"role": "user", "content": value}] if isinstance(value, str) else value
+
+
+class FunctionTool(_Lenient):
+    """A function tool in the Responses API's flat shape."""
+
+    type: Literal["function"]
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class NamedFunction(_Lenient):
+    type: Literal["function"]
+    name: str
+
+
+class TextFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str = "response"
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+
+
+class TextOptions(_Lenient):
+    format: TextFormat | None = None
+
+
+class ResponsesRequest(_Lenient):
+    model: str
+    input: Annotated[
+        list[InputItem], BeforeValidator(_as_items, json_schema_input_type=str | list[InputItem])
+    ]
+    instructions: str | None = None
+    tools: list[FunctionTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    text: TextOptions | None = None
+    metadata: Metadata | None = Field(None, max_length=16)
+    previous_response_id: str | None = Field(
+        None, description="not kept here: send the whole conversation as input"
+    )
+    stream: bool = False
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
+    edge_agent: EdgeAgentOptions | None = None
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class OutputMessage(BaseModel):
+    type: Literal["message"] = "message"
+    id: str
+    status: ItemStatus = "completed"
+    role: Literal["assistant"] = "assistant"
+    content: list[OutputText]
+
+
+class OutputFunctionCall(BaseModel):
+    type: Literal["function_call"] = "function_call"
+    id: str
+    call_id: str
+    name: str
+    arguments: str  # JSON text
+    status: ItemStatus = "completed"
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int
+
+
+class IncompleteDetails(BaseModel):
+    reason: Literal["max_output_tokens"] = "max_output_tokens"
+
+
+class ResponseObject(BaseModel):
+    """A response of the Responses API; ``edge_agent`` is the turn, as in chat completions."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete"]
+    model: str
+    output: list[OutputMessage | OutputFunctionCall]
+    usage: ResponseUsage | None = None
+    instructions: str | None = None
+    tools: list[FunctionTool] = Field(default_factory=list)
+    tool_choice: Literal["none", "auto", "required"] | NamedFunction = "auto"
+    parallel_tool_calls: bool = False  # one call per turn
+    metadata: dict[str, str] = Field(default_factory=dict)
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    previous_response_id: None = None
+    incomplete_details: IncompleteDetails | None = None
+    error: None = None
+    edge_agent: TurnInfo | None = None

@@ -6,6 +6,7 @@ document promises: the schema for a 2xx, OpenAI's error body for a 4xx."""
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterator
 from functools import partial
@@ -27,7 +28,7 @@ from edge_agent.agent import Agent
 from edge_agent.backends.base import Chunk, GenerationRequest
 from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.server.app import create_app
-from edge_agent.server.schemas import ChatCompletionChunk, ErrorBody
+from edge_agent.server.schemas import ChatCompletionChunk, ErrorBody, ResponseObject
 from edge_agent.skills.home.toolset import home_toolset
 from tests.fuzz_support import fuzz_settings, half, header_values, tallied
 
@@ -99,7 +100,8 @@ def steer(case: Case) -> Case:
 
 def _chat(body: dict[str, Any], crc: int) -> None:
     body["stream"] = body.get("stream") or crc % 3 == 0
-    if body["model"] == "edge-agent/home" and crc // 3 % 2 and isinstance(body["messages"], list):
+    chat = isinstance(body.get("messages"), list)  # a chat; else a Responses API request
+    if body["model"] == "edge-agent/home" and crc // 3 % 2 and chat:
         body["messages"].append({"role": "user", "content": "turn on the kitchen light"})
 
 
@@ -120,10 +122,28 @@ def stream_events_are_chunks(_: CheckContext, response: Response, case: Case) ->
     if not any("text/event-stream" in v for v in response.headers.get("content-type", [])):
         return None
     events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    if case.path == "/v1/responses":
+        return response_events_are_in_order(events)
     assert events and events[-1] == "[DONE]", f"the stream does not end with [DONE]: {events}"
     for data in events[:-1]:
         body = ErrorBody if data.startswith('{"error"') else ChatCompletionChunk
         body.model_validate_json(data)
+    return True
+
+
+TERMINAL = ("response.completed", "response.incomplete", "error")
+
+
+def response_events_are_in_order(events: list[str]) -> bool:
+    """A Responses stream: numbered events, from response.created to one terminal event
+    that carries the finished response (or an error)."""
+    payloads = [json.loads(data) for data in events]
+    kinds = [p["type"] for p in payloads]
+    assert kinds[:2] == ["response.created", "response.in_progress"], kinds
+    assert kinds[-1] in TERMINAL and not set(kinds[:-1]) & set(TERMINAL), kinds
+    assert [p["sequence_number"] for p in payloads] == list(range(len(payloads)))
+    if kinds[-1] != "error":
+        ResponseObject.model_validate(payloads[-1]["response"])
     return True
 
 
