@@ -46,7 +46,7 @@ class Reply:
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: FinishReason = "stop"
     usage: Usage = _NO_USAGE
-    turn: AgentResult | None = None  # set for local toolset models
+    turn: AgentResult | None = None  # set for agent turns (local toolsets, client tools)
 
 
 @dataclass

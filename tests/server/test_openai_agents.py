@@ -28,9 +28,10 @@ from openai import AsyncOpenAI
 from edge_agent.agent import Agent as DeviceAgent
 from edge_agent.agent import AgentConfig
 from edge_agent.backends.fake import ScriptedBackend
-from edge_agent.runtime import Runtime
+from edge_agent.runtime import Runtime, open_runtime
 from edge_agent.server.app import create_app, serve_in_thread
 from edge_agent.server.client_tools import ClientAgents
+from edge_agent.settings import load_settings
 from tests.server.client_support import ANSWER, SKILL, records, serving
 from tests.teacher_support import StandInTeacher
 
@@ -119,3 +120,19 @@ def test_the_loop_ends_on_the_devices_model_too(
     assert calls == ["get_weather(Paris)"]
     assert result.final_output == "sunny, 21 C in Paris"
     assert len(backend.requests) == len(script)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("api", list(MODELS))
+def test_on_the_default_model_without_adapter_or_teacher_the_loop_ends(api: str) -> None:
+    """The real default model (SmolLM2-135M), untrained for these tools and with no remote
+    model: it may pick the wrong tool, but its loop ends after one call (before issue 14 it
+    called set_alarm(12, 15) until the framework's turn limit)."""
+    calls: list[str] = []
+    set_tracing_disabled(True)
+    with open_runtime(load_settings(log_key_source="file", threads=2)) as rt, serving(rt) as url:
+        result = asyncio.run(run_agent(url, rt.model_name, api, calls))
+        logged = records(rt)
+    assert len(calls) == 1 and isinstance(result.final_output, str) and result.final_output
+    assert [r.result.prior_calls for r in logged] == [0, 1]
+    assert {r.result.skill for r in logged} == {SKILL}
