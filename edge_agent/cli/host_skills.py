@@ -75,6 +75,8 @@ def report(png: Path | None, runs: Path | None, as_json: bool) -> None:
         echo_json({"skills": [s.to_dict() for s in statuses],
                    "png": str(png) if png else None})  # fmt: skip
         return
+    if not statuses:
+        click.echo("no skills: no device has synced a turn here yet")
     for status in statuses:
         _print_status(status.to_dict())
     if png is not None:
@@ -114,6 +116,9 @@ def train_skills(names: list[str] | None, *, min_train: int, **options: Any) -> 
         store.close()
     if names is not None and plans[0].skipped:
         raise click.ClickException(f"skill {plans[0].name} cannot be trained: {plans[0].skipped}")
+    if not plans:  # --all on an empty store: nothing to do is no error
+        click.echo("nothing to train: no device has synced a turn here yet", err=True)
+        return echo_json({"skills": {}}) if options["as_json"] else None
     model_path = _cli()._model_path(options["model"])
     results = {}
     for plan in plans:

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from edge_agent.adapters.release import AdapterRelease
 from edge_agent.cli import cli
-from edge_agent.host.flywheel import plan_skill
+from edge_agent.host.flywheel import incumbent_for, plan_skill
 from edge_agent.host.pipeline import evaluate_records, export_adapter
 from edge_agent.host.publish import AdapterRepository
+from edge_agent.models.gguf import BaseModelIdentity
 from tests.host.flywheel_support import (
     home_turns,
     host_store,
@@ -157,3 +159,19 @@ def test_a_foreign_record_never_changes_the_home_gate(
              evaluate_records(mixed.task, model, adapter, mixed.curated.eval, 8192)]  # fmt: skip
     assert gates[0].report == gates[1].report
     assert {r.tool for r in gates[1].report.rows} == {"HassTurnOn"}
+
+
+def test_the_incumbent_is_the_skills_own_latest_release(
+    tmp_path: Path, tiny_lora: TinyLora, identity: BaseModelIdentity
+) -> None:
+    base = tiny_lora.base.gguf_path
+    adapter = export_adapter(tiny_lora.directory, base, tmp_path / "a.gguf")
+    repo = AdapterRepository.init(tmp_path / "tuf")
+    for skill, version in (("thermostat", 1), ("thermostat", 2), ("home", 3)):
+        repo.publish(adapter, AdapterRelease(name=f"{skill}-v{version}", skill=skill,
+                     version=version, base_identity=identity.as_dict()))  # fmt: skip
+    path, name = incumbent_for(repo, "thermostat", base)
+    assert name == "thermostat-v2" and path is not None
+    assert path.read_bytes() == adapter.read_bytes() and path.is_relative_to(repo.targets_dir)
+    assert incumbent_for(repo, "radiator", base) == (None, None)  # nothing published: bare base
+    assert incumbent_for(None, "thermostat", base) == (None, None)  # no repository yet
