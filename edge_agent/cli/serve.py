@@ -39,7 +39,10 @@ _PS_WARNING = (
     help="without an API key, do not require this install's token (loopback only)",
 )
 @click.option(
-    "--toolsets", default="home,system", show_default=True, help="served as edge-agent/<name>"
+    "--toolsets",
+    default=None,
+    help="skills served as edge-agent/<name>, comma-separated [default: the skills this "
+    "device runs that have tools of their own: `tools` and the [skills.*] tables]",
 )
 def serve(
     *,
@@ -48,7 +51,7 @@ def serve(
     api_key_file: Path | None,
     api_key: str | None,
     no_token: bool,
-    toolsets: str,
+    toolsets: str | None,
     **flags: Any,
 ) -> None:
     """Serve /v1/chat/completions, /v1/responses and /v1/models (OpenAI-compatible,
@@ -60,6 +63,7 @@ def serve(
 
     settings = settings_from(**flags, server_token=False if no_token else None)
     key, token = _key(settings, api_key, api_key_file)  # before the model loads: fail fast
+    toolsets = served_skills(settings) if toolsets is None else toolsets
     with open_runtime(settings) as rt:
         app = build_app(rt, api_key=key, toolsets=toolsets)
         worker = _sync_worker(rt)
@@ -107,18 +111,46 @@ def build_app(rt: Any, *, api_key: str | None = None, toolsets: str = "") -> Any
     )  # fmt: skip
 
 
+def served_skills(settings: Any) -> str:
+    """The device's skills that run their own tools (a client's skill has none to serve)."""
+    from edge_agent.errors import EdgeAgentError
+    from edge_agent.skills.registry import device_skills, get_skill
+
+    names = []
+    for name in device_skills(settings):
+        try:
+            if get_skill(name, settings).toolset is not None:
+                names.append(name)
+        except EdgeAgentError as exc:  # served without it; the reason in one line
+            click.echo(f"not serving skill {name!r}: {exc}", err=True)
+    return ",".join(names)
+
+
 def _sync_worker(rt: Any) -> Any:
-    """The background sync loop, started; it pulls, canaries and swaps new adapters after
-    each push. None without a log."""
+    """The background sync loop, started. After each push it asks the teacher for late
+    labels and pulls, canaries and swaps new adapters. None without a log."""
     from edge_agent.adapters.canary import adapter_tasks
     from edge_agent.cli.sync import device_scrubber
     from edge_agent.sync import worker_for
 
-    log, tasks, scrubber = rt.log(), adapter_tasks(rt), device_scrubber(rt.settings)
+    log, scrubber = rt.log(), device_scrubber(rt.settings)
+    tasks = _label_tasks(rt) + adapter_tasks(rt)
     worker = worker_for(rt.settings, log, scrubber, tasks=tasks) if log else None
     if worker:
         worker.start()
     return worker
+
+
+def _label_tasks(rt: Any) -> list[Any]:
+    """Late teacher labels for turns served while the remote was down, each sync round."""
+    from edge_agent.routing.labels import label_queue
+
+    s = rt.settings
+    if s.remote_label_batch == 0:
+        return []
+    queue = label_queue(rt, limit=s.remote_label_batch,
+                        max_age_s=s.remote_label_max_age_days * 86_400)  # fmt: skip
+    return [] if queue is None else [lambda _client: queue.round()]
 
 
 def _factory(rt: Any, name: str) -> Any:

@@ -3,7 +3,8 @@
 Resolution, first match wins: a ``[skills.NAME]`` table with a tool source (``python``,
 ``mcp_command``, ``mcp_url``); a package's entry point in the ``edge_agent.skills`` group;
 a built-in skill; a toolset an application registered (``register_toolset``). A table
-without a tool source only changes settings (``route``, …) of the skill found below it.
+without a tool source only changes settings (``route``, …) of the skill found below it, or,
+when none is, declares a skill whose tools a client sends with each request.
 
 A package makes a skill installable like this (``pyproject.toml``)::
 
@@ -48,6 +49,8 @@ def get_skill(name: str, settings: Settings) -> Skill:
     config = settings.skills.get(name)
     skill = _configured(name, config) if config else None
     skill = skill or _installed(name) or _builtin(name) or _registered(name)
+    if skill is None and config is not None:  # a client's skill: its tools come per request
+        skill = Skill(name, toolset=None, source="config client")
     if skill is None:
         known = ", ".join(available_skills(settings))
         raise ConfigError(f"no skill named {name!r}; available: {known}")

@@ -103,3 +103,10 @@ def test_a_clients_tools_are_one_skill_by_their_schemas() -> None:
     assert client_skill(one).name != client_skill(other).name
     assert client_skill(one, "snips").name == "snips"
     assert client_skill(one).toolset is None
+
+
+def test_a_table_naming_no_known_skill_declares_a_clients_skill() -> None:
+    settings = Settings(skills={"snips": SkillConfig(route="teacher-first")})
+    skill = get_skill("snips", settings)
+    assert skill.toolset is None and skill.route == "teacher-first"
+    assert skill.source == "config client"
