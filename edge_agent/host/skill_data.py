@@ -15,6 +15,11 @@ heart. Older turns still count when their call validates against the newest sche
 tool added beside it leaves it intact); a call the newest tools no longer accept is dropped
 as ``stale_toolset``. Every call is first checked against the schemas its own turn logged:
 one that does not validate there is dropped as ``invalid_call``.
+
+Sync and the store keep schemas as canonical JSON (object keys sorted), which loses the order
+of a tool's arguments, and the grammar writes them in that order: see `_device_order` for
+what is restored, and why a skill the host knows lends its own tools when their fingerprint
+is the one logged.
 """
 
 from __future__ import annotations
@@ -183,6 +188,9 @@ class _Toolsets:
     def _build(self, fingerprint: str | None) -> Toolset | None:
         if fingerprint is None:
             return self._hosts_own()
+        own = self.get(None)
+        if own is not None and own.fingerprint == fingerprint:
+            return own  # the very same tools, with their declared order (see _device_order)
         schemas = self.store.toolset_schemas(fingerprint)
         if schemas is None:
             return None
@@ -197,18 +205,22 @@ class _Toolsets:
         if self.skill is None or self.skill.toolset is None:
             return None
         try:
-            return self.skill.build_toolset(self.settings)
+            tools = self.skill.build_toolset(self.settings)
         except EdgeAgentError as exc:
             log.warning("skill %s has no toolset on this host: %s", self.name, exc)
             return None
+        if tools.name == self.name:
+            return tools
+        return Toolset(self.name, tools, tools.description, tools.prompt, tools.context)
 
 
 def _device_order(schema: dict[str, Any]) -> dict[str, Any]:
     """The tool's properties in the order the device's grammar writes them. Sync and the store
     keep schemas as canonical JSON (object keys sorted), which loses the declared order; the
     grammar writes required keys first in declared order (which the ``required`` list keeps),
-    then the optional ones (their declared order is lost: alphabetical here). Training on
-    another order than the device decodes would teach calls the grammar never lets out."""
+    then the optional ones (their declared order is lost: alphabetical here, unless the host
+    knows the skill and builds the same tools itself). Training on another order than the
+    device decodes would teach calls the grammar never lets out."""
     parameters = schema.get("parameters")
     if not isinstance(parameters, dict) or not isinstance(parameters.get("properties"), dict):
         return schema

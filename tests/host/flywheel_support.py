@@ -52,6 +52,23 @@ def thermostat() -> Toolset:
     return Toolset("thermostat", [set_temperature, read_sensor])
 
 
+@tool(effect=Effect.ACTUATING)
+def set_dimmer(name: str, level: int = 100, fade_s: float = 0.0) -> str:
+    """Dims a light.
+
+    Args:
+        name: The light.
+        level: Percent.
+        fade_s: Seconds to fade over.
+    """
+    raise AssertionError("the host never runs a skill's tools")
+
+
+def dimmer(_settings: object = None) -> Toolset:
+    """Optional arguments declared out of alphabetical order (a skill factory for config)."""
+    return Toolset("dimmer", [set_dimmer])
+
+
 def thermostat_turn(
     i: int,
     request: str,

@@ -13,9 +13,11 @@ from edge_agent.host.flywheel import plan_skill, plan_skills
 from edge_agent.host.ingest_store import IngestStore
 from edge_agent.host.skill_data import curate_skill, skill_data, turns_by_skill
 from edge_agent.prompt import call_json
+from edge_agent.settings import Settings, SkillConfig
 from edge_agent.tools import Toolset, tool
 from edge_agent.types import Effect, ToolCall
 from tests.host.flywheel_support import (
+    dimmer,
     home_turns,
     ingest,
     thermostat,
@@ -146,3 +148,19 @@ def test_a_record_of_one_skill_never_enters_another_skills_plan(tmp_path: Path) 
         assert getattr(after["home"].curated, part) == getattr(before.curated, part)
     assert after["home"].curated.dropped == before.curated.dropped
     assert {r.skill for r in after["thermostat"].data.records} == {"thermostat"}
+
+
+def test_a_skill_the_host_knows_lends_its_own_tools_and_their_declared_order(
+    store: IngestStore,
+) -> None:
+    """The store sorted the optional arguments (fade_s before level); the host's own build of
+    the same tools (same fingerprint) writes them as the device's grammar does."""
+    call = ToolCall(name="set_dimmer", arguments={"name": "hall", "level": 40, "fade_s": 2.0})
+    ingest(store, [thermostat_turn(1, "dim the hall to 40", call, toolset=dimmer())], [dimmer()])
+    turns = turns_by_skill(store)["dimmer"]
+    config = SkillConfig(python="tests.host.flywheel_support:dimmer")
+    known = skill_data("dimmer", turns, store, Settings(skills={"dimmer": config}))
+    assert known.toolset is not None and known.fingerprint == dimmer().fingerprint
+    assert call_json(call, known.toolset) == call_json(call, dimmer())
+    assert '"level": 40, "fade_s": 2.0' in call_json(call, known.toolset)
+    assert len(known.records) == 1
