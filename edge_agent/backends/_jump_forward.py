@@ -357,8 +357,13 @@ class JumpForward:
     def _tokens_for(self, forced: Forced) -> list[int] | None:
         """The forced text's tokens as a whole-string tokenization would split them."""
         redo = self._tokens_to_redo(forced.text[0])
-        done = self._ids[len(self._ids) - redo :] if redo else []
         head = b"".join(self._pieces[len(self._pieces) - redo :]) if redo else b""
+        if not _is_utf8(head):
+            # The model wrote bytes that are no UTF-8 (a replacement character in the text):
+            # llama.cpp's tokenizer aborts the whole process on such input, so the forced
+            # text is tokenized on its own.
+            redo, head = 0, b""
+        done = self._ids[len(self._ids) - redo :] if redo else []
         body = head + forced.text.encode()
         if forced.complete:
             ids = self._tokenize(body)
@@ -408,6 +413,14 @@ def _splits(a: str, b: str) -> bool:
     (which joins what follows it) and between letters, digits and punctuation."""
     ca, cb = _char_class(a), _char_class(b)
     return ca != 0 and (cb == 0 or ca != cb)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _common_prefix(lists: list[list[int]]) -> list[int]:

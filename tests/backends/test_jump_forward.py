@@ -353,3 +353,43 @@ def test_smollm2_home_calls_are_valid_with_jump_forward(
     # Outputs differ between the modes (forced canonical spacing changes what the base model
     # writes next), so compare decode calls per output token.
     assert calls[True] / tokens[True] < 0.8 * calls[False] / tokens[False], (calls, tokens)
+
+
+AREA_ONLY = {
+    "type": "object",
+    "properties": {
+        "name": {"const": "Area"},
+        "arguments": {
+            "type": "object",
+            "properties": {"area": {"type": "string"}},
+            "required": ["area"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name", "arguments"],
+    "additionalProperties": False,
+}
+
+
+def test_forced_text_after_bytes_that_are_no_utf8_is_tokenized_alone() -> None:
+    """A random model can write a byte that is no UTF-8 inside a string (decoded as U+FFFD);
+    re-tokenizing it with the forced text would hand llama.cpp invalid UTF-8, and its
+    tokenizer aborts the process (seen as a `serve` crash: "invalid codepoint"). This
+    stand-in tokenizer raises where llama.cpp would abort."""
+    asked: list[bytes] = []
+
+    def tokenize(text: bytes) -> list[int]:
+        text.decode("utf-8")  # llama.cpp: std::invalid_argument → terminate
+        asked.append(text)
+        return list(text)
+
+    from edge_agent.backends._jump_forward import JumpForward
+
+    jump = JumpForward(Automaton(AREA_ONLY).cursor(), tokenize, lambda t: bytes([t]))
+    for ch in '{"name": "Area", "arguments": {"area": "ab':
+        jump.observe(ord(ch), ch.encode(), ch)
+    jump.observe(0xFF, b"\xff", "\ufffd")
+    jump.observe(ord('"'), b'"', '"')
+    forced = jump.next(8)
+    assert forced is not None and bytes(forced.tokens) == b"}}"
+    assert asked == [b"}}"]
