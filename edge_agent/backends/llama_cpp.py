@@ -321,7 +321,9 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         return grammar, JumpForward(automaton.cursor(), self._tokenize_text, self._piece)
 
     def _tokenize_text(self, text: bytes) -> list[int]:
-        tokens: list[int] = self._llama.tokenize(text, add_bos=False, special=False)
+        # llama.cpp's tokenizer aborts the process on bytes that are no UTF-8
+        safe = text.decode("utf-8", errors="replace").encode()
+        tokens: list[int] = self._llama.tokenize(safe, add_bos=False, special=False)
         return tokens
 
     def _piece(self, token: int) -> bytes:
