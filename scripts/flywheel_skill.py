@@ -65,7 +65,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--val-per-tool", type=int, default=100, help="at most 100 (SNIPS has 100)")
     ap.add_argument("--base-per-tool", type=int, default=20, help="base model sample per tool")
     ap.add_argument("--model", default=None, help="base GGUF path (default: the catalog default)")
+    # the shipped home adapter's recipe (scripts/bench/results/flywheel.md), not tuned here
     ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--first-layer", type=int, default=18)
+    ap.add_argument("--learning-rate", type=float, default=2e-3)
+    ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-steps", type=int, default=None, help="stop training early (smoke)")
     ap.add_argument("--context-size", type=int, default=None)
     ap.add_argument("--app", choices=["snips", "mcp", "entry-point"], default="snips",
@@ -315,8 +319,8 @@ class Run:
             remote_anonymize="false",  # the stand-in looks utterances up verbatim
             server_token="false", adapters_canary_min=args.canary_min,
         )  # fmt: skip
-        # offline = no network at all; the teacher is on 127.0.0.1, the model hub stays off
-        self.device.env |= {"EDGE_AGENT_OFFLINE": "0", "HF_HUB_OFFLINE": "1"}
+        # offline = no network at all (HF_HUB_OFFLINE too); the teacher is on 127.0.0.1
+        self.device.env |= {"EDGE_AGENT_OFFLINE": "0"}
         self._configure_device()
         self.minutes: dict[str, float] = {}
 
@@ -361,7 +365,8 @@ class Run:
     def train(self) -> dict[str, Any]:
         a = self.args
         options = {"--epochs": a.epochs, "--max-steps": a.max_steps, "--model": a.model,
-                   "--margin": a.margin}  # fmt: skip
+                   "--margin": a.margin, "--first-layer": a.first_layer,
+                   "--learning-rate": a.learning_rate, "--batch-size": a.batch_size}  # fmt: skip
         extra = [str(x) for k, v in options.items() if v is not None for x in (k, v)]
         out = self.host.run("host", "train", "--skill", self.skill, "--from-store", "--publish",
                             "--out", str(self.out / "turn"), "--json", *extra)  # fmt: skip
