@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from edge_agent.settings import Settings
 
 __all__ = [
+    "CalibrationRow",
     "LabeledTurn",
     "RouteMode",
     "Scorer",
@@ -131,6 +132,19 @@ def context_of(interaction: Interaction) -> str | None:
 
 
 @dataclass(frozen=True)
+class CalibrationRow:
+    """A request of a skill's own calibration set (home: the HA validation split): the router's
+    thresholds are picked on the local model's attempts at such rows. ``tools`` builds the
+    toolset the request runs in; ``right`` says whether a call is the right one."""
+
+    id: str
+    request: str
+    tools: Callable[[], Toolset]
+    right: Callable[[ToolCall | None], bool]
+    area: str | None = None
+
+
+@dataclass(frozen=True)
 class Skill:
     """A named unit of work: how its tools are found and run, how a call is scored, how its
     logged turns become rows, and where its turns are served by default."""
@@ -146,6 +160,9 @@ class Skill:
     # words what leaves the device must keep readable (the names of the home's devices): the
     # anonymizer would otherwise replace them and the teacher could not name the device
     keep: Callable[[Settings], set[str]] | None = None
+    # its own labelled rows for `route calibrate` (the first N when given); None: calibrate
+    # it from the log, on the teacher's answers beside the local attempts (--from-log)
+    calibration_rows: Callable[[int | None], list[CalibrationRow]] | None = None
 
     def build_toolset(self, settings: Settings) -> Toolset:
         from edge_agent.errors import ConfigError
