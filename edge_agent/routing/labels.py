@@ -151,7 +151,7 @@ class LabelQueue:
         """One turn; False when the round should stop."""
         messages = prompt_of(item)
         try:
-            reply = remote.ask(messages, toolset, max_tokens=256)
+            reply = remote.ask(messages, toolset, 256, instructions_of(item, toolset))
             report.teacher_bytes += reply.request_bytes
             result = label_record(item, reply, toolset, remote.model)
         except (RemoteUnavailableError, RemoteAuthError, RemoteModelError) as exc:
@@ -182,13 +182,26 @@ def _queued(item: Interaction) -> bool:
 
 
 def prompt_of(item: Interaction) -> list[Message]:
-    """What the local model was first shown (system prompt and the user's turn, with the
-    device's context): the teacher gets the same turn, not what the local call led to."""
+    """What the local model was shown of the turn: the conversation before the request, the
+    request with the device's context, and the calls a client ran since with their results;
+    the teacher gets the same turn, not what the local call led to."""
+    from edge_agent.routing.router import request_index
+
     messages = item.messages
-    first_user = next((i for i, m in enumerate(messages) if m.role == "user"), None)
-    if first_user is None:
+    at = request_index(messages, item.result.request)
+    if at is None:
         return [Message(role="user", content=item.result.request)]
-    return list(messages[: first_user + 1])
+    return list(messages[: at + 1 + 2 * item.result.prior_calls])  # a call and its result each
+
+
+def instructions_of(item: Interaction, toolset: Toolset) -> str:
+    """The client's instructions the turn was prompted with: what the logged system prompt
+    holds before the device's own (the remote replaces the device's). None in an adapter's
+    prompt, nor where the toolset's prompt has changed since (then the teacher goes without)."""
+    first = item.messages[0] if item.messages else None
+    system = first.content if first is not None and first.role == "system" else ""
+    own = "\n\n" + prompt.system_prompt(toolset)
+    return system[: -len(own)] if system.endswith(own) else ""
 
 
 def label_record(

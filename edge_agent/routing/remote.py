@@ -1,8 +1,9 @@
 """The large model the router escalates to: any OpenAI-compatible endpoint, as a backend.
 
-    local messages ─► anonymize (keyed tags) ─► POST {remote_url}/chat/completions with the
-        toolset's schemas as ``tools`` (or a ``json_schema`` response format) ─► one tool call
-        or an answer ─► tags mapped back ─► the agent's own validation, policy and execution
+    local messages (+ the client's instructions) ─► anonymize (keyed tags)
+        ─► POST {remote_url}/chat/completions with the toolset's schemas as ``tools`` (or a
+        ``json_schema`` response format) ─► one tool call or an answer ─► tags mapped back
+        ─► the agent's own validation, policy and execution
 
 ``RemoteBackend`` speaks the agent's backend contract, so an escalated turn runs through the
 same loop as a local one and a remote answer never bypasses the permission policy. Every
@@ -284,14 +285,21 @@ class RemoteClient:
     def model(self) -> str:
         return self.config.model
 
-    def backend(self, toolset: Toolset) -> RemoteBackend:
-        return RemoteBackend(self, toolset)
+    def backend(self, toolset: Toolset, instructions: str = "") -> RemoteBackend:
+        return RemoteBackend(self, toolset, instructions)
 
-    def ask(self, messages: Sequence[Message], toolset: Toolset, max_tokens: int) -> RemoteReply:
-        """The remote's call (or answer) for `messages`; raises a RemoteError on any fault."""
+    def ask(
+        self,
+        messages: Sequence[Message],
+        toolset: Toolset,
+        max_tokens: int,
+        instructions: str = "",
+    ) -> RemoteReply:
+        """The remote's call (or answer) for `messages`, after the client's `instructions`
+        (its system and developer messages); raises a RemoteError on any fault."""
         self.breaker.acquire()
         try:
-            reply = self._ask(messages, toolset, max_tokens)
+            reply = self._ask(messages, toolset, max_tokens, instructions)
         except (RemoteUnavailableError, RemoteAuthError, RemoteModelError) as exc:
             self.breaker.failure(str(exc))
             raise
@@ -301,9 +309,11 @@ class RemoteClient:
         self.breaker.success()
         return reply
 
-    def _ask(self, messages: Sequence[Message], toolset: Toolset, max_tokens: int) -> RemoteReply:
+    def _ask(
+        self, messages: Sequence[Message], toolset: Toolset, max_tokens: int, instructions: str
+    ) -> RemoteReply:
         tags = TagMap(self.anonymizer)
-        body = self._body(messages, toolset, tags, max_tokens)
+        body = self._body(messages, toolset, tags, max_tokens, instructions)
         payload = json.dumps(body).encode()
         t0 = time.perf_counter()
         data = self._post(payload)
@@ -313,11 +323,16 @@ class RemoteClient:
         return RemoteReply(text=text, usage=usage, latency_ms=latency, request_bytes=len(payload))
 
     def _body(
-        self, messages: Sequence[Message], toolset: Toolset, tags: TagMap, max_tokens: int
+        self,
+        messages: Sequence[Message],
+        toolset: Toolset,
+        tags: TagMap,
+        max_tokens: int,
+        instructions: str,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.config.model,
-            "messages": openai_messages(messages, toolset, tags),
+            "messages": openai_messages(messages, toolset, tags, instructions),
             "temperature": 0,
             "max_tokens": max(max_tokens, 256),
         }
@@ -424,29 +439,64 @@ def tool_specs(toolset: Toolset) -> list[dict[str, Any]]:
 
 
 def openai_messages(
-    messages: Sequence[Message], toolset: Toolset, tags: TagMap
+    messages: Sequence[Message], toolset: Toolset, tags: TagMap, instructions: str = ""
 ) -> list[dict[str, Any]]:
     """The agent's conversation in OpenAI's shape: the local system prompt (written for a
-    model that was trained on it) replaced, calls as ``tool_calls``, every text scrubbed."""
+    model that was trained on it) replaced, the client's `instructions` before ours as the
+    agent puts them locally, calls as ``tool_calls`` each answered by its result in order,
+    answers as text, every text the user or client wrote scrubbed."""
     system = REMOTE_SYSTEM.format(toolset=toolset.name)
     system = f"{system}\n{toolset.prompt}" if toolset.prompt else system
+    if instructions.strip():
+        system = f"{tags.scrub(instructions)}\n\n{system}"
     out: list[dict[str, Any]] = [{"role": "system", "content": system}]
-    call_id: str | None = None
+    pending: list[str] = []  # ids of calls whose result has not come yet, oldest first
     for i, m in enumerate(messages):
         if m.role == "system":
             continue
         call = _as_call(m.content) if m.role == "assistant" else None
         if call is not None:
-            call_id = f"call_{i}"
-            function = {"name": call[0], "arguments": json.dumps(_scrub_obj(call[1], tags))}
-            spec = {"id": call_id, "type": "function", "function": function}
-            out.append({"role": "assistant", "content": None, "tool_calls": [spec]})
-        elif m.role == "tool" and call_id is not None:
-            out.append({"role": "tool", "tool_call_id": call_id, "content": tags.scrub(m.content)})
+            pending.append(f"call_{i}")
+            _add_call(out, pending[-1], call, tags)
+        elif m.role == "tool" and pending:
+            out.append(_result(pending.pop(0), m.content, tags))
+        elif m.role == "user" and pending:  # a repair's note on the calls: their result
+            out += [_result(c, m.content, tags) for c in pending]
+            pending = []
         else:
             role = "user" if m.role == "tool" else m.role
-            out.append({"role": role, "content": tags.scrub(m.content)})
+            text = _answer_text(m.content) if m.role == "assistant" else m.content
+            out.append({"role": role, "content": tags.scrub(text)})
     return out
+
+
+def _add_call(
+    out: list[dict[str, Any]], call_id: str, call: tuple[str, dict[str, Any]], tags: TagMap
+) -> None:
+    """One call as a ``tool_calls`` entry; calls in a row are one assistant message (the
+    client made them together: an assistant message's calls precede their results)."""
+    function = {"name": call[0], "arguments": json.dumps(_scrub_obj(call[1], tags))}
+    spec = {"id": call_id, "type": "function", "function": function}
+    last = out[-1]
+    if last["role"] == "assistant" and last.get("tool_calls"):
+        last["tool_calls"].append(spec)
+    else:
+        out.append({"role": "assistant", "content": None, "tool_calls": [spec]})
+
+
+def _result(call_id: str, content: str, tags: TagMap) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": tags.scrub(content)}
+
+
+def _answer_text(content: str) -> str:
+    """An earlier answer as words: the agent writes answers as ``{"answer": …}``."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return content
+    if isinstance(data, dict) and isinstance(data.get(prompt.ANSWER_KEY), str) and len(data) == 1:
+        return str(data[prompt.ANSWER_KEY])
+    return content
 
 
 def _as_call(text: str) -> tuple[str, dict[str, Any]] | None:
@@ -535,12 +585,14 @@ def _content_output(content: str, toolset: Toolset, tags: TagMap) -> str:
 
 
 class RemoteBackend(Backend):
-    """The remote model behind the agent's backend contract, for one toolset. Each
-    ``generate`` is one remote request; what it cost is kept for the router's record."""
+    """The remote model behind the agent's backend contract, for one toolset (and the
+    instructions of the client whose tools they are). Each ``generate`` is one remote
+    request; what it cost is kept for the router's record."""
 
-    def __init__(self, client: RemoteClient, toolset: Toolset) -> None:
+    def __init__(self, client: RemoteClient, toolset: Toolset, instructions: str = "") -> None:
         self.client = client
         self.toolset = toolset
+        self.instructions = instructions  # the client's system/developer messages, if any
         self.request_bytes = 0
         self.remote_ms = 0.0
 
@@ -550,7 +602,9 @@ class RemoteBackend(Backend):
 
     def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
         self._check_open()
-        reply = self.client.ask(request.messages, self.toolset, request.max_tokens)
+        reply = self.client.ask(
+            request.messages, self.toolset, request.max_tokens, self.instructions
+        )
         self.request_bytes += reply.request_bytes
         self.remote_ms += reply.latency_ms
         timings = Timings(prompt_ms=reply.latency_ms, first_token_ms=reply.latency_ms)

@@ -38,7 +38,7 @@ from edge_agent import prompt
 from edge_agent.agent import Agent, RouteOverride
 from edge_agent.backends.base import Backend, Chunk, Done, GenerationRequest
 from edge_agent.errors import ConfigError, RemoteError, RemoteResponseError, RemoteUnavailableError
-from edge_agent.types import AgentResult, LocalAttempt, RouteSignals, Routing, ToolCall
+from edge_agent.types import AgentResult, LocalAttempt, Message, RouteSignals, Routing, ToolCall
 
 if TYPE_CHECKING:
     from edge_agent.agent import Turn
@@ -208,6 +208,17 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
+def request_index(messages: Sequence[Message], request: str) -> int | None:
+    """Where a turn's own request is in its prompt: the last user message that starts with
+    it (the device's context follows it). Earlier user messages are the conversation before
+    the request; later ones are a repair's note, which never starts with the request."""
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if m.role == "user" and (m.content == request or m.content.startswith(request + "\n\n")):
+            return i
+    return None
+
+
 def nearest_distance(embedder: Embedder, centroids: np.ndarray, text: str) -> float:
     """Cosine distance from the request to its nearest training cluster centroid."""
     vector = np.asarray(embedder.embed([text]), dtype=np.float32)[0]
@@ -289,7 +300,8 @@ class Router:
         result = turn.propose()
         call = turn.held[0].model_copy(deep=True) if turn.held else None
         invalid = result.outcome == "failed" and result.failure in ("invalid_call", "step_limit")
-        shown = next((m.content for m in turn.messages if m.role == "user"), "")
+        at = request_index(turn.messages, result.request)
+        shown = turn.messages[at].content if at is not None else result.request
         made_up = turn.held is not None and ungrounded(
             turn.held[0], shown, turn.held[1].parameters_schema()
         )
@@ -342,8 +354,8 @@ class Router:
         if self.remote is None:
             offline = RemoteUnavailableError("offline: the remote model is not reachable")
             return self._fallback(attempt, None, routing, offline)
-        backend = self.remote.backend(agent.toolset)
-        remote_turn = attempt.turn.fork(backend)
+        backend = self.remote.backend(agent.toolset, attempt.turn.conversation.instructions)
+        remote_turn = teacher_turn(attempt.turn, backend)
         try:
             result = remote_turn.run()
             if result.failure == "invalid_call":  # invalid even after a repair: not a label
@@ -395,10 +407,13 @@ class Router:
             return None
         _, call, routing = held
         escalated = routing.decision == "remote" and routing.remote_error is None
-        then = self.remote.backend(agent.toolset) if escalated and self.remote else turn.backend
+        instructions = turn.conversation.instructions
+        teacher = self.remote.backend(agent.toolset, instructions) if self.remote else None
+        then = teacher if escalated and teacher else turn.backend
         # A turn with an approved call replays that call itself (what the user confirmed)
         replay = _Replay(prompt.call_json(call, agent.toolset), then=then)
-        result = turn.fork(then if turn.approved is not None else replay).run()
+        chosen = then if turn.approved is not None else replay
+        result = (teacher_turn(turn, chosen) if then is teacher else turn.fork(chosen)).run()
         if escalated:
             result.route, result.model, result.adapter = (
                 "escalated",
@@ -409,6 +424,18 @@ class Router:
             result.route = "local_fallback"
         result.routing = routing.model_copy(update={"reason": "the call the user confirmed"})
         return result
+
+
+def teacher_turn(turn: Turn, backend: Backend) -> Turn:
+    """The turn forked to the teacher, which sees the conversation as the client sent it: an
+    adapter's prompt leaves the earlier exchanges out (it was trained on single requests),
+    the teacher's prompt puts them back between the system prompt and the request."""
+    fork = turn.fork(backend)
+    history = list(turn.conversation.history)
+    at = request_index(fork.messages, fork.result.request)
+    if at is not None and fork.messages[1:at] != history:
+        fork.messages[1:at] = history
+    return fork
 
 
 class _Replay(Backend):

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from edge_agent.agent import Agent
+from edge_agent.agent import Agent, Conversation
 from edge_agent.logstore import LogStore
 from edge_agent.routing.labels import MAX_TRIES, LabelQueue, label_queue, label_queued
 from edge_agent.routing.router import Router
 from edge_agent.skills.skill import labeled_turn
 from edge_agent.tools import Toolset
-from edge_agent.types import Interaction
+from edge_agent.types import Interaction, Message
 from tests.demo_tools import STATE
 from tests.logstore_support import Clock, make_config
 from tests.routing.routing_support import DEMO, LOCAL, demo_agent, remote_client, router_to
@@ -190,3 +190,23 @@ def test_a_device_runtime_labels_its_configured_skills(
         assert log is not None
         [label] = [i for i in log.interactions() if i.result.label_of]
         assert label.result.skill == "demo" and label.result.tool_calls[0].status == "delegated"
+
+
+def test_a_queued_turn_of_a_conversation_is_labelled_on_its_own_request(
+    store: LogStore, teacher: StandInTeacher, clock: Clock
+) -> None:
+    earlier = [
+        Message(role="user", content="dim the hall"),
+        Message(role="assistant", content='{"answer": "done"}'),
+    ]
+    talk = Conversation("Answer briefly.", earlier)
+    offline_agent(store, 1).run("set the kitchen light to 70", conversation=talk)
+    clock.advance(0.1)
+    assert queue(store, teacher, clock).round().labelled == 1
+    messages = teacher.requests[0]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[0]["content"].startswith("Answer briefly.\n\nYou control the demo tools")
+    assert messages[1]["content"] == "dim the hall" and messages[2]["content"] == "done"
+    assert messages[3]["content"].startswith("set the kitchen light to 70")
+    (label,) = labels(store)
+    assert label.result.tool_calls[0].call.arguments == TEACHER_CALL[1]
