@@ -1,4 +1,4 @@
-"""`edge-agent route`: calibrate the router on the validation split; report how it routes."""
+"""`edge-agent route`: calibrate the router per skill; report how it routes; late labels; keys."""
 
 from __future__ import annotations
 
@@ -19,42 +19,99 @@ def route() -> None:
 
 @route.command("calibrate")
 @model_options
+@click.option("--skill", default=None, help="the skill to calibrate [default: tools]")
+@click.option(
+    "--from-log",
+    is_flag=True,
+    help="from the log: escalated turns of the skill with the local model's shadow attempt "
+    "beside the teacher's call (any skill; without it, the skill's own calibration set)",
+)
 @click.option(
     "--target",
     type=click.FloatRange(0.0, 1.0, min_open=True),
     default=0.97,
     show_default=True,
-    help="overall exact-call accuracy to keep",
+    help="overall accuracy to keep (escalated requests counted right)",
 )
-@click.option("--limit", type=int, default=None, help="first N validation rows (a quick check)")
+@click.option("--limit", type=int, default=None, help="first N rows of the calibration set")
 @json_option
-def calibrate(target: float, limit: int | None, as_json: bool, **flags: Any) -> None:
-    """Run the local model on the HA validation split (never the test split), record its
-    signals and whether each call was right, and store the thresholds that serve the most
-    requests locally at the target accuracy (escalated requests counted right)."""
-    from edge_agent.routing.calibration import calibration_for, collect
-    from edge_agent.routing.router import Router
-    from edge_agent.runtime import open_runtime
-    from edge_agent.skills.home.dataset import load_split
-
+def calibrate(
+    target: float, limit: int | None, skill: str | None, from_log: bool, as_json: bool,
+    **flags: Any,
+) -> None:  # fmt: skip
+    """Pick the skill's router thresholds: those that serve the most requests locally at the
+    target accuracy. On the skill's own calibration set (home: the HA validation split,
+    never the test split): the local model's attempt at each row and whether it was right.
+    With --from-log, on the skill's teacher-labelled shadow attempts in this device's log,
+    made by the adapter the skill runs now: right when the skill's scorer says the attempt
+    matches the teacher. Each skill's thresholds are stored apart; the router uses them for
+    that skill's turns."""
     settings = settings_from(**flags)
-    rows = load_split("validation")[:limit]
-    with open_runtime(settings) as rt:
-        agent = rt.agent("home")
-        # The distance signal, where the adapter's clusters and embedder are on the device.
-        signals = Router(None, clusters=getattr(rt, "clusters_for", None))
-        with click.progressbar(length=len(rows), label="validation rows", file=sys.stderr) as bar:
-            records = collect(
-                agent.backend, rows, adapter=agent.adapter, model_name=agent.model_name,
-                router=signals, progress=lambda _: bar.update(1),
-            )  # fmt: skip
-    calibration = calibration_for(records, target, model=agent.model_name, adapter=agent.adapter)
+    name = skill or settings.tools
+    if from_log:
+        calibration, pairs = _from_log(settings, name, target)
+    else:
+        calibration, pairs = _on_calibration_set(settings, name, target, limit), None
     calibration.save(settings.route_path)
     summary = _calibration_summary(calibration) | {"file": str(settings.route_path)}
+    if pairs is not None:
+        summary["pairs"] = {"used": pairs.used, "skipped": pairs.skipped,
+                            "other_adapter": pairs.other_attempts,
+                            "unusable": pairs.unusable}  # fmt: skip
     if as_json:
         echo_json(summary)
         return
     _print_calibration(summary)
+
+
+def _on_calibration_set(settings: Any, name: str, target: float, limit: int | None) -> Any:
+    """The calibration of `name` on its own rows, attempted by the local model now."""
+    from edge_agent.errors import ConfigError
+    from edge_agent.routing.calibration import calibration_for, collect
+    from edge_agent.routing.router import Router
+    from edge_agent.runtime import open_runtime
+    from edge_agent.skills.registry import get_skill
+
+    rows_of = get_skill(name, settings).calibration_rows
+    if rows_of is None:
+        raise ConfigError(f"skill {name!r} has no calibration set of its own: calibrate it on "
+                          "its teacher-labelled turns in the log with --from-log")  # fmt: skip
+    rows = rows_of(limit)
+    with open_runtime(settings) as rt:
+        adapter, model = rt.adapter_of(name), rt.model_name
+        # The distance signal, where the adapter's clusters and embedder are on the device.
+        signals = Router(None, clusters=getattr(rt, "clusters_for", None))
+        with click.progressbar(length=len(rows), label="calibration rows", file=sys.stderr) as bar:
+            records = collect(
+                rt.skill_backend(name), rows, adapter=adapter, model_name=model,
+                router=signals, progress=lambda _: bar.update(1),
+            )  # fmt: skip
+    return calibration_for(records, target, model=model, adapter=adapter, skill=name)
+
+
+def _from_log(settings: Any, name: str, target: float) -> tuple[Any, Any]:
+    """The calibration of `name` on its shadow pairs in the log, and how many were used."""
+    from edge_agent.errors import ConfigError
+    from edge_agent.routing.calibration import calibration_for, log_pairs
+    from edge_agent.routing.report import skill_scorers
+    from edge_agent.runtime import open_runtime
+
+    items = _log_items(settings, None, name)
+    if items is None:
+        raise ConfigError("no interaction log on this device: nothing to calibrate from")
+    with open_runtime(settings) as rt:  # which adapter the skill runs now, on which model
+        adapter, model = rt.adapter_of(name), rt.model_name
+    pairs = log_pairs(items, name, skill_scorers(settings)(name), model=model, adapter=adapter)
+    if not pairs.records:
+        raise ConfigError(
+            f"no shadow attempt of {name} by {adapter or 'the bare ' + model} beside a "
+            f"teacher's call in the log ({pairs.other_attempts} by another adapter or model, "
+            f"{pairs.unusable} unusable): route its turns to the teacher first"
+        )
+    calibration = calibration_for(
+        pairs.records, target, model=model, adapter=adapter, skill=name, split="log"
+    )
+    return calibration, pairs
 
 
 @route.command("report")
@@ -81,21 +138,24 @@ def report(
     """How turns were routed (from the sealed log), per skill and day, and what the
     calibration measured: share served locally, the small model's agreement with the
     teacher (late labels and shadow attempts), why turns escalated, what the teacher cost."""
-    from edge_agent.routing.router import Calibration
+    from edge_agent.routing.router import Calibrations
     from edge_agent.settings import load_settings
 
     settings = load_settings()
-    calibration = Calibration.load(settings.route_path)
+    calibrations = {
+        name: c for name, c in Calibrations.load(settings.route_path).skills.items()
+        if skill is None or name == skill
+    }  # fmt: skip
     items = _log_items(settings, _report_since(since, days), skill)
     data: dict[str, Any] = {
-        "calibration": _calibration_summary(calibration) if calibration else None,
-        "log": _log_summary(items),
+        "calibration": {n: _calibration_summary(c) for n, c in calibrations.items()} or None,
+        "log": _log_summary(settings, items),
         "skills": _skills(settings, items, skill),
     }
     if out is not None:
         data["png"] = str(_plot_skills(data["skills"], out))
     if plot is not None:
-        data["plot"] = str(_plot(calibration, plot))
+        data["plot"] = str(_plot(calibrations, plot))
     if as_json:
         echo_json(data)
         return
@@ -125,10 +185,11 @@ def _log_items(settings: Any, since: float | None, skill: str | None) -> list[An
     return [i for i in items if skill is None or i.result.skill == skill]
 
 
-def _log_summary(items: list[Any] | None) -> dict[str, Any] | None:
+def _log_summary(settings: Any, items: list[Any] | None) -> dict[str, Any] | None:
     from edge_agent.routing.calibration import log_summary
+    from edge_agent.routing.report import skill_scorers
 
-    return None if items is None else log_summary(items)
+    return None if items is None else log_summary(items, skill_scorers(settings))
 
 
 def _skills(settings: Any, items: list[Any] | None, skill: str | None) -> dict[str, Any] | None:
@@ -153,7 +214,8 @@ def _calibration_summary(calibration: Any) -> dict[str, Any]:
 
     records, found = calibration.records, signals_in(calibration.records)
     summary = {
-        "model": calibration.model, "adapter": calibration.adapter, "split": calibration.split,
+        "skill": calibration.skill, "model": calibration.model, "adapter": calibration.adapter,
+        "split": calibration.split,
         "target_accuracy": calibration.target_accuracy, "met": calibration.met,
         "thresholds": calibration.thresholds.model_dump(),
         "stats": {k: round(v, 4) for k, v in calibration.stats.items()},
@@ -166,28 +228,36 @@ def _calibration_summary(calibration: Any) -> dict[str, Any]:
     return summary
 
 
-def _plot(calibration: Any, path: Path) -> Path:
+def _plot(calibrations: dict[str, Any], path: Path) -> Path:
+    """Each skill's calibration curves, and the point its thresholds chose."""
     from edge_agent.errors import ConfigError
     from edge_agent.routing.calibration import outcome, plot_curves, signals_in, sweep
 
-    if calibration is None or not calibration.records:
+    chosen = {name: c for name, c in calibrations.items() if c.records}
+    if not chosen:
         raise ConfigError("nothing to plot: run `edge-agent route calibrate` first")
-    records = calibration.records
-    chosen = outcome(records, calibration.thresholds, calibration.remote_accuracy)
+    curves, points = {}, {}
+    for name, c in chosen.items():
+        for signal in signals_in(c.records) or ["min_logprob"]:
+            curves[f"{name}: {signal} threshold ({c.split})"] = sweep(c.records, signal)
+        stats = outcome(c.records, c.thresholds, c.remote_accuracy)
+        points[f"{name}: calibrated"] = (stats["local_share"], stats["accuracy"])
+    targets = {c.target_accuracy for c in chosen.values()}
     return plot_curves(
-        path,
-        {f"{s} threshold ({calibration.split})": sweep(records, s)
-         for s in signals_in(records) or ["min_logprob"]},
-        {"calibrated": (chosen["local_share"], chosen["accuracy"])},
-        title=f"router on {calibration.adapter or calibration.model}",
-        target=(0.0, calibration.target_accuracy),
+        path, curves, points, title="router thresholds per skill",
+        target=(0.0, targets.pop()) if len(targets) == 1 else None,
     )  # fmt: skip
 
 
 def _print_calibration(s: dict[str, Any]) -> None:
     stats, met = s["stats"], "met" if s["met"] else "NOT reachable"
-    click.echo(f"calibrated on {int(stats['n'])} {s['split']} rows, "
+    on = s["adapter"] or f"the bare {s['model']}"
+    click.echo(f"{s['skill']} ({on}): calibrated on {int(stats['n'])} {s['split']} rows, "
                f"target {s['target_accuracy']:.1%} ({met})")  # fmt: skip
+    if "pairs" in s:
+        p = s["pairs"]
+        click.echo(f"log pairs: {p['used']} used, {p['skipped']} skipped ({p['other_adapter']} "
+                   f"by another adapter or model, {p['unusable']} unusable)")  # fmt: skip
     click.echo(f"thresholds: {s['thresholds']}")
     click.echo(f"served locally {stats['local_share']:.1%}, overall {stats['accuracy']:.1%}, "
                f"local calls right {stats['local_accuracy']:.1%} "
@@ -199,8 +269,8 @@ def _print_calibration(s: dict[str, Any]) -> None:
 def _print_report(data: dict[str, Any]) -> None:
     if data["calibration"] is None:
         click.echo("no calibration yet: `edge-agent route calibrate` (only failures escalate)")
-    else:
-        _print_calibration(data["calibration"])
+    for summary in (data["calibration"] or {}).values():
+        _print_calibration(summary)
     log = data["log"]
     if not log or not log["turns"]:
         click.echo("no routed turns in the log")

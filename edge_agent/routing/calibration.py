@@ -1,12 +1,15 @@
 """Calibrating and measuring the router: signals on labelled rows, the thresholds that meet a
 target accuracy, the accuracy / local-share curve, and a summary of routed turns in the log.
 
-Calibration runs on the validation split only; the test split stays unseen so the benchmark
-that reports on it measures thresholds picked elsewhere. A grid over each signal's observed
-values (midpoints between them) is searched exhaustively: on a few hundred rows that is
-milliseconds, and it is exact where a greedy or 1-D search is not. The distance signal
-joins the search when the records carry it (`collect` with a router that has the adapter's
-clusters: `Runtime.clusters_for`).
+Each skill is calibrated on its own rows: its calibration set where it has one (home: the HA
+validation split; the test split stays unseen so the benchmark that reports on it measures
+thresholds picked elsewhere), or, for any skill, the device's own log: escalated turns that
+carry the local model's shadow attempt and its signals beside the teacher's call, the attempt
+right when the skill's scorer says it matches the teacher (`log_pairs`). A grid over each
+signal's observed values (midpoints between them) is searched exhaustively: on a few hundred
+rows that is milliseconds, and it is exact where a greedy or 1-D search is not. The distance
+signal joins the search when the records carry it (`collect` with a router that has the
+adapter's clusters: `Runtime.clusters_for`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import itertools
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,48 +28,98 @@ from edge_agent.agent import Agent, AgentConfig
 from edge_agent.backends.base import Backend
 from edge_agent.errors import ConfigError
 from edge_agent.routing.router import Calibration, Router, Signal, SignalRecord, Thresholds
-from edge_agent.types import AgentResult, Interaction, RouteSignals, ToolCall
+from edge_agent.skills.skill import exact_call
+from edge_agent.types import AgentResult, Interaction, LocalAttempt, RouteSignals, ToolCall
 
 if TYPE_CHECKING:
-    from edge_agent.skills.home.dataset import Row
+    from edge_agent.skills.skill import CalibrationRow, Scorer
 
 _MAX_CANDIDATES = 48  # thresholds tried per signal: the search is a grid over them
 
 
 def collect(
     backend: Backend,
-    rows: Iterable[Row],
+    rows: Iterable[CalibrationRow],
     *,
     adapter: str | None,
     model_name: str | None = None,
     router: Router | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[SignalRecord]:
-    """The local attempt on each HA row, as the runtime makes it (an adapted toolset: one
-    call per turn, one repair), its signals and whether its call is exactly right. Nothing
-    is executed. Pass validation rows: the test split must stay unseen."""
-    from edge_agent.skills.home.score import call_matches
-    from edge_agent.skills.home.toolset import home_toolset
-
+    """The local attempt on each row of a skill's calibration set, as the runtime makes it
+    (an adapted toolset: one call per turn, one repair), its signals and whether its call is
+    right. Nothing is executed. Pass calibration rows only, never a test split."""
     router = router or Router(None)
     config = AgentConfig(stop_after_call=adapter is not None)
     records = []
     for i, row in enumerate(rows):
-        tools = home_toolset(inventory=row.inventory())
-        agent = Agent(backend, tools, config=config, adapter=adapter, model_name=model_name)
-        attempt = router.attempt(agent.turn(row.sentence, area=row.speaker_area))
+        agent = Agent(backend, row.tools(), config=config, adapter=adapter, model_name=model_name)
+        attempt = router.attempt(agent.turn(row.request, area=row.area))
         records.append(
             SignalRecord(
                 id=row.id,
                 tool=attempt.call.name if attempt.call else None,
                 signals=attempt.signals,
-                correct=call_matches(row.slots, row.intent, attempt.call),
+                correct=row.right(attempt.call),
                 latency_ms=attempt.local.latency_ms,
             )  # fmt: skip
         )
         if progress:
             progress(i + 1)
     return records
+
+
+@dataclass
+class LogPairs:
+    """A skill's teacher-labelled shadow attempts in the log, as calibration records."""
+
+    records: list[SignalRecord] = field(default_factory=list)
+    other_attempts: int = 0  # made by another model or adapter than the one calibrated
+    unusable: int = 0  # escalated, but the teacher's answer never became the turn's
+
+    @property
+    def used(self) -> int:
+        return len(self.records)
+
+    @property
+    def skipped(self) -> int:
+        return self.other_attempts + self.unusable
+
+
+def log_pairs(
+    items: Iterable[Interaction],
+    skill: str,
+    scorer: Scorer,
+    *,
+    model: str,
+    adapter: str | None,
+) -> LogPairs:
+    """The escalated turns of `skill` whose local attempt `model` + `adapter` made (the
+    signals of another adapter say nothing of this one's), each with its signals and whether
+    the attempt was right: `scorer` (the skill's) against the teacher's call, or its answer
+    in words (no call)."""
+    pairs = LogPairs()
+    for item in items:
+        result, routing = item.result, item.result.routing
+        attempt = routing.local_attempt if routing else None
+        if result.skill != skill or result.route != "escalated" or attempt is None:
+            continue
+        if result.label_of or result.outcome == "failed":
+            pairs.unusable += 1
+        elif (attempt.model, attempt.adapter) != (model, adapter):
+            pairs.other_attempts += 1
+        else:
+            pairs.records.append(_pair(result, attempt, scorer))
+    return pairs
+
+
+def _pair(result: AgentResult, attempt: LocalAttempt, scorer: Scorer) -> SignalRecord:
+    teacher = result.tool_calls[0].call if result.tool_calls else None
+    return SignalRecord(
+        id=result.id, tool=attempt.call.name if attempt.call else None,
+        signals=result.routing.signals if result.routing else RouteSignals(),
+        correct=scorer(attempt.call, teacher), latency_ms=attempt.latency_ms,
+    )  # fmt: skip
 
 
 class _Features:
@@ -212,15 +266,16 @@ def calibration_for(
     *,
     model: str,
     adapter: str | None,
-    toolset: str = "home",
+    skill: str,
+    split: str = "validation",
     remote_accuracy: float = 1.0,
 ) -> Calibration:
-    """`calibrate` packaged with what it was picked on, ready to save."""
+    """`calibrate` packaged with what it was picked on, ready to save as `skill`'s."""
     thresholds, met = calibrate(records, target_accuracy, remote_accuracy=remote_accuracy)
     return Calibration(
-        model=model, adapter=adapter, toolset=toolset, target_accuracy=target_accuracy,
-        remote_accuracy=remote_accuracy, thresholds=thresholds, met=met,
-        stats=outcome(records, thresholds, remote_accuracy), records=list(records),
+        model=model, adapter=adapter, toolset=skill, skill=skill, split=split,
+        target_accuracy=target_accuracy, remote_accuracy=remote_accuracy, thresholds=thresholds,
+        met=met, stats=outcome(records, thresholds, remote_accuracy), records=list(records),
     )  # fmt: skip
 
 
@@ -275,16 +330,18 @@ def dumps_curve(points: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
 _ROUTES = ("local", "escalated", "local_fallback")
 
 
-def log_summary(items: Iterable[Interaction]) -> dict[str, Any]:
+def log_summary(
+    items: Iterable[Interaction], scorer_for: Callable[[str], Scorer] | None = None
+) -> dict[str, Any]:
     """Routed turns in the log: how many each route served, how often the local attempt
-    agreed with the teacher where one answered (the only labels a log holds), latency per
-    route, thumbs-down per route, and what was sent to the remote."""
-    from edge_agent.skills.home.score import call_matches
-
+    agreed with the teacher where one answered (the only labels a log holds; each skill's
+    scorer from `scorer_for`, else the exact call), latency per route, thumbs-down per
+    route, and what was sent to the remote."""
     routed = [(i.result, i.feedback) for i in items
               if i.result.routing is not None and not i.result.label_of]  # fmt: skip
+    score = scorer_for or (lambda _skill: exact_call)
     agree = [
-        call_matches(r.tool_calls[0].call.arguments, r.tool_calls[0].call.name, _local_call(r))
+        score(r.skill or "")(_local_call(r), r.tool_calls[0].call)
         for r, _ in routed
         if r.route == "escalated" and r.tool_calls and r.routing and r.routing.local_attempt
     ]

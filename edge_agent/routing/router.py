@@ -16,12 +16,14 @@ teacher label (``routing.labels``) when the skill opts in.
 Signals: min and mean log-probability over the tokens the local model chose (forced tokens
 skipped), a call valid only after repair, no valid call at all, and the distance of the
 request to the clusters the adapter was trained on (when an embedder and centroids exist).
-Per-tool rules and a per-request override come first. Thresholds are never hand-set:
-``calibrate`` picks them on the validation split (``edge-agent route calibrate``).
+Per-tool rules and a per-request override come first. Thresholds are never hand-set, and
+each skill has its own: ``calibrate`` picks them on the skill's calibration set or on its
+teacher-labelled shadow attempts in the log (``edge-agent route calibrate [--from-log]``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from edge_agent import prompt
 from edge_agent.agent import Agent, RouteOverride
@@ -122,14 +124,16 @@ class SignalRecord(BaseModel):
 
 
 class Calibration(BaseModel):
-    """The router's thresholds for one model + adapter + toolset, and what they did on the
-    split they were picked on (``edge-agent route calibrate`` writes it)."""
+    """One skill's router thresholds for one model + adapter, and what they did on the rows
+    they were picked on (``edge-agent route calibrate``): the skill's own calibration set
+    (home: the HA validation split), or its teacher-labelled shadow attempts in the log."""
 
     format: Literal[1] = 1
     model: str
     adapter: str | None
     toolset: str
-    split: str = "validation"
+    skill: str = ""  # "": a file from before per-skill calibration, whose skill is its toolset
+    split: str = "validation"  # or "log"
     target_accuracy: float = Field(ge=0, le=1)
     remote_accuracy: float = Field(1.0, ge=0, le=1)  # assumed for escalated requests
     thresholds: Thresholds
@@ -138,6 +142,37 @@ class Calibration(BaseModel):
     created_at: float = Field(default_factory=time.time)
     records: list[SignalRecord] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _skill_of_toolset(self) -> Calibration:
+        self.skill = self.skill or self.toolset
+        return self
+
+    def save(self, path: Path) -> None:
+        """Store these thresholds as the skill's in the calibration file at `path`; the
+        other skills' stay as they are."""
+        Calibrations.load(path).with_calibration(self).save(path)
+
+    def applies_to(self, agent: Agent) -> bool:
+        """Whether these are the thresholds of the agent's skill (its toolset's name files
+        its turns), model and adapter."""
+        return (self.model, self.adapter, self.skill) == (
+            agent.model_name, agent.adapter, agent.toolset.name,
+        )  # fmt: skip
+
+
+class Calibrations(BaseModel):
+    """The calibration file: each skill's thresholds, picked on its own rows. A file of one
+    calibration (before skills had their own) reads as that calibration's skill's."""
+
+    format: Literal[2] = 2
+    skills: dict[str, Calibration] = Field(default_factory=dict)
+
+    def of(self, skill: str) -> Calibration | None:
+        return self.skills.get(skill)
+
+    def with_calibration(self, calibration: Calibration) -> Calibrations:
+        return Calibrations(skills={**self.skills, calibration.skill: calibration})
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -145,22 +180,21 @@ class Calibration(BaseModel):
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> Calibration | None:
-        """The calibration at `path`, None if there is none; ConfigError if it is broken."""
+    def load(cls, path: Path) -> Calibrations:
+        """The calibrations at `path` (none if there is no file); ConfigError if broken."""
         try:
-            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("format", 1) == 1:
+                one = Calibration.model_validate(data)
+                return cls(skills={one.skill: one})
+            return cls.model_validate(data)
         except FileNotFoundError:
-            return None
+            return cls()
         except (OSError, ValidationError, ValueError) as exc:
             raise ConfigError(
                 f"the router calibration {path} is unreadable ({exc}); run "
                 "`edge-agent route calibrate` again"
             ) from exc
-
-    def applies_to(self, agent: Agent) -> bool:
-        return (self.model, self.adapter, self.toolset) == (
-            agent.model_name, agent.adapter, agent.toolset.name,
-        )  # fmt: skip
 
 
 # --- signals ---------------------------------------------------------------------------------
@@ -253,7 +287,7 @@ class Router:
         self,
         remote: RemoteClient | None,
         *,
-        calibration: Calibration | None = None,
+        calibration: Calibration | Calibrations | None = None,
         tools: Mapping[str, ToolRoute] | None = None,
         embedder: Embedder | None = None,
         centroids: np.ndarray | Sequence[Sequence[float]] | None = None,
@@ -262,7 +296,11 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.remote = remote
-        self.calibration = calibration
+        self.calibrations = (  # each skill's own thresholds
+            Calibrations().with_calibration(calibration)
+            if isinstance(calibration, Calibration)
+            else calibration or Calibrations()
+        )
         self.tools = dict(tools or {})
         self.embedder = embedder
         has_centroids = centroids is not None and len(centroids) > 0
@@ -335,7 +373,7 @@ class Router:
             return "remote", f"teacher-first: no promoted adapter for {skill}"
         if attempt.signals.invalid:
             return "remote", f"the local attempt failed: {attempt.local.error}"
-        calibration = self.calibration
+        calibration = self.calibrations.of(skill)
         if calibration is None or not calibration.applies_to(agent):
             return "local", "no calibration for this model and adapter: only failures escalate"
         why = calibration.thresholds.escalates(attempt.signals)
@@ -470,8 +508,8 @@ def open_router(
         remote = RemoteClient(
             config, anonymizer=_anonymizer(settings, keep) if config.anonymize else None
         )
-    calibration = Calibration.load(settings.route_path)
-    return Router(remote, calibration=calibration, tools=settings.route_tools, clusters=clusters)
+    calibrations = Calibrations.load(settings.route_path)
+    return Router(remote, calibration=calibrations, tools=settings.route_tools, clusters=clusters)
 
 
 def _anonymizer(settings: Settings, keep: Iterable[str]) -> Anonymizer:

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from edge_agent.agent import Agent
 from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.routing.calibration import calibration_for
 from edge_agent.routing.remote import KEYRING_SERVICE
-from edge_agent.routing.router import Calibration, SignalRecord
+from edge_agent.routing.router import Calibrations, SignalRecord
 from edge_agent.settings import load_settings
 from edge_agent.skills.home.dataset import split_ids
 from edge_agent.types import (
@@ -56,10 +55,11 @@ def test_report_with_nothing_yet(capsys: pytest.CaptureFixture[str]) -> None:
 def test_report_plots_the_calibration_curve(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    calibration_for(records(), 0.97, model="m", adapter="home").save(load_settings().route_path)
+    calibration = calibration_for(records(), 0.97, model="m", adapter="home", skill="home")
+    calibration.save(load_settings().route_path)
     png = tmp_path / "curve.png"
     code, out, _ = run_cli(capsys, "route", "report", "--json", "--plot", str(png))
-    data = json.loads(out)["calibration"]
+    data = json.loads(out)["calibration"]["home"]
     assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert data["met"] and data["stats"]["accuracy"] >= 0.97
     assert data["stats"]["local_share"] == 0.8  # exactly the confident 32 of 40
@@ -117,13 +117,18 @@ def test_report_reads_routed_turns_from_the_sealed_log(capsys: pytest.CaptureFix
 
 
 class FakeRuntime:
+    """A stand-in for the runtime at `open_runtime`: the skill runs adapter "home" on "tiny"."""
+
+    model_name = "tiny"
+
     def __init__(self) -> None:
         self.backend = ScriptedBackend([], name="scripted")
 
-    def agent(self, toolset: str) -> Agent:
-        from edge_agent.skills.home.toolset import home_toolset
+    def adapter_of(self, skill: str) -> str | None:
+        return "home" if skill == "home" else None
 
-        return Agent(self.backend, home_toolset(), adapter="home", model_name="tiny")
+    def skill_backend(self, skill: str) -> ScriptedBackend:
+        return self.backend
 
     def __enter__(self) -> FakeRuntime:
         return self
@@ -155,7 +160,7 @@ def test_calibrate_reads_only_the_validation_split(
     monkeypatch.setattr(runtime, "open_runtime", lambda settings: FakeRuntime())
     code, out, _ = run_cli(capsys, "route", "calibrate", "--target", "0.95", "--json")
     assert code == 0 and asked == ["validation"]
-    saved = Calibration.load(load_settings().route_path)
+    saved = Calibrations.load(load_settings().route_path).of("home")
     assert saved and saved.adapter == "home" and saved.model == "tiny"
     ids = {r.id for r in saved.records}
     assert ids <= set(split_ids("validation")) and not ids & set(split_ids("test"))
@@ -167,7 +172,7 @@ def test_calibrate_and_run_on_the_default_model(capsys: pytest.CaptureFixture[st
     code, out, err = run_cli(capsys, "route", "calibrate", "--limit", "3", "--threads", "1",
                              "--json")  # fmt: skip
     assert code == 0, err
-    saved = Calibration.load(load_settings().route_path)
+    saved = Calibrations.load(load_settings().route_path).of("home")
     assert saved and saved.adapter == "home" and len(saved.records) == 3
     assert all(r.signals.chosen_tokens > 0 for r in saved.records)
 

@@ -1,12 +1,14 @@
-"""Shared by the route-mode, label and report tests: a demo skill, a router to a stand-in
-teacher, an agent on a scripted backend."""
+"""Shared by the routing tests: a demo skill, a router to a stand-in teacher, an agent on a
+scripted backend, a scripted backend whose tokens carry a chosen log-probability."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from edge_agent.agent import Agent, AgentConfig, InteractionLog
 from edge_agent.anonymize import Anonymizer
+from edge_agent.backends.base import Chunk, Done, GenerationRequest
 from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.routing.remote import RemoteClient, RemoteConfig
 from edge_agent.routing.router import Router
@@ -20,6 +22,22 @@ DEMO = Toolset("demo", [set_light, unlock], description="demo")
 LOCAL = '{"name": "set_light", "arguments": {"name": "kitchen", "brightness": 40}}'
 UNKNOWN = '{"name": "launch", "arguments": {}}'  # no such tool: invalid even after a repair
 TEACHER_MODEL = "stand-in-teacher"
+
+
+class ConfidenceBackend(ScriptedBackend):
+    """ScriptedBackend whose chosen tokens carry the log-probability given per response."""
+
+    def __init__(self, responses: Sequence[tuple[str, float]], *, name: str = "scripted") -> None:
+        super().__init__([text for text, _ in responses], name=name)
+        self.logprobs = [lp for _, lp in responses]
+
+    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
+        lp = self.logprobs.pop(0)
+        for chunk in super().generate(request):
+            if isinstance(chunk, Done) or not request.logprobs:
+                yield chunk
+            else:  # the first token forced (0.0, left out), the rest chosen
+                yield Chunk(chunk.text, chunk.token_ids, (0.0 if chunk.token_ids == (0,) else lp,))
 
 
 class MemoryLog:

@@ -201,6 +201,32 @@ def test_conversation_becomes_openai_tool_messages() -> None:
     assert out[3]["tool_call_id"] == call["id"]
 
 
+def light_call(name: str) -> Message:
+    return Message(role="assistant", content=json.dumps({"name": "set_light",
+                                                         "arguments": {"name": name}}))  # fmt: skip
+
+
+def test_calls_made_together_are_one_message_each_answered_in_order() -> None:
+    call = light_call
+    messages = [
+        Message(role="user", content="the kitchen and the hall"),
+        call("kitchen"), call("hall"),
+        Message(role="tool", content="kitchen done"), Message(role="tool", content="hall done"),
+        call("attic"),
+        Message(role="user", content="That call is invalid: no attic. Reply again."),
+    ]  # fmt: skip
+    out = openai_messages(messages, DEMO, TagMap(None), instructions="Be brief.")
+    assert [m["role"] for m in out] == ["system", "user", "assistant", "tool", "tool",
+                                        "assistant", "tool"]  # fmt: skip
+    assert out[0]["content"].startswith("Be brief.\n\nYou control the demo tools")
+    kitchen, hall = out[2]["tool_calls"]
+    assert (out[3]["tool_call_id"], out[3]["content"]) == (kitchen["id"], "kitchen done")
+    assert (out[4]["tool_call_id"], out[4]["content"]) == (hall["id"], "hall done")
+    # a repair's note answers the call it is about: no call is left without a result
+    assert out[6]["tool_call_id"] == out[5]["tool_calls"][0]["id"]
+    assert "no attic" in out[6]["content"]
+
+
 def test_api_key_from_a_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_TEACHER_KEY", "sekret")
     key = api_key("http://x/v1", "MY_TEACHER_KEY")

@@ -14,7 +14,6 @@ import pytest
 
 from edge_agent.agent import Agent, AgentConfig
 from edge_agent.anonymize import Anonymizer
-from edge_agent.backends.base import Chunk, Done, GenerationRequest
 from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.errors import ConfigError
 from edge_agent.host.curate import drop_reason, record_from_interaction
@@ -23,6 +22,7 @@ from edge_agent.routing.calibration import calibrate, calibration_for, outcome, 
 from edge_agent.routing.remote import RemoteClient, RemoteConfig
 from edge_agent.routing.router import (
     Calibration,
+    Calibrations,
     Router,
     SignalRecord,
     Thresholds,
@@ -36,6 +36,7 @@ from edge_agent.sync.redact import redact
 from edge_agent.tools import Toolset, tool
 from edge_agent.types import AgentResult, Effect, Interaction, Message, RouteSignals, ToolCall
 from tests.demo_tools import STATE, set_light, unlock
+from tests.routing.routing_support import ConfidenceBackend
 from tests.teacher_support import StandInTeacher, stand_in_teacher, user_text
 
 
@@ -58,22 +59,6 @@ CALIBRATED = Calibration(
     model="scripted", adapter=None, toolset="demo", target_accuracy=0.9,
     thresholds=Thresholds(min_logprob=-1.0), met=True,
 )  # fmt: skip
-
-
-class ConfidenceBackend(ScriptedBackend):
-    """ScriptedBackend whose chosen tokens carry the log-probability given per response."""
-
-    def __init__(self, responses: Sequence[tuple[str, float]]) -> None:
-        super().__init__([text for text, _ in responses])
-        self.logprobs = [lp for _, lp in responses]
-
-    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
-        lp = self.logprobs.pop(0)
-        for chunk in super().generate(request):
-            if isinstance(chunk, Done) or not request.logprobs:
-                yield chunk
-            else:  # the first token forced (0.0, left out), the rest chosen
-                yield Chunk(chunk.text, chunk.token_ids, (0.0 if chunk.token_ids == (0,) else lp,))
 
 
 class MemoryLog:
@@ -280,7 +265,7 @@ def test_open_router_from_settings(tmp_path: Any) -> None:
     remote_cfg = {"remote_url": "http://127.0.0.1:9/v1", "remote_model": "m"}
     CALIBRATED.save(tmp_path / "route.json")
     router = open_router(Settings(**base, **remote_cfg, route_tools={"unlock": "never_remote"}))
-    assert router and router.remote and router.calibration == CALIBRATED
+    assert router and router.remote and router.calibrations.of("demo") == CALIBRATED
     assert router.tools == {"unlock": "never_remote"}
     offline = open_router(Settings(**base, **remote_cfg, offline=True))
     assert offline is not None and offline.remote is None
@@ -412,11 +397,11 @@ def test_the_curve_runs_from_all_local_to_all_escalated() -> None:
 
 def test_calibration_file_round_trip(tmp_path: Any) -> None:
     records = synthetic()
-    cal = calibration_for(records, 0.95, model="m", adapter="home")
+    cal = calibration_for(records, 0.95, model="m", adapter="home", skill="home")
     cal.save(tmp_path / "route.json")
-    again = Calibration.load(tmp_path / "route.json")
+    again = Calibrations.load(tmp_path / "route.json").of("home")
     assert again == cal and again.stats["accuracy"] >= 0.95
-    assert Calibration.load(tmp_path / "missing.json") is None
+    assert Calibrations.load(tmp_path / "missing.json") == Calibrations()
 
 
 # --- the server -------------------------------------------------------------------------------

@@ -408,8 +408,9 @@ def test_calibration_picks_a_distance_threshold_where_distance_separates_errors(
 
 def test_collect_records_the_distance_of_the_adapter_it_calibrates() -> None:
     from edge_agent.skills.home.dataset import load_split
+    from edge_agent.skills.home.skill import calibration_rows
 
-    rows = load_split("validation")[:3]
+    rows = calibration_rows(load_split("validation")[:3])
     asked: list[str | None] = []
 
     class Unit:
@@ -423,17 +424,17 @@ def test_collect_records_the_distance_of_the_adapter_it_calibrates() -> None:
     backend = ScriptedBackend(['{"answer": "I cannot"}'] * 3)
     records = collect(backend, rows, adapter="home-v9", router=Router(None, clusters=clusters))
     assert asked == ["home-v9"] * 3
-    expected = [1 - 1 / np.hypot(1.0, len(r.sentence) % 3) for r in rows]
+    expected = [1 - 1 / np.hypot(1.0, len(r.request) % 3) for r in rows]
     assert [r.signals.distance for r in records] == pytest.approx(expected, abs=1e-6)
 
 
 def test_route_report_shows_the_distance_curve(edge_home: Path, monkeypatch) -> None:
     monkeypatch.setenv("EDGE_AGENT_LOG_ENABLED", "false")
-    calibration = calibration_for(_records(), 0.97, model="m", adapter="home-v2")
+    calibration = calibration_for(_records(), 0.97, model="m", adapter="home-v2", skill="home")
     calibration.save(edge_home / "data" / "route.json")
     out = CliRunner().invoke(cli, ["route", "report", "--json"])
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)["calibration"]
+    data = json.loads(out.output)["calibration"]["home"]
     assert "distance" in data["signals"] and data["thresholds"]["max_distance"] is not None
     shares = [p["local_share"] for p in data["curve_distance"]]
     assert min(shares) == 0.0 and max(shares) == 1.0
