@@ -53,6 +53,7 @@ from edge_agent.routing.router import Router, SignalRecord
 from edge_agent.skills.home.dataset import Row, load_split
 from edge_agent.skills.home.inventory import Inventory
 from edge_agent.skills.home.score import call_matches
+from edge_agent.skills.home.skill import calibration_rows
 from edge_agent.skills.home.toolset import home_toolset
 
 RESULTS = Path(__file__).parent / "results"
@@ -225,10 +226,11 @@ def main() -> int:
         validation, test = validation[: args.limit], test[: args.limit]
     backend, adapter = open_backend(args.threads)
     started = time.perf_counter()
-    val_records = collect(backend, validation, adapter=adapter, model_name=backend.model_name,
+    val_records = collect(backend, calibration_rows(validation), adapter=adapter,
+                          model_name=backend.model_name,
                           progress=progress("validation"))  # fmt: skip
     calibration = calibration_for(val_records, args.target, model=backend.model_name,
-                                  adapter=adapter)  # fmt: skip
+                                  adapter=adapter, skill="home")  # fmt: skip
     anonymizer = Anonymizer(b"bench-router-device-secret-32byt", Inventory.default().keep_words())
     teacher = StandInTeacher(test, anonymizer)
     remote = RemoteClient(RemoteConfig(url=teacher.url, model=TEACHER, retries=0),
