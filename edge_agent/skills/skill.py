@@ -104,7 +104,8 @@ def _normal(value: Any) -> Any:
 
 def labeled_turn(interaction: Interaction) -> LabeledTurn | None:
     """The default labeler. Kept: an escalated turn's teacher call or answer (distillation),
-    a local call that ran and was not voted down. Not a row: failures, denied or unconfirmed
+    a local call that ran here and was not voted down (a client's tools ran elsewhere: no
+    evidence). Not a row: failures, denied or unconfirmed
     calls, best efforts that waited for a teacher, thumbs-down turns."""
     result = interaction.result
     if interaction.feedback is not None and interaction.feedback.rating == "down":
@@ -114,6 +115,8 @@ def labeled_turn(interaction: Interaction) -> LabeledTurn | None:
     first = result.tool_calls[0] if result.tool_calls else None
     if first is not None and first.status not in ("ok", "delegated"):
         return None
+    if first is not None and first.status == "delegated" and result.route != "escalated":
+        return None  # the client ran the SLM's own call: nothing says it was the right one
     if first is None and result.route != "escalated":
         return None  # a local answer in words is no evidence the words were right
     return LabeledTurn(

@@ -76,8 +76,9 @@ def test_labeled_turn_keeps_teacher_labels_and_local_calls_that_ran() -> None:
     )
     local = labeled_turn(_turn(context=None))
     assert local is not None and not local.teacher and local.context is None
-    delegated = labeled_turn(_turn(status="delegated"))  # a client ran it
-    assert delegated is not None
+    delegated = labeled_turn(_turn(route="escalated", status="delegated"))  # the teacher's
+    assert delegated is not None and delegated.teacher
+    assert labeled_turn(_turn(status="delegated")) is None  # the SLM's, run by a client
     words = labeled_turn(_turn(route="escalated", status=None))  # the teacher answered in words
     assert words is not None and words.call is None
 
