@@ -323,8 +323,12 @@ def _inside(base: Path, relative: str) -> Path:
     """`relative` under `base`, or a 404: no '..', no hidden files, no link out of `base`."""
     parts = relative.split("/")
     bad = any(not p or p.startswith(".") or "\\" in p or "\0" in p for p in parts)
-    path = base.joinpath(*parts).resolve() if not bad else base
-    if bad or not path.is_relative_to(base.resolve()) or not path.is_file():
+    try:  # a name the file system refuses (too long, …) names no file either
+        path = base.joinpath(*parts).resolve() if not bad else base
+        found = not bad and path.is_relative_to(base.resolve()) and path.is_file()
+    except OSError:
+        found = False
+    if not found:
         raise HTTPException(404, f"no {relative} in the adapter repository")
     return path
 

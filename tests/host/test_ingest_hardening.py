@@ -296,3 +296,15 @@ def _wait_until_up(url: str, cert: Path, proc: subprocess.Popen[str]) -> None:
                 pass
         time.sleep(0.2)
     raise AssertionError("host serve did not come up within 60 s")
+
+
+def test_a_target_name_the_file_system_refuses_is_404_not_a_crash(tmp_path: Path) -> None:
+    """Found by the schemathesis fuzz run: a 300-character path segment made stat() raise
+    ENAMETOOLONG, a 500."""
+    from fastapi import HTTPException
+
+    from edge_agent.host.ingest import _inside
+
+    with pytest.raises(HTTPException) as caught:
+        _inside(tmp_path, "a" * 300 + ".gguf")
+    assert caught.value.status_code == 404
