@@ -37,9 +37,11 @@ FINGERPRINT = Toolset.from_schemas("client", FUNCTIONS).fingerprint
 
 def ask(url: str, model: str, messages: list[dict[str, Any]] = ASK, **kwargs: Any) -> Any:
     with openai.OpenAI(base_url=url, api_key="none", max_retries=0) as client:
-        return client.chat.completions.create(
+        reply = client.chat.completions.create(
             model=model, messages=messages, tools=CHAT_TOOLS, **kwargs
         )
+        # a stream is read while its client is open: closed first, its socket is gone
+        return list(reply) if kwargs.get("stream") else reply
 
 
 # --- the log -----------------------------------------------------------------------------------
