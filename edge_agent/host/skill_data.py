@@ -17,9 +17,9 @@ as ``stale_toolset``. Every call is first checked against the schemas its own tu
 one that does not validate there is dropped as ``invalid_call``.
 
 Sync and the store keep schemas as canonical JSON (object keys sorted), which loses the order
-of a tool's arguments, and the grammar writes them in that order: see `_device_order` for
-what is restored, and why a skill the host knows lends its own tools when their fingerprint
-is the one logged.
+of a tool's ``properties``, and the grammar writes arguments in that order. Each tool's schema
+names the order (`edge_agent.tools.ARGUMENT_ORDER`), so the rebuilt tools declare it again;
+for schemas of devices older than that, see `_device_order`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from edge_agent.host.curate import (
 from edge_agent.settings import Settings
 from edge_agent.skills.registry import get_skill
 from edge_agent.skills.skill import LabeledTurn, Scorer, Skill, exact_call, labeled_turn
-from edge_agent.tools import Toolset
+from edge_agent.tools import ARGUMENT_ORDER, Toolset
 from edge_agent.types import Interaction, ToolCall
 
 __all__ = [
@@ -189,7 +189,7 @@ class _Toolsets:
         if fingerprint is None:
             return self._hosts_own()
         own = self.get(None)
-        if own is not None and own.fingerprint == fingerprint:
+        if own is not None and fingerprint in (own.fingerprint, own.legacy_fingerprint):
             return own  # the very same tools, with their declared order (see _device_order)
         schemas = self.store.toolset_schemas(fingerprint)
         if schemas is None:
@@ -215,12 +215,15 @@ class _Toolsets:
 
 
 def _device_order(schema: dict[str, Any]) -> dict[str, Any]:
-    """The tool's properties in the order the device's grammar writes them. Sync and the store
-    keep schemas as canonical JSON (object keys sorted), which loses the declared order; the
-    grammar writes required keys first in declared order (which the ``required`` list keeps),
-    then the optional ones (their declared order is lost: alphabetical here, unless the host
-    knows the skill and builds the same tools itself). Training on another order than the
-    device decodes would teach calls the grammar never lets out."""
+    """The tool's properties in the order the device's grammar writes them: the order its
+    schema names (`ARGUMENT_ORDER`, which `Toolset.from_schemas` follows). A device older
+    than that logged none, and sorted keys lost the declared order: the required keys come
+    first in the ``required`` list's order, then the optional ones alphabetically (a guess,
+    unless the host knows the skill and builds the same tools itself: `legacy_fingerprint`).
+    Training on another order than the device decodes would teach calls the grammar never
+    lets out."""
+    if ARGUMENT_ORDER in schema:
+        return schema
     parameters = schema.get("parameters")
     if not isinstance(parameters, dict) or not isinstance(parameters.get("properties"), dict):
         return schema

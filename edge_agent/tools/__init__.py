@@ -7,6 +7,7 @@ from edge_agent.tools.registry import (
     register_toolset,
 )
 from edge_agent.tools.toolset import (
+    ARGUMENT_ORDER,
     EffectRule,
     Grounding,
     Tool,
@@ -18,6 +19,7 @@ from edge_agent.tools.toolset import (
 )
 
 __all__ = [
+    "ARGUMENT_ORDER",
     "EffectRule",
     "Grounding",
     "Tool",

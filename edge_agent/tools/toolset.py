@@ -80,6 +80,7 @@ from edge_agent.tools.schema import (
 from edge_agent.types import Effect
 
 __all__ = [
+    "ARGUMENT_ORDER",
     "EffectRule",
     "ToolSchema",
     "Grounding",
@@ -92,6 +93,10 @@ __all__ = [
 
 EffectRule: TypeAlias = Effect | Callable[[Mapping[str, Any]], Effect]
 DEFAULT_TIMEOUT_S = 5.0
+# A tool schema's key for its arguments' declared order. The grammar writes the required ones,
+# then the optional ones, each in this order; sync and the host store keep schemas as
+# sorted-key JSON, which loses the order of ``properties`` but not this list.
+ARGUMENT_ORDER = "argument_order"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -345,16 +350,24 @@ class Toolset:
         return "\n".join(t.describe_compact() for t in self._tools.values())
 
     def schemas(self) -> list[ToolSchema]:
-        """What the tools look like from outside, in order: name, description, parameters, and
-        the effect where it does not depend on the arguments. What the log keeps and the host
-        rebuilds the toolset from (`from_schemas`); handlers stay on the device."""
+        """What the tools look like from outside, in order: name, description, parameters,
+        the arguments' declared order (`ARGUMENT_ORDER`) and the effect where it does not
+        depend on the arguments. What the log keeps and the host rebuilds the toolset from
+        (`from_schemas`); handlers stay on the device."""
         return [_schema_of(t) for t in self._tools.values()]
 
     @functools.cached_property
     def fingerprint(self) -> str:
         """A stable identity of the tools' schemas: two toolsets with the same tools, in the
-        same order, share it wherever they were built (the skill id of a client's tools)."""
+        same order, with their arguments in the same order, share it wherever they were
+        built (the skill id of a client's tools)."""
         return fingerprint(self.schemas())
+
+    @property  # not cached: an MCP server's tools can change
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint devices gave these tools before schemas named their argument order
+        (`ARGUMENT_ORDER`): what their turns, still in logs and the host store, name."""
+        return fingerprint([_unordered(s) for s in self.schemas()])
 
     @classmethod
     def from_schemas(
@@ -367,7 +380,10 @@ class Toolset:
     ) -> Toolset:
         """A toolset from `schemas()` output (or OpenAI function specs). ``handler(name)``
         gives each tool's handler; without one the tools validate and constrain calls but
-        cannot run here (the host training on them, a client that runs its own)."""
+        cannot run here (the host training on them, a client that runs its own). A schema's
+        `ARGUMENT_ORDER` orders its properties; without one (a client's specs, an older
+        log) they keep the order they come in. ToolDefinitionError for an order that does
+        not name each argument once."""
         tools = [_tool_of(dict(s), handler) for s in schemas]
         return cls(name, tools, prompt=prompt)
 
@@ -394,12 +410,18 @@ def fingerprint(schemas: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _schema_of(t: Tool) -> ToolSchema:
+    parameters = t.parameters_schema()
     schema: ToolSchema = {
-        "name": t.name, "description": t.description, "parameters": t.parameters_schema()
+        "name": t.name, "description": t.description, "parameters": parameters,
+        ARGUMENT_ORDER: list(parameters["properties"]),
     }  # fmt: skip
     if isinstance(t._effect, Effect):
         schema["effect"] = t._effect.value
     return schema
+
+
+def _unordered(schema: ToolSchema) -> ToolSchema:
+    return {k: v for k, v in schema.items() if k != ARGUMENT_ORDER}
 
 
 def _tool_of(schema: dict[str, Any], handler: Callable[[str], Callable[..., Any]] | None) -> Tool:
@@ -411,10 +433,27 @@ def _tool_of(schema: dict[str, Any], handler: Callable[[str], Callable[..., Any]
     except ValueError:
         raise ToolDefinitionError(f"{name}: unknown effect {schema.get('effect')!r}") from None
     params = schema.get("parameters") or {"type": "object", "properties": {}}
+    if schema.get(ARGUMENT_ORDER) is not None and isinstance(params, dict):
+        params = _in_order(name, params, schema[ARGUMENT_ORDER])
     run = handler(name) if handler else _not_here(name)
     return Tool.from_schema(
         name, str(schema.get("description") or ""), params, handler=run, effect=effect
     )
+
+
+def _in_order(name: str, params: dict[str, Any], order: Any) -> dict[str, Any]:
+    """The parameters with their properties in the logged order (sorted-key JSON loses it)."""
+    props = params.get("properties") or {}
+    named_once = (
+        isinstance(order, list) and all(isinstance(k, str) for k in order)
+        and isinstance(props, dict) and len(order) == len(props) and set(order) == set(props)
+    )  # fmt: skip
+    if not named_once:
+        raise ToolDefinitionError(
+            f"{name}: its argument order {order!r} must name each of its arguments once "
+            f"({', '.join(map(str, props))})"
+        )
+    return params | {"properties": {k: props[k] for k in order}}
 
 
 def _not_here(name: str) -> Callable[..., Any]:

@@ -4,17 +4,21 @@ one skill's records never reaching another's plan."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from edge_agent.anonymize import Anonymizer
 from edge_agent.host.flywheel import plan_skill, plan_skills
-from edge_agent.host.ingest_store import IngestStore
+from edge_agent.host.ingest_store import Incoming, IngestStore, Quota
 from edge_agent.host.skill_data import curate_skill, skill_data, turns_by_skill
+from edge_agent.logstore import LogStore
 from edge_agent.prompt import call_json
 from edge_agent.settings import Settings, SkillConfig
-from edge_agent.tools import Toolset, tool
+from edge_agent.sync import SyncClient, enroll
+from edge_agent.tools import ARGUMENT_ORDER, Toolset, fingerprint, tool
 from edge_agent.types import Effect, ToolCall
 from tests.host.flywheel_support import (
     dimmer,
@@ -24,6 +28,8 @@ from tests.host.flywheel_support import (
     thermostat_turn,
     thermostat_turns,
 )
+from tests.logstore_support import make_config
+from tests.sync_support import SECRET, HostServer, token
 
 
 @pytest.fixture
@@ -165,3 +171,72 @@ def test_a_skill_the_host_knows_lends_its_own_tools_and_their_declared_order(
     assert call_json(call, known.toolset) == call_json(call, dimmer())
     assert '"level": 40, "fade_s": 2.0' in call_json(call, known.toolset)
     assert len(known.records) == 1
+
+
+# --- the declared argument order, through sync and the store ----------------------------------
+
+DIM = ToolCall(name="set_dimmer", arguments={"name": "hall", "level": 40, "fade_s": 2.0})
+
+
+def test_a_skill_the_host_does_not_know_writes_calls_in_the_devices_order(
+    store: IngestStore,
+) -> None:
+    """The schemas name the declared order; the store's sorted keys lose nothing."""
+    ingest(store, [thermostat_turn(1, "dim the hall to 40", DIM, toolset=dimmer())], [dimmer()])
+    data = skill_data("dimmer", turns_by_skill(store)["dimmer"], store, Settings())
+    assert data.toolset is not None and data.fingerprint == dimmer().fingerprint
+    assert call_json(DIM, data.toolset) == call_json(DIM, dimmer())
+    assert '"level": 40, "fade_s": 2.0' in call_json(DIM, data.toolset)
+
+
+def _as_older_device(toolset: Toolset) -> tuple[list[dict[str, object]], str]:
+    """The schemas a device older than the argument order logged, and their fingerprint."""
+    schemas = [{k: v for k, v in s.items() if k != ARGUMENT_ORDER} for s in toolset.schemas()]
+    return schemas, fingerprint(schemas)
+
+
+def _ingest_older(store: IngestStore, toolset: Toolset, turn_call: ToolCall) -> None:
+    schemas, fp = _as_older_device(toolset)
+    turn = thermostat_turn(1, "dim the hall to 40", turn_call, toolset=toolset)
+    turn.result.toolset = fp
+    body = json.dumps(schemas, sort_keys=True, separators=(",", ":"))
+    records = [(turn.id, turn.recorded_at, turn.model_dump_json(exclude={"synced"}))]
+    store.ingest(Incoming("dev_0000000000000001", "k1", "k1", 1, records, {fp: body}), Quota())
+
+
+def test_an_older_devices_schemas_of_a_skill_the_host_knows_get_its_own_order(
+    store: IngestStore,
+) -> None:
+    _ingest_older(store, dimmer(), DIM)
+    config = SkillConfig(python="tests.host.flywheel_support:dimmer")
+    known = skill_data("dimmer", turns_by_skill(store)["dimmer"], store,
+                       Settings(skills={"dimmer": config}))  # fmt: skip
+    assert known.toolset is not None and len(known.records) == 1
+    assert call_json(DIM, known.toolset) == call_json(DIM, dimmer())
+
+
+def test_an_older_devices_schemas_of_an_unknown_skill_still_build(store: IngestStore) -> None:
+    """No order logged, no skill to ask: required first, then the optional ones sorted."""
+    _ingest_older(store, dimmer(), DIM)
+    data = skill_data("dimmer", turns_by_skill(store)["dimmer"], store, Settings())
+    assert data.toolset is not None and len(data.records) == 1
+    assert '"name": "hall", "fade_s": 2.0, "level": 40' in call_json(DIM, data.toolset)
+
+
+@pytest.mark.integration
+def test_the_order_goes_from_the_devices_log_through_sync_to_the_host(
+    host: HostServer, tmp_path: Path
+) -> None:
+    device = dimmer()
+    turn = thermostat_turn(1, "dim the hall to 40", DIM, toolset=device)
+    with LogStore(make_config(tmp_path / "device")) as log:
+        log.record(turn.result, turn.messages, tools=device.schemas())
+        enrollment = enroll(host.url, token(host), pin=host.cert.sha256)
+        with SyncClient(log, Anonymizer(SECRET), enrollment) as client:
+            assert client.sync().acknowledged == 1
+    data = skill_data("dimmer", turns_by_skill(host.store)["dimmer"], host.store, Settings())
+    assert data.toolset is not None and data.fingerprint == device.fingerprint
+    [record] = data.records
+    assert record.call is not None
+    assert call_json(record.call, data.toolset) == call_json(record.call, device)
+    assert data.toolset.describe_compact() == device.describe_compact()
