@@ -63,7 +63,21 @@ class TurnRouter(Protocol):
 
 class AgentConfig(BaseModel):
     max_steps: int = Field(4, ge=1, description="model generations per turn")
-    max_tokens: int = Field(160, ge=8, description="per generation")
+    max_tokens: int | None = Field(
+        None,
+        ge=8,
+        description="a ceiling per generation; None: the tokens the longest output "
+        "the call schema allows can take (prompt.token_budget)",
+    )
+    max_string_chars: int = Field(
+        prompt.STRING_CHARS,
+        ge=1,
+        le=512,
+        description="the decoder's cap on a string argument whose schema sets no maxLength",
+    )
+    max_answer_chars: int = Field(
+        prompt.ANSWER_CHARS, ge=1, le=512, description="the decoder's cap on a plain answer"
+    )
     repair_attempts: int = Field(1, ge=0)
     tool_timeout_s: float = Field(5.0, gt=0)
     stop_after_call: bool = Field(
@@ -124,7 +138,8 @@ class Agent:
         # the skill's routing (see settings.RouteMode); the router reads these
         self.route_mode: RouteMode = route_mode
         self.teacher_labels_offline = teacher_labels_offline
-        self._schema = prompt.output_schema(toolset)
+        self._schema = _capped_schema(self, toolset, allow_answer=True)
+        self._budget = prompt.token_budget(self._schema, self.config.max_tokens)
         self._lock = threading.Lock()
 
     # -- public API -----------------------------------------------------------------------
@@ -230,6 +245,11 @@ class Turn:
         context = agent.context(text, area) if agent.context else None
         self.messages = _prompt(agent, text, context, self.conversation)
         self.schema = _output_schema(agent, self.conversation)
+        self.max_tokens = (
+            agent._budget
+            if self.schema is agent._schema
+            else prompt.token_budget(self.schema, agent.config.max_tokens)
+        )
         self.repairs_left = agent.config.repair_attempts
         self.tool_results_seen = len(self.conversation.prior)  # results the model has seen
         self.result.prior_calls = len(self.conversation.prior)
@@ -305,7 +325,7 @@ class Turn:
     def _generate(self) -> str | None:
         request = GenerationRequest(
             messages=self.messages,
-            max_tokens=self.agent.config.max_tokens,
+            max_tokens=self.max_tokens,
             json_schema=self.schema,
             logprobs=True,
         )
@@ -525,7 +545,14 @@ def _output_schema(agent: Agent, talk: Conversation) -> dict[str, Any]:
     if not talk.required and talk.tool is None:
         return agent._schema
     tools = agent.toolset.subset([talk.tool]) if talk.tool else agent.toolset
-    return prompt.output_schema(tools, allow_answer=False)
+    return _capped_schema(agent, tools, allow_answer=False)
+
+
+def _capped_schema(agent: Agent, tools: Toolset, *, allow_answer: bool) -> dict[str, Any]:
+    config = agent.config
+    return prompt.output_schema(tools, allow_answer=allow_answer,
+                                string_chars=config.max_string_chars,
+                                answer_chars=config.max_answer_chars)  # fmt: skip
 
 
 def _key(call: ToolCall) -> tuple[str, str]:

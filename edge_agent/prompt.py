@@ -14,11 +14,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from edge_agent.backends._output_length import longest_output
+from edge_agent.backends._schema_limits import bounded_schema
 from edge_agent.errors import ToolArgumentsError
 from edge_agent.tools import Toolset
 from edge_agent.types import Message, ToolCall
 
 ANSWER_KEY = "answer"
+STRING_CHARS = 160  # the grammar's cap on a string argument whose schema sets no maxLength
+ANSWER_CHARS = 240  # the grammar's cap on a plain answer
+FALLBACK_TOKENS = 512  # max_tokens where a schema bounds nothing (an object of any keys)
 
 SYSTEM_GENERIC = (
     "You are an assistant on a device. Reply with one JSON object: either a tool call "
@@ -52,20 +57,41 @@ def messages_for(
     ]
 
 
-def output_schema(toolset: Toolset, *, allow_answer: bool = True) -> dict[str, Any]:
-    """The union the decoder is constrained to: every tool's call, plus a plain answer."""
-    schema = toolset.call_schema()
+def output_schema(
+    toolset: Toolset,
+    *,
+    allow_answer: bool = True,
+    string_chars: int = STRING_CHARS,
+    answer_chars: int = ANSWER_CHARS,
+) -> dict[str, Any]:
+    """The union the decoder is constrained to: every tool's call, plus a plain answer.
+
+    Strings that set no ``maxLength`` are capped (`string_chars`, `answer_chars`), so the
+    longest output is known (`token_budget`) and a string the model never closes ends at its
+    cap as a valid call or answer, not at max_tokens as broken JSON (a client's free-text
+    argument once ran for 102 s). Validation still takes the tool's own schema."""
+    schema = bounded_schema(toolset.call_schema(), max_string=string_chars)
     alternatives = list(schema.get("anyOf", [schema]))
     if allow_answer:
+        answer = {"type": "string", "maxLength": answer_chars}
         alternatives.append(
             {
                 "type": "object",
-                "properties": {ANSWER_KEY: {"type": "string"}},
+                "properties": {ANSWER_KEY: answer},
                 "required": [ANSWER_KEY],
                 "additionalProperties": False,
             }
         )
     return {"anyOf": alternatives}
+
+
+def token_budget(schema: dict[str, Any], ceiling: int | None = None) -> int:
+    """max_tokens for one generation constrained to `schema`: the most tokens its longest
+    valid output can take (`FALLBACK_TOKENS` where the schema bounds nothing), at most
+    `ceiling`. Fewer would cut valid outputs; more only lets a runaway run longer."""
+    longest = longest_output(bounded_schema(schema))
+    budget = longest.tokens if longest is not None else FALLBACK_TOKENS
+    return min(budget, ceiling) if ceiling is not None else budget
 
 
 def canonical_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:

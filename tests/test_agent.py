@@ -79,6 +79,39 @@ def test_every_generation_is_constrained_to_the_union_schema():
     assert {"answer"} in [set(alt["properties"]) for alt in schema["anyOf"]]
 
 
+@tool(effect=Effect.ACTUATING)
+def send_message(to: str, body: str) -> str:
+    """Sends a message."""
+    return "sent"
+
+
+def test_each_generation_gets_the_budget_of_its_longest_valid_output():
+    """Item 7 of issue 14: max_tokens comes from the call schema, whose free strings the agent
+    caps; a long but valid call is never cut, and a configured ceiling still holds."""
+    tools = Toolset("messages", [send_message])
+    a = Agent(ScriptedBackend(['{"answer": "ok"}']), tools, config=AgentConfig(max_string_chars=40))
+    a.run("text Ann hi")
+    sent = a.backend.requests[0]
+    call = sent.json_schema["anyOf"][0]["properties"]["arguments"]["properties"]
+    assert call["to"]["maxLength"] == call["body"]["maxLength"] == 40
+    # two strings of 40 and an answer of 240: the answer is the longest output
+    assert sent.max_tokens == prompt.token_budget(sent.json_schema) > 2 * 240
+    capped = Agent(ScriptedBackend(['{"answer": "ok"}']), tools, config=AgentConfig(max_tokens=64))
+    capped.run("text Ann hi")
+    assert capped.backend.requests[0].max_tokens == 64
+
+
+def test_a_required_call_gets_the_budget_of_the_calls_alone():
+    tools = Toolset("messages", [send_message])
+    call = '{"name": "send_message", "arguments": {"to": "Ann", "body": "hi"}}'
+    config = AgentConfig(delegate=True, max_string_chars=40)
+    a = Agent(ScriptedBackend([call]), tools, config=config)
+    a.run("text Ann hi", conversation=Conversation(required=True))
+    sent = a.backend.requests[0]
+    assert sent.max_tokens == prompt.token_budget(sent.json_schema)
+    assert sent.max_tokens < a._budget  # no answer branch to budget for
+
+
 def test_stop_after_call_answers_from_the_result():
     a = agent(['{"name": "set_light", "arguments": {"name": "hall"}}'], stop_after_call=True)
     result = a.run("turn the hall light on")

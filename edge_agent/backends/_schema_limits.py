@@ -52,10 +52,13 @@ def check_schema(schema: Any) -> None:
     _Walk(schema).schema(schema, "#")
 
 
-def bounded_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The checked schema with strings and arrays that set no bound capped at the limits."""
+def bounded_schema(
+    schema: dict[str, Any], *, max_string: int = MAX_STRING_LENGTH
+) -> dict[str, Any]:
+    """The checked schema with strings and arrays that set no bound capped: strings at
+    `max_string` characters (at most the limit), arrays at the limit."""
     check_schema(schema)
-    return _capped(schema)
+    return _capped(schema, min(max_string, MAX_STRING_LENGTH))
 
 
 def _error(detail: str) -> UnsupportedSchemaError:
@@ -258,21 +261,21 @@ def _nested(av: Any) -> int:
 # --- caps --------------------------------------------------------------------------------------
 
 
-def _capped(node: dict[str, Any]) -> dict[str, Any]:
+def _capped(node: dict[str, Any], max_string: int) -> dict[str, Any]:
     out = dict(node)
     for key in _SCHEMA_MAPS:
         if isinstance(node.get(key), dict):
-            out[key] = {name: _capped(sub) for name, sub in node[key].items()}
+            out[key] = {name: _capped(sub, max_string) for name, sub in node[key].items()}
     for key in (*_SCHEMA_LISTS, "items"):
         if isinstance(node.get(key), list):
-            out[key] = [_capped(sub) for sub in node[key]]
+            out[key] = [_capped(sub, max_string) for sub in node[key]]
     for key in ("items", "additionalProperties"):
         if isinstance(node.get(key), dict):
-            out[key] = _capped(node[key])
+            out[key] = _capped(node[key], max_string)
     kinds = node.get("type")
     kinds = set(kinds) if isinstance(kinds, list) else {kinds}
     if "string" in kinds and "maxLength" not in node:
-        out["maxLength"] = MAX_STRING_LENGTH
+        out["maxLength"] = max(max_string, node.get("minLength", 0))
     if "array" in kinds and "maxItems" not in node:
         out["maxItems"] = MAX_ITEMS
     return out

@@ -27,7 +27,6 @@ from typing import Any
 
 from edge_agent import prompt
 from edge_agent.agent import Agent, Conversation, RouteOverride, call_text
-from edge_agent.backends import check_schema
 from edge_agent.backends.base import Backend
 from edge_agent.errors import ConfigError, ToolDefinitionError, ToolError, UnsupportedSchemaError
 from edge_agent.server.chat import Reply, check_agent_fits, turn_message
@@ -144,12 +143,11 @@ class ClientAgents:
 
     def _build(self, toolset: Toolset, name: str | None) -> Agent:
         skill = skill_for(toolset, name, self.settings)
-        agent = self.make(Toolset(skill.name, toolset, toolset.description), skill)
-        agent.config = agent.config.model_copy(update={"delegate": True})
-        try:
-            check_schema(prompt.output_schema(agent.toolset))  # each tool fits; all may not
+        try:  # each tool fits; all together may not (the agent builds their union)
+            agent = self.make(Toolset(skill.name, toolset, toolset.description), skill)
         except UnsupportedSchemaError as exc:
             raise APIError(400, str(exc), param="tools") from None
+        agent.config = agent.config.model_copy(update={"delegate": True})
         check_agent_fits(agent.backend, agent)
         return agent
 
