@@ -67,6 +67,9 @@ class SkillConfig(BaseModel):
     teacher_labels_offline: bool | None = Field(
         None, description="ask the teacher later for turns served locally while it was down"
     )
+    route_audit_share: float | None = Field(
+        None, ge=0, le=1, description="overrides route_audit_share for this skill"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SkillConfig:
@@ -163,6 +166,9 @@ class Settings(BaseSettings):
     )
     route_tools: dict[str, Literal["always_remote", "never_remote"]] = Field(
         default_factory=dict, description="per-tool routing rules"
+    )
+    route_audit_share: float = Field(
+        0.02, ge=0, le=1, description="share of confident local turns the teacher labels too"
     )
     embedder_dir: Path | None = Field(
         None, description="embedders, one folder per name; default <data dir>/adapters/embedders"

@@ -116,6 +116,8 @@ class Routing(BaseModel):
     remote_bytes: int = 0  # request bodies sent to the remote
     remote_ms: float | None = None
     queued: bool = False  # a local best effort awaiting a teacher label (the remote was down)
+    # a confident local turn also sent to the teacher, drawn with this chance (routing.audit)
+    audit_share: float | None = None
 
 
 class AgentResult(BaseModel):

@@ -5,7 +5,9 @@ Each skill is calibrated on its own rows: its calibration set where it has one (
 validation split; the test split stays unseen so the benchmark that reports on it measures
 thresholds picked elsewhere), or, for any skill, the device's own log: escalated turns that
 carry the local model's shadow attempt and its signals beside the teacher's call, the attempt
-right when the skill's scorer says it matches the teacher (`log_pairs`). A grid over each
+right when the skill's scorer says it matches the teacher (`log_pairs`), and the audited
+local turns' labels (``routing.audit``): those stand for the confident turns not drawn, so
+each weighs 1/share (escalated pairs, all of them logged, weigh 1). A grid over each
 signal's observed values (midpoints between them) is searched exhaustively: on a few hundred
 rows that is milliseconds, and it is exact where a greedy or 1-D search is not. The distance
 signal joins the search when the records carry it (`collect` with a router that has the
@@ -74,6 +76,7 @@ class LogPairs:
     """A skill's teacher-labelled shadow attempts in the log, as calibration records."""
 
     records: list[SignalRecord] = field(default_factory=list)
+    audited: int = 0  # of the records: confident local turns the teacher labelled (audits)
     other_attempts: int = 0  # made by another model or adapter than the one calibrated
     unusable: int = 0  # escalated, but the teacher's answer never became the turn's
 
@@ -94,31 +97,37 @@ def log_pairs(
     model: str,
     adapter: str | None,
 ) -> LogPairs:
-    """The escalated turns of `skill` whose local attempt `model` + `adapter` made (the
-    signals of another adapter say nothing of this one's), each with its signals and whether
-    the attempt was right: `scorer` (the skill's) against the teacher's call, or its answer
-    in words (no call)."""
+    """The escalated turns of `skill` and the audit labels of its confident local turns,
+    whose local attempt `model` + `adapter` made (the signals of another adapter say nothing
+    of this one's), each with its signals, its weight and whether the attempt was right:
+    `scorer` (the skill's) against the teacher's call, or its answer in words (no call). A
+    late label of a turn served while the remote was down carries no signals: unusable."""
     pairs = LogPairs()
     for item in items:
         result, routing = item.result, item.result.routing
-        attempt = routing.local_attempt if routing else None
-        if result.skill != skill or result.route != "escalated" or attempt is None:
+        if result.skill != skill or result.route != "escalated" or routing is None:
             continue
-        if result.label_of or result.outcome == "failed":
+        attempt, audit = routing.local_attempt, routing.audit_share
+        if attempt is None:
+            continue
+        if (result.label_of and not audit) or result.outcome == "failed":
             pairs.unusable += 1
         elif (attempt.model, attempt.adapter) != (model, adapter):
             pairs.other_attempts += 1
         else:
-            pairs.records.append(_pair(result, attempt, scorer))
+            pairs.records.append(_pair(result, attempt, scorer, 1 / audit if audit else 1.0))
+            pairs.audited += bool(audit)
     return pairs
 
 
-def _pair(result: AgentResult, attempt: LocalAttempt, scorer: Scorer) -> SignalRecord:
+def _pair(
+    result: AgentResult, attempt: LocalAttempt, scorer: Scorer, weight: float
+) -> SignalRecord:
     teacher = result.tool_calls[0].call if result.tool_calls else None
     return SignalRecord(
         id=result.id, tool=attempt.call.name if attempt.call else None,
         signals=result.routing.signals if result.routing else RouteSignals(),
-        correct=scorer(attempt.call, teacher), latency_ms=attempt.latency_ms,
+        correct=scorer(attempt.call, teacher), latency_ms=attempt.latency_ms, weight=weight,
     )  # fmt: skip
 
 
@@ -138,6 +147,7 @@ class _Features:
         self.ungrounded = np.array([r.signals.ungrounded for r in records], dtype=bool)
         self.invalid = np.array([r.signals.invalid for r in records], dtype=bool)
         self.correct = np.array([r.correct for r in records], dtype=bool)
+        self.weight = np.array([r.weight for r in records], dtype=np.float64)
 
 
 def candidates(values: np.ndarray, *, above: bool = False) -> list[float | None]:
@@ -173,19 +183,24 @@ def outcome(
         esc |= f.repaired
     if thresholds.escalate_ungrounded:
         esc |= f.ungrounded
-    return _stats(f.correct, esc, remote_accuracy)
+    return _stats(f.correct, esc, remote_accuracy, f.weight)
 
 
-def _stats(correct: np.ndarray, escalated: np.ndarray, remote_accuracy: float) -> dict[str, float]:
-    n = max(len(correct), 1)
+def _stats(
+    correct: np.ndarray, escalated: np.ndarray, remote_accuracy: float, weight: np.ndarray
+) -> dict[str, float]:
+    """Shares and accuracies weighted by what each record stands for; counts are records."""
+    n = float(weight.sum()) or 1.0
     local = ~escalated
-    right = float((correct & local).sum()) + remote_accuracy * float(escalated.sum())
+    right_local = float(weight[correct & local].sum())
+    right = right_local + remote_accuracy * float(weight[escalated].sum())
+    local_weight = float(weight[local].sum())
     return {
         "n": float(len(correct)),
-        "local_share": float(local.sum()) / n,
+        "local_share": local_weight / n,
         "accuracy": right / n,
-        "local_accuracy": float((correct & local).sum()) / max(int(local.sum()), 1),
-        "local_only_accuracy": float(correct.sum()) / n,
+        "local_accuracy": right_local / local_weight if local_weight else 0.0,
+        "local_only_accuracy": float(weight[correct].sum()) / n,
         "escalated": float(escalated.sum()),
     }
 
@@ -206,7 +221,7 @@ def calibrate(
         flags = (f.repaired & repaired) | (f.ungrounded & made_up)
         esc = f.invalid | _mask(f.distance, dist, above=True) | flags  # (n,)
         esc = esc | m_min[:, None, :] | m_mean[None, :, :]  # (A, B, n)
-        key, (a, b) = _best_cell(f.correct, esc, target_accuracy, remote_accuracy, (mins, means))
+        key, (a, b) = _best_cell(f, esc, target_accuracy, remote_accuracy, (mins, means))
         key = (key[0], key[1], key[2] - int(dist is not None) - int(repaired) - int(made_up))
         if best is None or key > best[0]:
             chosen = Thresholds(
@@ -219,17 +234,18 @@ def calibrate(
 
 
 def _best_cell(
-    correct: np.ndarray,
+    f: _Features,
     esc: np.ndarray,
     target: float,
     remote_accuracy: float,
     axes: tuple[list[float | None], list[float | None]],
 ) -> tuple[tuple[float, float, int], tuple[int, int]]:
-    """The (min, mean) cell with the most local requests at the target (-1 where the target
-    is missed), then the best accuracy, then the fewest signals in use."""
-    n = max(esc.shape[-1], 1)
-    acc = ((correct & ~esc).sum(-1) + remote_accuracy * esc.sum(-1)) / n
-    score = np.where(acc >= target - 1e-12, (~esc).sum(-1), -1).astype(np.float64)
+    """The (min, mean) cell with the most local requests (weighted) at the target (-1 where
+    the target is missed), then the best accuracy, then the fewest signals in use."""
+    w = f.weight
+    n = float(w.sum()) or 1.0
+    acc = (((f.correct & ~esc) * w).sum(-1) + remote_accuracy * (esc * w).sum(-1)) / n
+    score = np.where(acc >= target - 1e-12, (~esc * w).sum(-1), -1).astype(np.float64)
     used = np.add.outer([t is not None for t in axes[0]], [t is not None for t in axes[1]])
     order = np.lexsort((used.ravel(), -acc.ravel(), -score.ravel()))
     a, b = (int(i) for i in np.unravel_index(order[0], score.shape))
@@ -255,7 +271,7 @@ def sweep(
     above = signal == "distance"
     for t in candidates(values, above=above):
         esc = f.invalid | _mask(values, t, above=above)
-        stats = _stats(f.correct, esc, remote_accuracy)
+        stats = _stats(f.correct, esc, remote_accuracy, f.weight)
         points.append({"threshold": float("nan") if t is None else t} | stats)
     return points
 
@@ -360,6 +376,7 @@ def log_summary(
             for k in _ROUTES
         },  # fmt: skip
         "queued_for_teacher": sum(bool(r.routing and r.routing.queued) for r, _ in routed),
+        "audited": sum(bool(r.routing and r.routing.audit_share) for r, _ in routed),
         "remote": {
             "prompt_tokens": sum(u.prompt_tokens for u in usage),
             "completion_tokens": sum(u.completion_tokens for u in usage),

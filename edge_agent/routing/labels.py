@@ -1,17 +1,20 @@
 """Late teacher labels: turns served locally while the remote model was down get the teacher's
-call once it answers again.
+call once it answers again, and so do the confident local turns drawn for an audit
+(``routing.audit``: ``route`` "local", ``routing.audit_share`` set).
 
-    sealed log ─► turns marked ``routing.queued``, of skills that opt in, younger than
-        ``max_age_s``, without a label yet, oldest first ─► at most ``limit`` per round
+    sealed log ─► turns marked ``routing.queued`` (local fallbacks of skills that opt in,
+        audited local turns of skills not local-only now), younger than ``max_age_s``,
+        without a label yet, oldest first ─► at most ``limit`` per round
         ─► the router's RemoteClient (anonymized, behind its circuit breaker)
         ─► the teacher's call, validated, never executed
         ─► a NEW record: route "escalated", ``label_of`` = the turn's id, the call with
            status "delegated", the turn's request and prompt, its local call as the
-           local attempt
+           local attempt (an audit's label also carries the turn's signals and share)
 
 Nothing runs: the turn was served long ago and the label is training data. "delegated" says
 the call was made but not executed here; the default labeler (``skills.skill.labeled_turn``)
-keeps such an escalated record as a teacher row, and drops the original (local_fallback).
+keeps such an escalated record as a teacher row, and drops the original (local_fallback); an
+audited original stays a device row, which the host's curation lets the teacher's overrule.
 Which turns are labelled lives in the log itself (a label names its turn), so a round after
 a restart, or from another process (`edge-agent route label`), never labels a turn twice.
 """
@@ -59,7 +62,7 @@ MAX_TRIES = 3  # unusable answers for one turn before a queue stops asking about
 
 # The tools a queued turn ran with, as this device has them now; None: it cannot be labelled.
 ToolsetFor = Callable[[Interaction], Toolset | None]
-OptedIn = Callable[[str | None], bool]
+OptedIn = Callable[[str | None], bool]  # by skill name: may its queued turns be labelled
 
 
 @dataclass
@@ -96,6 +99,7 @@ class LabelQueue:
         toolset_for: ToolsetFor,
         *,
         opted_in: OptedIn = lambda _skill: True,
+        audits: OptedIn = lambda _skill: True,
         limit: int = DEFAULT_LIMIT,
         max_age_s: float = DEFAULT_MAX_AGE_S,
         clock: Callable[[], float] = time.time,
@@ -104,25 +108,43 @@ class LabelQueue:
         self.remote = remote
         self.toolset_for = toolset_for
         self.opted_in = opted_in
+        self.audits = audits
         self.limit = limit
         self.max_age_s = max_age_s
         self.clock = clock
         self._failures: dict[str, int] = {}
+        self._opened_local: set[str] = set()  # local rows read once: most are no audit
+        self._audited: dict[str, Interaction] = {}  # audited turns found, not yet labelled
 
     def pending(self) -> list[Interaction]:
         """Queued turns still waiting for a label, oldest first. Only the rows that can
-        matter are opened: local fallbacks, then (if any is queued) escalated rows from the
-        oldest queued turn on, where its label would be."""
+        matter are opened: local fallbacks, local turns this queue has not read yet (for
+        audits), then (if any is queued) escalated rows from the oldest queued turn on,
+        where its label would be."""
         rows = self.log.rows(since=self.clock() - self.max_age_s)
         queued = [
             item for item in self._opened(rows, "local_fallback")
             if _queued(item) and self.opted_in(item.result.skill)
         ]  # fmt: skip
+        queued = sorted(queued + self._audits(rows), key=lambda item: item.recorded_at)
         if not queued:
             return []
         later = [row for row in rows if row["ts"] >= queued[0].recorded_at]
         labelled = {item.result.label_of for item in self._opened(later, "escalated")}
+        self._audited = {k: v for k, v in self._audited.items() if k not in labelled}
         return [item for item in queued if item.id not in labelled]
+
+    def _audits(self, rows: list[dict[str, Any]]) -> list[Interaction]:
+        """Audited local turns in the window; each local row is decrypted once per queue."""
+        window = {row["id"] for row in rows}
+        self._opened_local &= window
+        self._audited = {k: v for k, v in self._audited.items() if k in window}
+        fresh = [row for row in rows if row["id"] not in self._opened_local]
+        for item in self._opened(fresh, "local"):
+            if _queued(item) and self.audits(item.result.skill):
+                self._audited[item.id] = item
+        self._opened_local |= {row["id"] for row in fresh if row["route"] == "local"}
+        return list(self._audited.values())
 
     def round(self) -> LabelReport:
         """Ask the teacher about up to ``limit`` queued turns; stops at the first sign that
@@ -178,7 +200,8 @@ class LabelQueue:
 
 def _queued(item: Interaction) -> bool:
     routing = item.result.routing
-    return item.result.route == "local_fallback" and routing is not None and routing.queued
+    served_here = item.result.route in ("local_fallback", "local")
+    return served_here and routing is not None and routing.queued
 
 
 def prompt_of(item: Interaction) -> list[Message]:
@@ -220,15 +243,24 @@ def label_record(
         calls = [ToolOutcome(call=parsed, effect=effect, status="delegated")]
     turn = item.result
     routing = Routing(
-        decision="remote", reason=f"teacher label for {turn.id}, served while the remote was down",
-        remote_model=model, local_attempt=_as_attempt(turn), remote_usage=reply.usage,
+        decision="remote", reason=_why_labelled(turn), remote_model=model,
+        local_attempt=_as_attempt(turn), remote_usage=reply.usage,
         remote_bytes=reply.request_bytes, remote_ms=reply.latency_ms,
     )  # fmt: skip
+    if turn.routing is not None and turn.routing.audit_share is not None:
+        # self-contained: calibration reads the pair from the label alone (the host too)
+        routing.signals, routing.audit_share = turn.routing.signals, turn.routing.audit_share
     return AgentResult(
         request=turn.request, answer=answer, tool_calls=calls, model=model, skill=turn.skill,
         toolset=toolset.fingerprint, route="escalated", steps=1, latency_ms=reply.latency_ms,
-        usage=reply.usage, routing=routing, label_of=turn.id,
+        usage=reply.usage, routing=routing, label_of=turn.id, prior_calls=turn.prior_calls,
     )  # fmt: skip
+
+
+def _why_labelled(turn: AgentResult) -> str:
+    if turn.routing is not None and turn.routing.audit_share is not None:
+        return f"audit: teacher label for {turn.id}, served locally with confidence"
+    return f"teacher label for {turn.id}, served while the remote was down"
 
 
 def _as_attempt(turn: AgentResult) -> LocalAttempt:
@@ -298,6 +330,21 @@ def skill_opted_in(skill: Callable[[str], Skill]) -> OptedIn:
     return opted_in
 
 
+def skill_audited(skill: Callable[[str], Skill]) -> OptedIn:
+    """Whether an audited turn of a skill may still go to the teacher: not once the skill is
+    ``local-only`` (it may have become so since); a client's unnamed tools may."""
+
+    def audited(name: str | None) -> bool:
+        if name is None:
+            return False
+        try:
+            return skill(name).route != "local-only"
+        except ConfigError:
+            return True
+
+    return audited
+
+
 def label_queue(
     source: LabelSource, *, limit: int = DEFAULT_LIMIT, max_age_s: float = DEFAULT_MAX_AGE_S
 ) -> LabelQueue | None:
@@ -308,7 +355,7 @@ def label_queue(
         return None
     return LabelQueue(
         log, router.remote, SkillTools(log, source.toolset), opted_in=skill_opted_in(source.skill),
-        limit=limit, max_age_s=max_age_s,
+        audits=skill_audited(source.skill), limit=limit, max_age_s=max_age_s,
     )  # fmt: skip
 
 
@@ -323,7 +370,8 @@ def label_queued(
     queue = label_queue(source, limit=limit, max_age_s=max_age_s)
     if queue is None:
         queue = LabelQueue(log, None, SkillTools(log, source.toolset),
-                           opted_in=skill_opted_in(source.skill), max_age_s=max_age_s)  # fmt: skip
+                           opted_in=skill_opted_in(source.skill),
+                           audits=skill_audited(source.skill), max_age_s=max_age_s)  # fmt: skip
     return queue.round()
 
 

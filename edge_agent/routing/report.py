@@ -5,10 +5,12 @@ to the teacher, and what the teacher cost. `edge-agent route report` prints and 
 Two ways the teacher's call meets the small model's, both scored with the skill's scorer:
 
     local turn ──(remote down, queued)──► late label (``label_of``)   → local accuracy
+    confident local turn ──(drawn: audit)──► late label               → audit agreement too
     escalated turn (the SLM's attempt kept beside the teacher's call) → shadow agreement
 
 A teacher-first skill starts at 0 % local with only shadow agreement to show; after its
-adapter is promoted the local share rises and the late labels keep measuring it.
+adapter is promoted the local share rises and the audits (a random share of the confident
+turns, ``routing.audit``) and late labels keep measuring it.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ class DayStats:
     turns: int = 0
     local: int = 0  # served on the device: local, or local_fallback with the remote down
     escalated: int = 0
-    queued: int = 0  # local best efforts still waiting for a teacher label
+    queued: int = 0  # local turns still waiting for a teacher label (best efforts, audits)
     labelled: int = 0  # local turns the teacher labelled later
     local_right: int = 0  # … whose local call was the teacher's
+    audited: int = 0  # confident local turns drawn for an audit that the teacher labelled
+    audit_agree: int = 0  # … whose local call was the teacher's
     shadowed: int = 0  # escalated turns with the small model's own attempt kept
     shadow_agree: int = 0  # … where that attempt was the teacher's call
     labels: int = 0  # late label records written this day
@@ -60,6 +64,7 @@ class DayStats:
             "turns": self.turns, "local": self.local, "escalated": self.escalated,
             "local_share": _share(self.local, self.turns), "queued": self.queued,
             "labelled": self.labelled, "local_accuracy": _share(self.local_right, self.labelled),
+            "audited": self.audited, "audit_agreement": _share(self.audit_agree, self.audited),
             "shadowed": self.shadowed,
             "shadow_agreement": _share(self.shadow_agree, self.shadowed),
             "labels": self.labels, "teacher_bytes": self.teacher_bytes,
@@ -125,8 +130,12 @@ def count(stats: DayStats, item: Interaction, label: Interaction | None, score: 
         return
     stats.local += 1
     if label is not None:
+        right = score(_first_call(item), label.teacher_label)
         stats.labelled += 1
-        stats.local_right += score(_first_call(item), label.teacher_label)
+        stats.local_right += right
+        if routing is not None and routing.audit_share is not None:
+            stats.audited += 1
+            stats.audit_agree += right
     elif routing is not None and routing.queued:
         stats.queued += 1
 

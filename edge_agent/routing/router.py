@@ -11,7 +11,8 @@ Route modes, per skill (``Agent.route_mode``): ``local-first`` as above; ``teach
 escalates every turn while the skill has no adapter (day 0: the teacher answers, the local
 attempt is kept beside its call as a shadow), then is local-first; ``local-only`` never
 escalates. Turns served locally because the remote was down are marked ``queued`` for a late
-teacher label (``routing.labels``) when the skill opts in.
+teacher label (``routing.labels``) when the skill opts in, and so is a random share of the
+confident local turns (``routing.audit``), so the teacher keeps checking them.
 
 Signals: min and mean log-probability over the tokens the local model chose (forced tokens
 skipped), a call valid only after repair, no valid call at all, and the distance of the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
 from collections import OrderedDict
@@ -40,6 +42,7 @@ from edge_agent import prompt
 from edge_agent.agent import Agent, RouteOverride
 from edge_agent.backends.base import Backend, Chunk, Done, GenerationRequest
 from edge_agent.errors import ConfigError, RemoteError, RemoteResponseError, RemoteUnavailableError
+from edge_agent.routing.audit import NO_AUDIT, AuditShare
 from edge_agent.types import AgentResult, LocalAttempt, Message, RouteSignals, Routing, ToolCall
 
 if TYPE_CHECKING:
@@ -121,6 +124,7 @@ class SignalRecord(BaseModel):
     signals: RouteSignals
     correct: bool
     latency_ms: float = 0.0
+    weight: float = Field(1.0, gt=0)  # the turns it stands for: an audited pair, 1/share
 
 
 class Calibration(BaseModel):
@@ -281,7 +285,8 @@ class Attempt:
 class Router:
     """Decides per request, after the local attempt, whether to escalate; attach it to an
     ``Agent`` (``router=``). One router may serve several agents: its remote client, and so
-    its circuit breaker, is shared."""
+    its circuit breaker, is shared. ``audit``: the share of confident local turns the
+    teacher labels too (none by default); ``rng`` draws them."""
 
     def __init__(
         self,
@@ -293,6 +298,8 @@ class Router:
         centroids: np.ndarray | Sequence[Sequence[float]] | None = None,
         clusters: ClustersFor | None = None,
         queue_offline: bool = True,
+        audit: AuditShare = NO_AUDIT,
+        rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.remote = remote
@@ -307,6 +314,8 @@ class Router:
         self.centroids = np.asarray(centroids, dtype=np.float32) if has_centroids else None
         self.clusters = clusters  # per adapter; `embedder` + `centroids` given: those instead
         self.queue_offline = queue_offline
+        self.audit = audit
+        self.rng = rng or random.Random()
         self.clock = clock
         self._held: OrderedDict[tuple[str, str, str | None], tuple[float, ToolCall, Routing]]
         self._held = OrderedDict()
@@ -329,6 +338,9 @@ class Router:
         routing = Routing(decision=decision, reason=reason, signals=attempt.signals)
         local = decision == "local"
         result = turn.resume() if local else self._escalate(agent, attempt, routing)
+        if local:
+            routing.audit_share = self._audit(agent, attempt, route, result)
+            routing.queued = routing.audit_share is not None
         result.routing = routing
         self._remember(agent, turn, result)
         return result
@@ -378,6 +390,22 @@ class Router:
             return "local", "no calibration for this model and adapter: only failures escalate"
         why = calibration.thresholds.escalates(attempt.signals)
         return ("remote", why) if why else ("local", "the local attempt is confident")
+
+    def _audit(
+        self, agent: Agent, attempt: Attempt, route: RouteOverride, result: AgentResult
+    ) -> float | None:
+        """The skill's audit share when this local turn is drawn for a teacher label too
+        (the late-label queue asks later: nothing waits here). Never where the turn was kept
+        on the device on purpose, nor while the teacher cannot be reached."""
+        name = attempt.call.name if attempt.call else None
+        kept = route != "auto" or agent.route_mode == "local-only"
+        kept = kept or (name is not None and self.tools.get(name) == "never_remote")
+        if kept or result.outcome != "answered" or not self._reachable():
+            return None
+        return self.audit.draw(agent.toolset.name, self.rng)
+
+    def _reachable(self) -> bool:
+        return self.remote is not None and self.remote.breaker.state == "closed"
 
     def _distance(self, text: str, adapter: str | None) -> float | None:
         if self.embedder is not None and self.centroids is not None:
@@ -509,7 +537,10 @@ def open_router(
             config, anonymizer=_anonymizer(settings, keep) if config.anonymize else None
         )
     calibrations = Calibrations.load(settings.route_path)
-    return Router(remote, calibration=calibrations, tools=settings.route_tools, clusters=clusters)
+    return Router(
+        remote, calibration=calibrations, tools=settings.route_tools, clusters=clusters,
+        audit=AuditShare.from_settings(settings),
+    )  # fmt: skip
 
 
 def _anonymizer(settings: Settings, keep: Iterable[str]) -> Anonymizer:

@@ -75,7 +75,8 @@ def test_per_skill_per_day_numbers() -> None:
     day0, day1 = report["demo"]["days"]
     assert day0 | {"day": None} == {
         "day": None, "turns": 3, "local": 0, "escalated": 3, "local_share": 0.0, "queued": 0,
-        "labelled": 0, "local_accuracy": None, "shadowed": 3, "shadow_agreement": 0.6667,
+        "labelled": 0, "local_accuracy": None, "audited": 0, "audit_agreement": None,
+        "shadowed": 3, "shadow_agreement": 0.6667,
         "labels": 0, "teacher_bytes": 3000, "reasons": {"teacher-first": 3},
     }  # fmt: skip
     assert day1["turns"] == 5 and day1["local"] == 4 and day1["local_share"] == 0.8

@@ -373,6 +373,7 @@ def test_redact_knows_every_field() -> None:
         "remote_bytes",
         "remote_ms",
         "queued",
+        "audit_share",  # kept: a number
     }
     assert set(LocalAttempt.model_fields) == {
         "model",
