@@ -3,8 +3,12 @@ streamable HTTP on 127.0.0.1 at a port the OS picks, printed as ``PORT <n>`` onc
 (requests must then carry ``Authorization: Bearer $THERMOSTAT_TOKEN`` when that is set).
 
 Its tools cover each annotation case the toolset maps onto an effect, a tool that always
-errors, one that outlives a short timeout, one whose schema no grammar can hold, and one that
-kills the server.
+errors, one that outlives a short timeout, one whose schema no grammar can hold, one that
+kills the server, and one that acts and counts its runs in ``$THERMOSTAT_BELL_LOG`` (a file, so
+the count outlives the process). For the reconnect tests: ``$THERMOSTAT_PORT`` fixes the HTTP
+port, ``$THERMOSTAT_LEGACY`` refuses the 2026 protocol (so a session id that a restarted server
+does not know), and a ``$THERMOSTAT_VERSION_FILE`` that says ``2`` lists other tools (no
+``unlock_door``, a new ``open_window``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
 from mcp.types import ToolAnnotations
+from mcp_types import METHOD_NOT_FOUND, RequestParams
 from pydantic import BaseModel
 
 server = MCPServer("thermostat", instructions="Heating of a small flat.", log_level="WARNING")
@@ -85,6 +91,38 @@ def crash() -> str:
     os._exit(3)
 
 
+@server.tool(annotations=ToolAnnotations(destructiveHint=False))
+def ring_bell(then_exit: bool = False) -> str:
+    """Rings the door bell once (each run is counted), and ends the server after it if asked."""
+    with open(os.environ["THERMOSTAT_BELL_LOG"], "a") as log:
+        log.write("ring\n")
+    if then_exit:
+        os._exit(3)
+    return "rung"
+
+
+def _version() -> str:
+    path = os.environ.get("THERMOSTAT_VERSION_FILE")
+    return open(path).read().strip() if path and os.path.exists(path) else "1"
+
+
+if _version() == "2":
+    server.remove_tool("unlock_door")
+
+    @server.tool(annotations=ToolAnnotations(destructiveHint=False))
+    def open_window(room: str) -> str:
+        """Opens a room's window."""
+        return f"{room} window open"
+
+
+if os.environ.get("THERMOSTAT_LEGACY"):
+
+    async def _no_discover(ctx: Any, params: Any) -> Any:
+        raise MCPError(code=METHOD_NOT_FOUND, message="Method not found")
+
+    server._lowlevel_server.add_request_handler("server/discover", RequestParams, _no_discover)
+
+
 class Schedule(BaseModel):
     hour: int
     celsius: float
@@ -115,7 +153,8 @@ def serve_http() -> None:
     import uvicorn
 
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart reuses the port
+    sock.bind(("127.0.0.1", int(os.environ.get("THERMOSTAT_PORT", "0"))))
     sock.listen()
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     app = server.streamable_http_app()

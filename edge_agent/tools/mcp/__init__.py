@@ -35,6 +35,14 @@ call to that loop. Calls from several threads at once are fine, and the toolset 
 after turn until `close()` (``with mcp_toolset(...) as tools:`` closes it too; a `Runtime`
 closes the toolsets it built). Closing ends a stdio server: its stdin is closed, and it is
 terminated if it has not exited 2 s later (the SDK's grace).
+
+A server that dies or restarts does not take the toolset with it (`session`): the next call
+re-spawns the stdio server or reconnects over HTTP, re-lists the tools, then runs. A call is
+sent again on a new connection only when it provably never reached the server; one cut off on
+its way fails with `ToolExecutionError` and is never repeated (an actuation must not run twice).
+Failed reconnects back off (0.5 s doubling to 30 s; calls in between fail at once); every call
+ends within its timeout. If the reconnected server lists other tools, the toolset takes them
+with a logged warning (`McpToolset`).
 """
 
 from edge_agent.tools.mcp.toolset import McpTool, McpToolset, effect_of, mcp_toolset

@@ -1,179 +1,205 @@
-"""One MCP client session on a thread of its own, callable from any thread.
+"""An MCP session that outlives its connections: a dead server is reconnected on the next call.
 
-The SDK's client is asynchronous; the agent is not, and runs each tool handler in a worker
-thread. So the session lives in one long task on a background thread's event loop (anyio's
-task groups and cancel scopes must be entered and left by the same task), and callers submit
-requests to that loop and wait with a timeout.
+An always-on device cannot restart because a tool server did. When the connection is gone (a
+stdio server exited or was killed, an HTTP server went away) the next call re-opens it: it
+re-spawns the stdio server or reconnects over HTTP, re-lists the tools (handing them to
+`on_reconnect`), then sends the call. A call goes out again on a new connection only when it
+provably never reached the server (`NotSent`): the old connection had already ended, or the
+restarted HTTP server did not know the session. A call cut off on its way may have run, so it
+fails and is never repeated: an actuating tool must not act twice.
+
+Failed reconnects back off (0.5 s doubling to 30 s): calls in between fail at once, so a dead
+server costs no busy loop and no hung turn. Every call ends within its timeout, reconnect
+included (a reconnect that times out stops what it started, which the SDK bounds at a few
+seconds for a stdio server).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import logging
 import os
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import Callable
 from typing import IO, Any, TextIO
 
-import httpx2
-from mcp import Client, StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, ListToolsResult
+from mcp import Client
+from mcp_types import CallToolResult, ListToolsResult
 from mcp_types import Tool as ToolInfo
 
-from edge_agent.errors import ConfigError, ToolError, ToolExecutionError, ToolTimeoutError
+from edge_agent.errors import ConfigError, ToolError, ToolExecutionError
+from edge_agent.tools.mcp.connection import Connection, NotSent, Opener, Request, reason
 
 log = logging.getLogger("edge_agent.tools.mcp")  # one logger for the package
 MAX_PAGES = 100  # a server whose cursors never end cannot hang the connect
 _STDERR_LINES = 20  # of a stdio server's stderr, kept for error messages
-_GRACE_S = 5.0  # past the MCP timeout, before a waiting caller gives up on its own
+_MARK = "\x00edge-agent: read up to here\n"  # written by the reader's own side
 
-# Enters what the client needs on the stack (an HTTP client) and returns the Client to enter;
-# gets where a stdio server's stderr goes.
-Opener = Callable[[AsyncExitStack, TextIO | None], AbstractAsyncContextManager[Client]]
+
+class Backoff:
+    """How long to wait before the next reconnect after `failures` in a row: none after a
+    success, then `first_s` doubling up to `max_s`."""
+
+    def __init__(self, first_s: float = 0.5, max_s: float = 30.0) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self.failures = 0
+        self._next_at = 0.0
+
+    def failed(self) -> None:
+        self.failures += 1
+        delay = min(self.first_s * 2 ** (self.failures - 1), self.max_s)
+        self._next_at = time.monotonic() + delay
+
+    def succeeded(self) -> None:
+        self.failures, self._next_at = 0, 0.0
+
+    def wait_s(self) -> float:
+        """Seconds until a reconnect may be tried (0: now)."""
+        return max(self._next_at - time.monotonic(), 0.0)
 
 
 class Session:
-    """An MCP client session. ``where`` (the command or URL) names the server in errors."""
+    """An MCP client session, reconnected when its connection is lost. ``where`` (the command
+    or URL) names the server in errors."""
 
     def __init__(
         self, name: str, where: str, opener: Opener, timeout_s: float, *, stdio: bool
     ) -> None:
         self.name, self.where, self.timeout_s = name, where, timeout_s
         self.description = ""  # the server's instructions or title, once connected
+        # Gets the tools a reconnected server lists before any call goes out on it; a ToolError
+        # from it fails the reconnect.
+        self.on_reconnect: Callable[[list[ToolInfo]], None] | None = None
+        self.backoff = Backoff()
         self._opener = opener
         self._stderr = _StderrTail(name) if stdio else None
-        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one reconnect at a time
         self._closed = False
-        self._client: Client | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name=f"mcp-{name}", daemon=True)
+        self._connection: Connection | None = None
+        self._last_failure = ""
 
     def start(self) -> None:
         """Connect; ConfigError when the server cannot be started or reached, or does not
         answer within the timeout (it is stopped then)."""
-        self._thread.start()
-        try:
-            self._ready.result(self.timeout_s)
-        except concurrent.futures.TimeoutError:
-            raise self._unreachable(f"it did not answer within {self.timeout_s:g} s") from None
-        except Exception as exc:
-            raise self._unreachable(reason(exc)) from exc
+        self._connection = self._connect(time.monotonic() + self.timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a call would go out now without reconnecting first."""
+        connection = self._connection
+        return connection is not None and connection.alive and not self._closed
 
     def list_tools(self) -> list[ToolInfo]:
         """Every tool the server lists, page after page."""
-        tools: list[ToolInfo] = []
-        cursor: str | None = None
-        for _ in range(MAX_PAGES):
-            page = self._submit(_page_at(cursor), "list its tools")
-            tools += page.tools
-            cursor = page.next_cursor
-            if not cursor:
-                return tools
-        raise ConfigError(f"MCP server {self.name!r} lists tools past {MAX_PAGES} pages")
+        deadline = time.monotonic() + self.timeout_s
+        return _all_tools(self._current(deadline), self, deadline)
 
-    def call(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
-        result: CallToolResult = self._submit(
-            lambda c: c.call_tool(tool, arguments, read_timeout_seconds=self.timeout_s),
-            f"run {tool}",
+    def call(
+        self, tool: str, arguments: dict[str, Any], check: Callable[[], None] | None = None
+    ) -> CallToolResult:
+        """Run `tool`, reconnecting first if the connection is gone; `check` runs just before
+        the call goes out (after any reconnect) and may refuse it with a ToolError."""
+        deadline = time.monotonic() + self.timeout_s
+
+        def request(client: Client, left_s: float) -> Any:
+            return client.call_tool(tool, arguments, read_timeout_seconds=left_s)
+
+        for _ in range(2):  # a call that never left goes out once more, no more
+            connection = self._current(deadline)
+            if check is not None:
+                check()
+            try:
+                result: CallToolResult = self._submit(connection, request, f"run {tool}", deadline)
+                return result
+            except NotSent:
+                log.info("MCP server %r: %s was not sent; reconnecting", self.name, tool)
+        raise ToolExecutionError(
+            f"MCP server {self.name!r} lost each new connection: {tool} was not sent"
         )
-        return result
 
     def close(self) -> None:
-        """End the session (a stdio server: its stdin closed, then terminated). Idempotent."""
+        """End the session (a stdio server: its stdin closed, then terminated). Idempotent;
+        waits for a reconnect in progress, which then stops what it started."""
+        self._closed = True
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._signal_stop()
-        if self._thread.ident is not None:
-            self._thread.join(self.timeout_s + _GRACE_S)
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
         if self._stderr:
             self._stderr.close()
 
-    # -- on the session's loop --------------------------------------------------------------
+    # -- connections -------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        asyncio.run(self._main())
+    def _submit(self, connection: Connection, request: Request, doing: str, deadline: float) -> Any:
+        return connection.submit(request, doing, deadline, self.timeout_s)
 
-    async def _main(self) -> None:
-        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
-        self._stop = asyncio.Event()
+    def _current(self, deadline: float) -> Connection:
+        """The live connection, reconnected if it is gone (unless backing off)."""
+        if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            raise ToolExecutionError(f"MCP server {self.name!r} is still reconnecting")
         try:
-            async with AsyncExitStack() as stack:
-                errlog = self._stderr.writer if self._stderr else None
-                client = await stack.enter_async_context(self._opener(stack, errlog))
-                self._client, self.description = client, _description(client)
-                self._ready.set_result(None)
-                await self._stop.wait()
-        except BaseException as exc:  # anyio raises groups; `reason` finds the first cause
-            if not self._ready.done():
-                self._ready.set_exception(exc if isinstance(exc, Exception) else _Ended(exc))
-            elif not self._closed:
-                log.warning("MCP server %r: the session ended: %s", self.name, reason(exc))
+            if self._closed:
+                raise ToolExecutionError(f"MCP server {self.name!r} is not connected (closed)")
+            connection = self._connection
+            if connection is not None and connection.alive:
+                return connection
+            self._connection = None
+            if connection is not None:
+                self._lost(connection)
+            self._connection = self._reconnect(deadline)
+            return self._connection
         finally:
-            self._client = None
+            self._lock.release()
 
-    def _signal_stop(self) -> None:
-        """A connected session leaves its `async with` on its own; one still connecting is
-        cancelled."""
-        loop, stop, task = self._loop, self._stop, self._task
-        if loop is None:
-            return
-        connected = self._ready.done() and self._ready.exception() is None
-        signal = stop.set if connected and stop else task.cancel if task else None
-        if signal is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has ended meanwhile
-                loop.call_soon_threadsafe(signal)
+    def _lost(self, connection: Connection) -> None:
+        why = reason(connection.ended) if connection.ended else "the server closed the connection"
+        log.warning("MCP server %r: lost (%s)%s; reconnecting", self.name, why, self._tail())
+        connection.close()
 
-    # -- on the callers' threads ------------------------------------------------------------
-
-    def _submit(self, request: Callable[[Client], Coroutine[Any, Any, Any]], doing: str) -> Any:
-        client, loop = self._client, self._loop
-        if self._closed or client is None or loop is None:
-            raise ToolExecutionError(f"MCP server {self.name!r} is not connected (closed or ended)")
-        coroutine = request(client)
-        try:
-            future = asyncio.run_coroutine_threadsafe(coroutine, loop)
-        except RuntimeError:  # the loop has ended
-            coroutine.close()
-            raise ToolExecutionError(f"MCP server {self.name!r} is not connected") from None
-        try:
-            return future.result(self.timeout_s + _GRACE_S)  # the SDK's own timeout comes first
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise self._timeout(doing) from None
-        except MCPError as exc:
-            if exc.code == REQUEST_TIMEOUT:
-                raise self._timeout(doing) from None
-            raise self._failed(doing, exc) from exc
-        except ToolError:
-            raise
-        except Exception as exc:
-            raise self._failed(doing, exc) from exc
-
-    def _timeout(self, doing: str) -> ToolTimeoutError:
-        message = f"MCP server {self.name!r} did not {doing} within {self.timeout_s:g} s"
-        return ToolTimeoutError(message)
-
-    def _failed(self, doing: str, exc: BaseException) -> ToolExecutionError:
-        if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED:
-            return ToolExecutionError(
-                f"MCP server {self.name!r} closed the connection: cannot {doing}{self._tail()}"
+    def _reconnect(self, deadline: float) -> Connection:
+        wait = self.backoff.wait_s()
+        if wait > 0:
+            raise ToolExecutionError(
+                f"MCP server {self.name!r} ({self.where}) is unreachable "
+                f"({self._last_failure}); the next reconnect is in {wait:.1f} s"
             )
-        return ToolExecutionError(f"MCP server {self.name!r} could not {doing}: {reason(exc)}")
+        try:
+            connection = self._connect(deadline)
+            if self.on_reconnect is not None:
+                self._hand_over(connection, deadline)
+        except (ConfigError, ToolError) as exc:
+            self.backoff.failed()
+            self._last_failure = str(exc)
+            message = f"MCP server {self.name!r} could not reconnect: {exc}"
+            raise ToolExecutionError(message) from exc
+        self.backoff.succeeded()
+        log.warning("MCP server %r: reconnected (%s)", self.name, self.where)
+        return connection
+
+    def _hand_over(self, connection: Connection, deadline: float) -> None:
+        assert self.on_reconnect is not None
+        try:
+            self.on_reconnect(_all_tools(connection, self, deadline))
+        except BaseException:
+            connection.close()
+            raise
+
+    def _connect(self, deadline: float) -> Connection:
+        errlog = self._stderr.writer if self._stderr else None
+        connection = Connection(self.name, self._opener, errlog)
+        try:
+            connection.start(max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise self._unreachable(f"it did not answer within {self.timeout_s:g} s") from None
+        except Exception as exc:
+            raise self._unreachable(reason(exc)) from exc
+        self.description = connection.description
+        return connection
 
     def _unreachable(self, why: str) -> ConfigError:
-        self.close()  # the server's stderr is complete once it is gone
+        if self._stderr:  # the server is gone: what it wrote is all in the pipe
+            self._stderr.catch_up()
         return ConfigError(
             f"cannot connect to MCP server {self.name!r} ({self.where}): {why}{self._tail()}"
         )
@@ -183,66 +209,35 @@ class Session:
         return f"; its stderr ends: {last}" if last else ""
 
 
-def _page_at(cursor: str | None) -> Callable[[Client], Coroutine[Any, Any, ListToolsResult]]:
-    return lambda client: client.list_tools(cursor=cursor)
+def _all_tools(connection: Connection, session: Session, deadline: float) -> list[ToolInfo]:
+    tools: list[ToolInfo] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page: ListToolsResult = session._submit(
+            connection, _page_at(cursor), "list its tools", deadline
+        )
+        tools += page.tools
+        cursor = page.next_cursor
+        if not cursor:
+            return tools
+    raise ConfigError(f"MCP server {session.name!r} lists tools past {MAX_PAGES} pages")
 
 
-class _Ended(Exception):
-    """The session was cancelled or interrupted before it connected."""
-
-
-def stdio_opener(command: list[str], env: Mapping[str, str], timeout_s: float) -> Opener:
-    """A server started as a subprocess: `env` over the SDK's minimal environment."""
-    params = StdioServerParameters(command=command[0], args=command[1:], env=dict(env))
-
-    def open_(_: AsyncExitStack, errlog: TextIO | None) -> Client:
-        assert errlog is not None
-        return Client(stdio_client(params, errlog=errlog), read_timeout_seconds=timeout_s)
-
-    return open_
-
-
-def http_opener(url: str, headers: Mapping[str, str], timeout_s: float) -> Opener:
-    """A server over streamable HTTP, every request with `headers`."""
-
-    def open_(stack: AsyncExitStack, _: TextIO | None) -> Client:
-        timeout = httpx2.Timeout(timeout_s, read=max(timeout_s, 300.0))  # SSE streams idle
-        http = create_mcp_http_client(headers=dict(headers), timeout=timeout)
-        stack.push_async_exit(http)  # closed after the client that uses it
-        return Client(streamable_http_client(url, http_client=http), read_timeout_seconds=timeout_s)
-
-    return open_
-
-
-def _description(client: Client) -> str:
-    text = client.instructions or ""
-    if not text and client.server_info:
-        text = client.server_info.title or client.server_info.description or ""
-    return " ".join(text.split())[:200]
-
-
-def reason(exc: BaseException) -> str:
-    """The first cause of an error, on one line (anyio wraps errors in exception groups)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    if isinstance(exc, _Ended) and exc.args:
-        return reason(exc.args[0])
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
-    if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED:
-        return "the server closed the connection"
-    text = str(exc.message if isinstance(exc, MCPError) else exc) or type(exc).__name__
-    return " ".join(text.split())
+def _page_at(cursor: str | None) -> Request:
+    # a new client each connection, so its cache never serves the old server's list
+    return lambda client, _: client.list_tools(cursor=cursor)
 
 
 class _StderrTail:
     """A stdio server's stderr: each line to the debug log, the last few kept, so an error
-    can say why the server died (a traceback's last line, a missing key)."""
+    can say why the server died (a traceback's last line, a missing key). One pipe serves
+    every server process the session starts."""
 
     def __init__(self, name: str) -> None:
         read_fd, write_fd = os.pipe()
         self.writer: TextIO = os.fdopen(write_fd, "w")
         self._lines: deque[str] = deque(maxlen=_STDERR_LINES)
+        self._caught_up = threading.Event()
         reader = os.fdopen(read_fd, "r", errors="replace")
         self._pump = threading.Thread(
             target=self._read, args=(name, reader), name=f"mcp-{name}-stderr", daemon=True
@@ -252,12 +247,24 @@ class _StderrTail:
     def _read(self, name: str, reader: IO[str]) -> None:
         with reader:
             for line in reader:
-                if line.strip():
+                if line == _MARK:
+                    self._caught_up.set()
+                elif line.strip():
                     self._lines.append(line.strip())
                     log.debug("MCP server %r: %s", name, line.rstrip())
 
     def last(self) -> str:
         return self._lines[-1] if self._lines else ""
+
+    def catch_up(self, wait_s: float = 1.0) -> None:
+        """Wait until the reader has read all that was written so far."""
+        self._caught_up.clear()
+        try:
+            self.writer.write(_MARK)
+            self.writer.flush()
+        except (OSError, ValueError):  # closed
+            return
+        self._caught_up.wait(wait_s)
 
     def close(self) -> None:
         """Stop writing; the reader ends once the server, holding the other end, is gone."""

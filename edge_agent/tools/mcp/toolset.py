@@ -12,9 +12,10 @@ from mcp_types import CallToolResult, ToolAnnotations
 from mcp_types import Tool as ToolInfo
 
 from edge_agent.errors import ConfigError, ToolDefinitionError, ToolExecutionError
-from edge_agent.tools.mcp.session import Session, http_opener, stdio_opener
+from edge_agent.tools.mcp.connection import http_opener, stdio_opener
+from edge_agent.tools.mcp.session import Session
 from edge_agent.tools.schema import parse_docstring
-from edge_agent.tools.toolset import Tool, Toolset
+from edge_agent.tools.toolset import Tool, Toolset, fingerprint
 from edge_agent.types import Effect
 
 __all__ = ["McpTool", "McpToolset", "effect_of", "mcp_toolset"]
@@ -37,18 +38,17 @@ def mcp_toolset(
     if bool(command) == bool(url):
         raise ConfigError(f"MCP server {name!r} needs exactly one of a command and a url")
     if command:
-        opener = stdio_opener(command, env or {}, timeout_s)
+        opener = stdio_opener(command, env or {})
         session = Session(name, shlex.join(command), opener, timeout_s, stdio=True)
     else:
         opener = http_opener(str(url), headers or {}, timeout_s)
         session = Session(name, str(url), opener, timeout_s, stdio=False)
     try:
         session.start()
-        tools = _usable_tools(name, session.list_tools(), session, timeout_s)
+        return McpToolset(name, session, session.list_tools())
     except BaseException:
         session.close()
         raise
-    return McpToolset(name, tools, session, description=session.description)
 
 
 def effect_of(annotations: ToolAnnotations | None) -> Effect:
@@ -71,21 +71,43 @@ class McpTool(Tool):
 
     annotations: ToolAnnotations | None = None
     idempotent: bool = False
+    contract: tuple[dict[str, Any], Effect] | None = None  # what a call was checked against
 
 
 class McpToolset(Toolset):
-    """The tools of one MCP server, over one session that stays open until `close()`."""
+    """The tools of one MCP server, over one session that stays open until `close()` and
+    reconnects when its server dies or restarts (see `Session`).
 
-    def __init__(
-        self, name: str, tools: list[McpTool], session: Session, description: str = ""
-    ) -> None:
-        super().__init__(name, tools, description=description)
+    A reconnected server may list other tools than before (an update). Then the toolset takes
+    the new list (a warning is logged): the next turns' prompt, grammar, effects (so the
+    permission policy) and fingerprint follow it, and a call chosen from the old list is sent
+    only if its tool is still listed with the same parameters and effect, else it fails
+    without reaching the server."""
+
+    def __init__(self, name: str, session: Session, listed: list[ToolInfo]) -> None:
         self._session = session
+        super().__init__(name, _usable_tools(name, listed, self), description=session.description)
+        self._fingerprint = fingerprint(self.schemas())
+        session.on_reconnect = self._relisted
 
     @property
     def server(self) -> str:
         """Where the server is: its command or its URL."""
         return self._session.where
+
+    @property
+    def connected(self) -> bool:
+        """Whether the server is connected now (else the next call reconnects first)."""
+        return self._session.connected
+
+    @property
+    def next_reconnect_s(self) -> float:
+        """Seconds before a call may try to reconnect, after failed tries (0: at once)."""
+        return self._session.backoff.wait_s()
+
+    @property  # not cached: the tools can change on a reconnect
+    def fingerprint(self) -> str:
+        return self._fingerprint
 
     def close(self) -> None:
         """End the session (a stdio server is stopped); calls after it fail. Idempotent."""
@@ -97,43 +119,75 @@ class McpToolset(Toolset):
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def _run(self, tool: McpTool, arguments: dict[str, Any]) -> CallToolResult:
+        return self._session.call(tool.name, arguments, check=lambda: self._still_listed(tool))
+
+    def _still_listed(self, tool: McpTool) -> None:
+        current = self._tools.get(tool.name)
+        if current is not tool and getattr(current, "contract", None) != tool.contract:
+            now = "no longer lists it" if current is None else "changed its parameters or effect"
+            raise ToolExecutionError(
+                f"MCP server {self.name!r} {now} since it reconnected: {tool.name} was not sent"
+            )
+
+    def _relisted(self, listed: list[ToolInfo]) -> None:
+        """A reconnected server's tools: the toolset takes them if they changed."""
+        tools: dict[str, Tool] = {t.name: t for t in _usable_tools(self.name, listed, self)}
+        changed = Toolset(self.name, tools.values()).fingerprint
+        if changed == self._fingerprint:
+            return
+        log.warning(
+            "MCP server %r lists other tools since it reconnected (%s); the next turns use them",
+            self.name, _difference(self._tools, tools),
+        )  # fmt: skip
+        self._tools, self._fingerprint = tools, changed
+
+
+def _difference(old: Mapping[str, Tool], new: Mapping[str, Tool]) -> str:
+    added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+    kept = sorted(set(old) & set(new))
+    changed = [n for n in kept if getattr(old[n], "contract", 0) != getattr(new[n], "contract", 1)]
+    parts = [f"{what}: {', '.join(names)}" for what, names in
+             (("added", added), ("removed", removed), ("changed", changed)) if names]  # fmt: skip
+    return "; ".join(parts) or "descriptions changed"
+
 
 # --- tools -------------------------------------------------------------------------------------
 
 
-def _usable_tools(
-    name: str, listed: list[ToolInfo], session: Session, timeout_s: float
-) -> list[McpTool]:
+def _usable_tools(name: str, listed: list[ToolInfo], toolset: McpToolset) -> list[McpTool]:
     tools, problems = [], []
     for info in listed:
         try:
-            tools.append(_tool(info, session, timeout_s))
+            tools.append(_tool(info, toolset))
         except ToolDefinitionError as exc:
             log.warning("MCP server %r: skipping tool %r: %s", name, info.name, exc)
             problems.append(str(exc))
     if not tools:
         why = "; ".join(problems) if problems else "it lists none"
         raise ToolDefinitionError(
-            f"MCP server {name!r} ({session.where}) has no usable tool: {why}"
+            f"MCP server {name!r} ({toolset.server}) has no usable tool: {why}"
         )
     return tools
 
 
-def _tool(info: ToolInfo, session: Session, timeout_s: float) -> McpTool:
+def _tool(info: ToolInfo, toolset: McpToolset) -> McpTool:
     effect = effect_of(info.annotations)
     unwrap = _wraps_result(info.output_schema)
 
     def handler(**arguments: Any) -> Any:
-        return _value_of(info.name, session.call(info.name, arguments), unwrap)
+        return _value_of(info.name, toolset._run(tool, arguments), unwrap)
 
     # A Python SDK server sends the whole docstring: its summary describes the tool, its
     # ``Args:`` the arguments (as for a Python tool), which keeps the prompt short.
     summary, arg_docs = parse_docstring(info.description or info.title or "")
     parameters = _described(_parameters(info.input_schema), arg_docs)
     tool = cast(McpTool, McpTool.from_schema(
-        info.name, summary, parameters, handler=handler, effect=effect, timeout_s=timeout_s
+        info.name, summary, parameters, handler=handler, effect=effect,
+        timeout_s=toolset._session.timeout_s,
     ))  # fmt: skip
     tool.annotations = info.annotations
+    tool.contract = (parameters, effect)
     tool.idempotent = bool(info.annotations and info.annotations.idempotent_hint)
     return tool
 
