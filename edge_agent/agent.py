@@ -103,6 +103,9 @@ class Conversation:
     prior: Sequence[ToolOutcome] = ()  # this turn's calls the client ran, each with its result
     required: bool = False  # tool_choice "required": a call, not an answer
     tool: str | None = None  # tool_choice naming a tool: a call of that one
+    temperature: float = 0.0  # the client's sampling; the grammar holds at any temperature
+    top_p: float = 1.0
+    seed: int | None = None
 
 
 class Agent:
@@ -328,6 +331,9 @@ class Turn:
             max_tokens=self.max_tokens,
             json_schema=self.schema,
             logprobs=True,
+            temperature=self.conversation.temperature,
+            top_p=self.conversation.top_p,
+            seed=self.conversation.seed,
         )
         t0 = time.perf_counter()
         parts: list[str] = []

@@ -31,6 +31,7 @@ def _isolate(mp: pytest.MonkeyPatch, home: Path) -> None:
         if name.startswith("EDGE_AGENT_") or name.upper() in _SCRUBBED:
             mp.delenv(name)
     mp.setenv("EDGE_AGENT_HOME", str(home))
+    mp.setenv("EDGE_AGENT_ROUTE_AUDIT_SHARE", "0")  # no random audits unless a test asks
     mp.setenv("XDG_CONFIG_HOME", str(home / "xdg-config"))
     mp.setenv("XDG_DATA_HOME", str(home / "xdg-data"))
     mp.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")

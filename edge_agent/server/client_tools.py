@@ -75,6 +75,11 @@ class ClientRequest:
     required: bool = False
     tool: str | None = None  # the one tool tool_choice names
     route: RouteOverride = "auto"
+    # sampling as the client asked; its stop strings are not applied (they would cut the JSON
+    # the grammar writes) and max_tokens neither (the call schema sets the budget)
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
 
 
 def client_request(body: ChatCompletionRequest, header: str | None) -> ClientRequest:
@@ -90,6 +95,7 @@ def client_request(body: ChatCompletionRequest, header: str | None) -> ClientReq
         json.dumps(specs), body.messages, skill_name(body.metadata, header),
         required=choice == "required", tool=named,
         route=body.edge_agent.route if body.edge_agent else "auto",
+        temperature=body.temperature or 0.0, top_p=body.top_p or 1.0, seed=body.seed,
     )  # fmt: skip
 
 
@@ -240,7 +246,8 @@ def conversation(request: ClientRequest, toolset: Toolset) -> tuple[str, Convers
     instructions = "\n\n".join(m.text() for m in messages if m.role in _SYSTEM_ROLES)
     history = [h for i in range(last) for h in _history(i, messages[i], toolset)]
     prior = _prior(messages, last + 1, toolset)
-    talk = Conversation(instructions, history, prior, request.required, request.tool)
+    talk = Conversation(instructions, history, prior, request.required, request.tool,
+                        request.temperature, request.top_p, request.seed)  # fmt: skip
     return messages[last].text(), talk
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import pytest
 
+from edge_agent import prompt
 from edge_agent.agent import Agent
 from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.runtime import Runtime
@@ -171,3 +172,17 @@ def test_agents_are_kept_per_skill_and_tool_set_the_recent_ones_only() -> None:
     assert agents.agent(one, None) is not first
     assert [name for name, _ in built] == [f"client-{FINGERPRINT[:12]}", "mine",
                                            built[2][0], built[0][0]]  # fmt: skip
+
+
+def test_the_clients_sampling_reaches_each_generation_of_its_turn() -> None:
+    """temperature, top_p and seed apply to the agent's constrained generations; the budget
+    stays the call schema's (a client's max_tokens would cut the JSON the grammar writes)."""
+    backend = ScriptedBackend(['{"name": "get_weather", "arguments": {"city": "Paris"}}'])
+    clients = ClientAgents(lambda tools, skill: Agent(backend, tools), settings=Settings())
+    app = create_app(backend, model_name="base", client_agents=clients)
+    with serve_in_thread(app) as url:
+        reply = ask(url, "base", temperature=0.7, top_p=0.9, seed=5, max_tokens=4)
+    assert reply.choices[0].message.tool_calls[0].function.name == "get_weather"
+    [sent] = backend.requests
+    assert (sent.temperature, sent.top_p, sent.seed) == (0.7, 0.9, 5)
+    assert sent.max_tokens == prompt.token_budget(sent.json_schema) > 4
