@@ -132,7 +132,8 @@ class McpToolset(Toolset):
 
     def _relisted(self, listed: list[ToolInfo]) -> None:
         """A reconnected server's tools: the toolset takes them if they changed."""
-        tools: dict[str, Tool] = {t.name: t for t in _usable_tools(self.name, listed, self)}
+        usable = _usable_tools(self.name, listed, self, skipped=logging.DEBUG)  # said at start
+        tools: dict[str, Tool] = {t.name: t for t in usable}
         changed = Toolset(self.name, tools.values()).fingerprint
         if changed == self._fingerprint:
             return
@@ -155,13 +156,15 @@ def _difference(old: Mapping[str, Tool], new: Mapping[str, Tool]) -> str:
 # --- tools -------------------------------------------------------------------------------------
 
 
-def _usable_tools(name: str, listed: list[ToolInfo], toolset: McpToolset) -> list[McpTool]:
+def _usable_tools(
+    name: str, listed: list[ToolInfo], toolset: McpToolset, skipped: int = logging.WARNING
+) -> list[McpTool]:
     tools, problems = [], []
     for info in listed:
         try:
             tools.append(_tool(info, toolset))
         except ToolDefinitionError as exc:
-            log.warning("MCP server %r: skipping tool %r: %s", name, info.name, exc)
+            log.log(skipped, "MCP server %r: skipping tool %r: %s", name, info.name, exc)
             problems.append(str(exc))
     if not tools:
         why = "; ".join(problems) if problems else "it lists none"
