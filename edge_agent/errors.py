@@ -28,7 +28,10 @@
     │   ├── ToolArgumentsError      the call's arguments fail the tool's schema
     │   ├── ToolTimeoutError        the tool ran past its timeout
     │   └── ToolExecutionError      the tool raised; the message is what the model is told
-    │       └── HomeTargetError     no entity, area, floor, timer or list matches the call
+    │       ├── HomeTargetError     no entity, area, floor, timer or list matches the call
+    │       └── HomeUnavailableError  Home Assistant did not answer in time (down, restarting,
+    │           │                   unreachable): the next call tries again
+    │           └── HomeAuthError   Home Assistant refused the access token (401/403)
     ├── PolicyError                 the permission policy stopped a call
     │   ├── PermissionDeniedError   denied: not enabled, a deny rule, or not asked for
     │   └── ConfirmationRequiredError  allowed only after the user confirms
@@ -178,6 +181,14 @@ class ToolExecutionError(ToolError):
 
 
 class HomeTargetError(ToolExecutionError):
+    pass
+
+
+class HomeUnavailableError(ToolExecutionError):
+    pass
+
+
+class HomeAuthError(HomeUnavailableError):
     pass
 
 

@@ -102,6 +102,18 @@ class Settings(BaseSettings):
         description="skills this device runs besides `tools`, and settings of built-in ones",
     )
     area: str | None = Field(None, description="the area this device stands in (the speaker's)")
+    home_backend: Literal["simulated", "home_assistant"] = Field(
+        "simulated", description="the home the `home` skill acts on: simulated, or a real HA"
+    )
+    home_url: str | None = Field(
+        None, description="Home Assistant's base URL (http://homeassistant.local:8123)"
+    )
+    home_token_env: str = Field(
+        "HASS_TOKEN", description="env variable holding HA's long-lived token (else keyring)"
+    )
+    home_inventory: Path | None = Field(
+        None, description="inventory file of the simulated home; default HA's test home"
+    )
     policy_file: Path | None = Field(None, description="permission policy TOML")
     adapters: bool = Field(True, description="use the adapter trained for a toolset, if any")
     adapters_auto_update: bool = Field(
