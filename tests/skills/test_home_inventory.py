@@ -154,7 +154,7 @@ def test_state_file_is_seeded_changed_and_reloaded(tmp_path: Path) -> None:
     first.put_timer(Timer(id="t1", name="tea", total_seconds_left=60))
     again = SimulatedHome(state_path=state)
     lamp = again.inventory.entity("light.bedroom_lamp")
-    assert lamp is not None and lamp.state == "on" and lamp.attributes["brightness_pct"] == 40
+    assert lamp is not None and lamp.state == "on" and lamp.attributes["brightness"] == 102
     assert [t.name for t in again.timers()] == [None, "pizza", None, "tea"]
     again.remove_timer("t1")
     assert "t1" not in {t.id for t in SimulatedHome(state_path=state).timers()}
@@ -181,7 +181,7 @@ def test_corrupt_state_file_says_how_to_reset(tmp_path: Path) -> None:
 def test_services_change_state_like_home_assistant() -> None:
     home = SimulatedHome()
     (cover,) = home.call_service("cover", "set_cover_position", ["cover.bedroom"], {"position": 30})
-    assert (cover.state, cover.attributes["position"]) == ("open", 30)
+    assert (cover.state, cover.attributes["current_position"]) == ("open", 30)
     (closed,) = home.call_service("cover", "close_cover", ["cover.bedroom"])
     assert closed.state == "closed"
     (todo,) = home.call_service("todo", "add_item", ["todo.chores"], {"item": "Dishes"})

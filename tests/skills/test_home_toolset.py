@@ -157,13 +157,14 @@ def test_light_set_position_volume_temperature(tools: Toolset, home: SimulatedHo
     run(tools, "HassLightSet", name="Bedroom Lamp", brightness=30, color="red")
     lamp = home.inventory.entity("light.bedroom_lamp")
     assert lamp is not None and lamp.state == "on"
-    assert (lamp.attributes["brightness_pct"], lamp.attributes["color_name"]) == (30, "red")
+    # HA's light service: 30 % is brightness round(255 * 0.3), a colour name an RGB colour
+    assert (lamp.attributes["brightness"], lamp.attributes["rgb_color"]) == (76, [255, 0, 0])
     with pytest.raises(ToolArgumentsError, match="brightness or color"):
         run(tools, "HassLightSet", name="Bedroom Lamp")
     run(tools, "HassSetPosition", name="Bedroom Curtain", position=40)
     assert state(home, "cover.bedroom") == "open"
     run(tools, "HassSetVolume", name="TV", volume_level=20)
-    assert home.inventory.entity("media_player.tv").attributes["volume_level"] == 20  # type: ignore[union-attr]
+    assert home.inventory.entity("media_player.tv").attributes["volume_level"] == 0.2  # type: ignore[union-attr]
     run(tools, "HassClimateSetTemperature", name="Office Thermostat", temperature=21.5)
     office = home.inventory.entity("climate.office_thermostat")
     assert office is not None and office.attributes["temperature"] == 21.5

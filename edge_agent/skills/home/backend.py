@@ -90,17 +90,34 @@ def areas_on_floor(inventory: Inventory, name: str) -> set[str]:
 
 
 def has_name(entity: Entity, name: str) -> bool:
+    """Its name, entity id, an alias, or its device's name ("Front Door Lock")."""
     wanted = fold(name)
-    return wanted in {fold(entity.name), fold(entity.id), *map(fold, entity.aliases)}
+    names = {fold(entity.name), fold(entity.id), *map(fold, entity.aliases)}
+    return wanted in names or (entity.device is not None and wanted == fold(entity.device))
+
+
+# A name said with its kind ("front door lock" for the lock "Front Door"): the word -> domain.
+_KIND_SUFFIX = {
+    "lock": "lock", "light": "light", "lights": "light", "lamp": "light", "fan": "fan",
+    "switch": "switch", "valve": "valve", "vacuum": "vacuum", "thermostat": "climate",
+    "blind": "cover", "blinds": "cover", "curtain": "cover", "curtains": "cover",
+    "shade": "cover", "shades": "cover", "cover": "cover", "tv": "media_player",
+    "speaker": "media_player",
+}  # fmt: skip
 
 
 def resolve(inventory: Inventory, target: Target, speaker_area: str | None = None) -> list[Entity]:
-    """Home Assistant's matching: every given constraint must hold; name "all" is no name.
+    """Home Assistant's matching (`intent.async_match_states`): every given constraint holds;
+    name "all" is no name; a name is an entity's name, id, alias or its device's name; an area
+    by name, id or alias; domain and device class.
 
-    Without an area or floor, the speaker's area breaks ties (several candidates, some of them
-    in the speaker's area), as a satellite's area does in Home Assistant.
+    Where we differ from HA 2024.1.6, on purpose: floors (HA 2024.4+); device names and a name
+    said with its kind ("front door lock") match; a name several entities share gives them all
+    (2024.1.6 takes the first it finds; the toolset asks which one, as 2024.6+ does). Without
+    an area or floor, the speaker's area breaks ties (several candidates, some of them in the
+    speaker's area), as a satellite's area does in Home Assistant.
     """
-    found = _filter(inventory, target)
+    found = _filter(inventory, target) or _filter_by_kind_suffix(inventory, target)
     if not target.area and not target.floor and speaker_area and len(found) > 1:
         here = {a.id for a in inventory.areas if fold(a.name) == fold(speaker_area)}
         found = [e for e in found if e.area in here] or found
@@ -127,6 +144,16 @@ def _filter(inventory: Inventory, target: Target) -> list[Entity]:
         and (name is None or has_name(e, name))
         and (area_ids is None or e.area in area_ids)
     ]
+
+
+def _filter_by_kind_suffix(inventory: Inventory, target: Target) -> list[Entity]:
+    """The entities `target` means when its name ends in their kind and nothing has the name."""
+    words = fold(target.name or "").split()
+    domain = _KIND_SUFFIX.get(words[-1]) if len(words) > 1 else None
+    if domain is None or (target.domain and domain not in target.domain):
+        return []
+    rest = " ".join(words[:-1])
+    return _filter(inventory, target.model_copy(update={"name": rest, "domain": [domain]}))
 
 
 def _nothing_matches(inventory: Inventory, target: Target) -> str:

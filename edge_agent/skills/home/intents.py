@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from edge_agent.errors import HomeTargetError, ToolArgumentsError
+from edge_agent.skills.home.ambiguity import question, says_all
 from edge_agent.skills.home.backend import HomeBackend, Target, find_area, fold
 from edge_agent.skills.home.inventory import Entity, Timer
 
@@ -68,19 +69,39 @@ class HomeIntents:
         self.backend = backend
         self.speaker_area = speaker_area  # a device setting: where this satellite stands
         self.now = now
+        self.request: str | None = None  # the user's words this turn (set by the toolset)
 
     def resolve(self, args: dict[str, Any], domain: str | None = None) -> list[Entity]:
         return self.backend.resolve(target(args, domain), self.speaker_area)
+
+    def targets(
+        self,
+        args: dict[str, Any],
+        domain: str | None = None,
+        domains: set[str] | None = None,
+        prefer: str | None = None,
+    ) -> list[Entity]:
+        """What an action acts on (of `domains`; those in state `prefer` if a name-less target
+        has some: "pause" means the players playing); a vague target spread over several areas
+        is asked about (`ambiguity.question`), never acted on house-wide."""
+        area = None if says_all(self.request) else self.speaker_area  # "all": the whole house
+        entities = self.backend.resolve(target(args, domain), area)
+        entities = [e for e in entities if domains is None or e.domain in domains]
+        if prefer and not args.get("name"):
+            entities = [e for e in entities if e.state == prefer] or entities
+        ask = question(args, entities, self.backend.inventory, self.request)
+        if ask is not None:
+            raise HomeTargetError(ask)
+        return entities
 
     def reach(
         self, args: dict[str, Any], domains: set[str] | None = None, domain: str | None = None
     ) -> int:
         """How many entities a device call would act on (of `domains`); 0 if none matches."""
         try:
-            entities = self.resolve(args, domain)
+            return len(self.targets(args, domain, domains))
         except HomeTargetError:
-            return 0
-        return sum(1 for e in entities if domains is None or e.domain in domains)
+            return 0  # the call will act on nothing: it fails, or asks which
 
     def timers_reach(self, args: dict[str, Any]) -> int:
         """How many timers a call for several would act on; 0 if none matches."""
@@ -100,7 +121,7 @@ class HomeIntents:
     def _switch(
         self, args: dict[str, Any], services: dict[str, str], domains: set[str], done: str
     ) -> dict[str, Any]:
-        entities = [e for e in self.resolve(args) if e.domain in domains]
+        entities = self.targets(args, domains=domains)
         if not entities:
             raise HomeTargetError(f"nothing matching {_said(args)} can be {done}")
         changed = []
@@ -111,7 +132,7 @@ class HomeIntents:
         return {"done": done, "entities": [_brief(e) for e in changed]}
 
     def set_position(self, **args: Any) -> dict[str, Any]:
-        entities = [e for e in self.resolve(args) if e.domain in COVERS]
+        entities = self.targets(args, domains=COVERS)
         if not entities:
             raise HomeTargetError(f"no cover or valve matches {_said(args)}")
         changed = []
@@ -143,11 +164,13 @@ class HomeIntents:
         return self._service(args, "vacuum", "return_to_base")
 
     def media(self, service: str) -> Callable[..., dict[str, Any]]:
-        """A handler running one media_player service (pause, play, next, previous)."""
-        return lambda **args: self._service(args, "media_player", service)
+        """A handler running one media_player service (pause, play, next, previous) on the
+        players it can change: resume what is paused, pause or skip what is playing."""
+        prefer = "paused" if service == "media_play" else "playing"
+        return lambda **args: self._service(args, "media_player", service, prefer=prefer)
 
     def set_volume(self, **args: Any) -> dict[str, Any]:
-        data = {"volume_level": args["volume_level"]}
+        data = {"volume_level": args["volume_level"] / 100}  # the slot is a percentage
         return self._service(args, "media_player", "volume_set", data)
 
     def search_and_play(self, **args: Any) -> dict[str, Any]:
@@ -158,9 +181,14 @@ class HomeIntents:
         return self._service(args, "media_player", "play_media", data)
 
     def _service(
-        self, args: dict[str, Any], domain: str, service: str, data: dict[str, Any] | None = None
+        self,
+        args: dict[str, Any],
+        domain: str,
+        service: str,
+        data: dict[str, Any] | None = None,
+        prefer: str | None = None,
     ) -> dict[str, Any]:
-        ids = [e.id for e in self.resolve(args, domain)]
+        ids = [e.id for e in self.targets(args, domain, prefer=prefer)]
         changed = self.backend.call_service(domain, service, ids, data)
         return {"done": f"{domain}.{service}", "entities": [_brief(e) for e in changed]}
 

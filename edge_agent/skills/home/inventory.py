@@ -40,9 +40,14 @@ class Entity(BaseModel):
     name: str
     aliases: list[str] = Field(default_factory=list)
     area: str | None = None  # area id
+    device: str | None = None  # the name of its device ("Front Door Lock"), a name it answers to
     state: str = ""
     spoken_state: str | None = None  # how the state is said, when it differs ("normal" for off)
     attributes: dict[str, Any] = Field(default_factory=dict)
+    # The simulation's own, no HA attributes: what a device remembers while off (a light's
+    # brightness) and a media player's queue (`media_track` numbers its titles from 1).
+    memory: dict[str, Any] = Field(default_factory=dict)
+    playlist: list[str] = Field(default_factory=list)
 
     @property
     def domain(self) -> str:
@@ -192,15 +197,33 @@ def _entity(raw: dict[str, Any]) -> Entity:
         state, spoken = state.get("out"), state.get("in")
     if state is None:
         state = raw.get("state_with_unit", "")
+    device = raw.get("device")
+    if isinstance(device, dict):  # {name: ...} as HA's device registry has it
+        device = device.get("name")
     return Entity(
         id=entity_id,
         name=name,
         aliases=aliases + list(raw.get("aliases") or []),
         area=raw.get("area"),
+        device=None if device is None else str(device),
         state=str(state),
         spoken_state=None if spoken is None else str(spoken),
-        attributes=dict(raw.get("attributes") or {}),
+        attributes=ha_attributes(entity_id.split(".", 1)[0], raw.get("attributes") or {}),
+        playlist=[str(t) for t in raw.get("playlist") or []],
     )
+
+
+def ha_attributes(domain: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """Attributes in Home Assistant's units: the intent fixtures write a volume as a percentage
+    ("50") and a cover's position as `position`; HA has `volume_level` 0..1 and
+    `current_position`."""
+    attributes = dict(raw)
+    if domain in ("cover", "valve") and "position" in attributes:
+        attributes["current_position"] = int(float(attributes.pop("position")))
+    if domain == "media_player" and attributes.get("volume_level") is not None:
+        level = float(attributes["volume_level"])
+        attributes["volume_level"] = level / 100 if level > 1 else level
+    return attributes
 
 
 def _timer(index: int, raw: dict[str, Any]) -> Timer:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +18,10 @@ from pydantic import ValidationError
 from edge_agent.errors import HomeTargetError, InventoryError
 from edge_agent.skills.home.backend import HomeBackend, fold
 from edge_agent.skills.home.inventory import Entity, Inventory, MediaItem, Timer
+from edge_agent.skills.home.services import SERVICES, apply
 
 STATE_VERSION = 1
 SHOPPING_LIST = Entity(id="todo.shopping_list", name="Shopping List", state="0")
-
-# (domain, service) -> the state afterwards; None keeps it. What is absent is unsupported.
-_STATE_AFTER: dict[tuple[str, str], str | None] = {
-    **{(d, "turn_on"): "on" for d in ("light", "switch", "fan", "input_boolean", "media_player")},
-    **{(d, "turn_off"): "off" for d in ("light", "switch", "fan", "input_boolean", "media_player")},
-    ("climate", "turn_on"): "heat",
-    ("climate", "turn_off"): "off",
-    ("climate", "set_temperature"): None,
-    ("cover", "open_cover"): "open",
-    ("cover", "close_cover"): "closed",
-    ("cover", "set_cover_position"): None,
-    ("valve", "open_valve"): "open",
-    ("valve", "close_valve"): "closed",
-    ("valve", "set_valve_position"): None,
-    ("lock", "lock"): "locked",
-    ("lock", "unlock"): "unlocked",
-    ("scene", "turn_on"): None,
-    ("script", "turn_on"): None,
-    ("media_player", "media_pause"): "paused",
-    ("media_player", "media_play"): "playing",
-    ("media_player", "media_next_track"): "playing",
-    ("media_player", "media_previous_track"): "playing",
-    ("media_player", "volume_set"): None,
-    ("media_player", "play_media"): "playing",
-    ("vacuum", "start"): "cleaning",
-    ("vacuum", "return_to_base"): "returning",
-    ("todo", "add_item"): None,
-    ("todo", "update_item"): None,
-}
-# service data copied into attributes as is (the fixtures' 0-100 conventions)
-_PLAIN_DATA = ("brightness_pct", "color_name", "temperature", "volume_level", "media_class")
 
 
 class SimulatedHome(HomeBackend):
@@ -82,7 +51,7 @@ class SimulatedHome(HomeBackend):
     def call_service(
         self, domain: str, service: str, entity_ids: list[str], data: dict[str, Any] | None = None
     ) -> list[Entity]:
-        if (domain, service) not in _STATE_AFTER:
+        if (domain, service) not in SERVICES:
             raise HomeTargetError(f"{domain} entities do not support {service!r}")
         with self._lock:
             changed = [self._apply(domain, service, eid, data or {}) for eid in entity_ids]
@@ -116,16 +85,14 @@ class SimulatedHome(HomeBackend):
         entity = self._home.entity(entity_id)
         if entity is None or entity.domain != domain:
             raise HomeTargetError(f"no {domain} entity {entity_id!r} in the home")
-        for key in _PLAIN_DATA:
-            if key in data:
-                entity.attributes[key] = data[key]
-        special = _SPECIAL.get(service)
-        if special:
-            special(entity, data)
-        new_state = _STATE_AFTER[(domain, service)]
-        if new_state is not None:
-            entity.state = new_state
-        return entity.model_copy(deep=True)
+        changed = entity.model_copy(deep=True)  # a failed call leaves the entity as it was
+        apply(changed, service, data)
+        entity.state, entity.attributes, entity.memory = (
+            changed.state,
+            changed.attributes,
+            changed.memory,
+        )
+        return changed.model_copy(deep=True)
 
     def _load(self, path: Path) -> None:
         try:
@@ -135,6 +102,7 @@ class SimulatedHome(HomeBackend):
                 if entity is not None:  # entities gone from the inventory are dropped
                     entity.state = str(live["state"])
                     entity.attributes = dict(live["attributes"])
+                    entity.memory = dict(live.get("memory") or {})
             self._home.timers = [Timer.model_validate(t) for t in saved.get("timers", [])]
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
             raise InventoryError(
@@ -147,7 +115,8 @@ class SimulatedHome(HomeBackend):
         state = {
             "version": STATE_VERSION,
             "entities": {
-                e.id: {"state": e.state, "attributes": e.attributes} for e in self._home.entities
+                e.id: {"state": e.state, "attributes": e.attributes, "memory": e.memory}
+                for e in self._home.entities
             },
             "timers": [t.model_dump() for t in self._home.timers],
         }
@@ -163,37 +132,3 @@ class SimulatedHome(HomeBackend):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-
-
-def _set_position(entity: Entity, data: dict[str, Any]) -> None:
-    position = int(data["position"])
-    entity.attributes["position"] = position
-    entity.state = "open" if position > 0 else "closed"
-
-
-def _play_media(entity: Entity, data: dict[str, Any]) -> None:
-    entity.attributes["media_title"] = data.get("media_content_id")
-
-
-def _add_item(entity: Entity, data: dict[str, Any]) -> None:
-    items = entity.attributes.setdefault("items", [])
-    items.append({"summary": str(data["item"]), "status": "needs_action"})
-    entity.state = str(sum(i["status"] == "needs_action" for i in items))
-
-
-def _update_item(entity: Entity, data: dict[str, Any]) -> None:
-    items = entity.attributes.get("items", [])
-    match = next((i for i in items if fold(i["summary"]) == fold(str(data["item"]))), None)
-    if match is None:
-        raise HomeTargetError(f"{entity.name} has no item {data['item']!r}")
-    match["status"] = data.get("status", "completed")
-    entity.state = str(sum(i["status"] == "needs_action" for i in items))
-
-
-_SPECIAL: dict[str, Callable[[Entity, dict[str, Any]], None]] = {
-    "set_cover_position": _set_position,
-    "set_valve_position": _set_position,
-    "play_media": _play_media,
-    "add_item": _add_item,
-    "update_item": _update_item,
-}

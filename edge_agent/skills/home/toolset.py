@@ -333,6 +333,7 @@ def home_context(intents: HomeIntents) -> Callable[[str, str | None], str | None
 
     def context(request: str, area: str | None) -> str:
         intents.speaker_area = area
+        intents.request = request  # "all"/"every" said, or a vague target to ask about
         return context_block(request, area, intents.backend.inventory)
 
     return context
