@@ -65,3 +65,6 @@ target="."
 [[ -n "$extras" ]] && target=".[$extras]"
 .venv/bin/pip install -q --find-links "$wheel_dir" -c constraints.txt -e "$target"
 echo "edge-agent installed in .venv (llama.cpp flags: ${cmake_args:-default})"
+
+# The integration tests' real Home Assistant, in its own virtualenv (cached): tests/homeassistant/
+if [[ "$extras" == "test" ]]; then scripts/install_hass.sh; fi
