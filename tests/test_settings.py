@@ -90,14 +90,17 @@ def test_without_a_home_the_platform_dirs_apply(edge_home, monkeypatch):
 
 
 def test_the_suite_never_sees_the_developers_setup(edge_home):
-    """conftest's isolation: one fresh home, no other EDGE_AGENT_* variable, no offline or
-    proxy variable, no OS keyring (in this process and in subprocesses)."""
+    """conftest's isolation: one fresh home, no other EDGE_AGENT_* variable (but random
+    teacher audits off), no offline or proxy variable, no OS keyring (in this process and in
+    subprocesses)."""
     import keyring
 
     from edge_agent.logstore import keyring_available
 
     assert os.environ["EDGE_AGENT_HOME"] == str(edge_home)
-    assert [k for k in os.environ if k.startswith("EDGE_AGENT_")] == ["EDGE_AGENT_HOME"]
+    ours = sorted(k for k in os.environ if k.startswith("EDGE_AGENT_"))
+    assert ours == ["EDGE_AGENT_HOME", "EDGE_AGENT_ROUTE_AUDIT_SHARE"]
+    assert os.environ["EDGE_AGENT_ROUTE_AUDIT_SHARE"] == "0"
     assert not {"HF_HUB_OFFLINE", "HTTPS_PROXY", "HTTP_PROXY"} & {k.upper() for k in os.environ}
     assert not keyring_available() and keyring.get_keyring().priority == 0
     code = "import keyring; print(keyring.get_keyring().priority)"

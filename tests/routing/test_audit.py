@@ -213,7 +213,8 @@ def test_an_audited_pair_weighs_for_the_confident_turns_not_drawn() -> None:
     assert kept["local_share"] == 50 / 70 and kept["accuracy"] == 20 / 70
 
 
-def test_settings_give_the_share_per_skill(tmp_path: Path) -> None:
+def test_settings_give_the_share_per_skill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGE_AGENT_ROUTE_AUDIT_SHARE")  # the suite turns audits off
     settings = Settings(
         route_audit_share=0.1, remote_url="http://127.0.0.1:9/v1", remote_model="t",
         skills={"demo": SkillConfig(route_audit_share=0.5), "quiet": SkillConfig()},
