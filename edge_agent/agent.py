@@ -13,6 +13,7 @@ still catches what a grammar cannot express (cross-field rules), once repaired, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -23,7 +24,7 @@ from typing import Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, Field
 
-from edge_agent import prompt
+from edge_agent import compound, prompt
 from edge_agent.backends.base import Backend, Done, GenerationRequest
 from edge_agent.errors import (
     ConfigError,
@@ -144,6 +145,7 @@ class Agent:
         self._schema = _capped_schema(self, toolset, allow_answer=True)
         self._budget = prompt.token_budget(self._schema, self.config.max_tokens)
         self._lock = threading.Lock()
+        self._compound = compound.CompoundRuns()
 
     # -- public API -----------------------------------------------------------------------
     def run(
@@ -166,6 +168,17 @@ class Agent:
         own tools sent around the request (see `Conversation`)."""
         if route == "remote" and self.router is None:
             raise ConfigError("route 'remote' needs a remote model: set remote_url, remote_model")
+        steps = self._steps(text, area, conversation)
+        one = functools.partial(self._run_one, confirmed=confirmed, cancel=cancel, route=route)
+        if len(steps) > 1:  # each step its own turn: see compound.CompoundRuns
+            return self._compound.run(text, steps, area, approved, one)
+        return one(text, area, approved, conversation=conversation)
+
+    def _run_one(
+        self, text: str, area: str | None, approved: ToolCall | None, *, confirmed: bool,
+        cancel: threading.Event | None, route: RouteOverride,
+        conversation: Conversation | None = None,
+    ) -> AgentResult:  # fmt: skip
         with self._lock:
             turn = self.turn(
                 text, area=area, confirmed=confirmed, approved=approved, cancel=cancel,
@@ -178,6 +191,13 @@ class Agent:
                 result = self.router.run_turn(self, turn, route)
         self._record(result, turn.messages)
         return result
+
+    def _steps(self, text: str, area: str | None, talk: Conversation | None) -> list[str]:
+        """The steps the toolset's `split` finds; one for a client's exchange (its calls
+        and results belong to the whole request) or a toolset without the hook."""
+        if self.toolset.split is None or talk is not None or self.config.delegate:
+            return [text]
+        return self.toolset.split(text, area or self.config.area) or [text]
 
     def turn(
         self,

@@ -295,6 +295,7 @@ def execute(tool: Tool, arguments: Any, timeout_s: float | None = None) -> Any:
 
 
 ContextFn: TypeAlias = Callable[[str, str | None], str | None]
+SplitFn: TypeAlias = Callable[[str, str | None], list[str]]
 
 
 class Toolset:
@@ -307,6 +308,8 @@ class Toolset:
         description: str = "",
         prompt: str = "",
         context: ContextFn | None = None,
+        *,
+        split: SplitFn | None = None,
     ) -> None:
         self.name = name
         self.description = description
@@ -314,6 +317,9 @@ class Toolset:
         # What the device knows that a request leaves out (the home's matching devices, the
         # speaker's area): (request, area) -> text for the prompt, or None.
         self.context = context
+        # A request that asks for several things, as the steps it asks for: (request, area)
+        # -> each step's words, one call each (the agent runs them in turn); None: one step.
+        self.split = split
         self._tools: dict[str, Tool] = {}
         for t in tools:
             if t.name in self._tools:
@@ -337,7 +343,7 @@ class Toolset:
         for n in wanted:
             self.get(n)
         kept = [t for t in self._tools.values() if t.name in wanted]
-        return Toolset(self.name, kept, self.description, self.prompt)
+        return Toolset(self.name, kept, self.description, self.prompt, split=self.split)
 
     def call_schema(self) -> JsonSchema:
         """JSON schema of any one valid call: the union of the tools' call schemas."""
