@@ -14,6 +14,7 @@ import click
 from edge_agent.cli import (
     adapters,
     anonymize,
+    home,
     host,
     log,
     models,
@@ -47,6 +48,7 @@ cli.add_command(sync.sync)
 cli.add_command(adapters.adapters)
 cli.add_command(route.route)
 cli.add_command(quantize.quantize)
+cli.add_command(home.home)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from edge_agent.errors import HomeTargetError, ToolArgumentsError
+from edge_agent.errors import HomeTargetError, HomeUnavailableError, ToolArgumentsError
 from edge_agent.skills.home.ambiguity import question, says_all
 from edge_agent.skills.home.backend import HomeBackend, Target, find_area, fold
 from edge_agent.skills.home.inventory import Entity, Timer
@@ -57,6 +57,16 @@ def _brief(entity: Entity) -> dict[str, Any]:
     return {"name": entity.name, "state": entity.state}
 
 
+@runtime_checkable
+class IntentBackend(Protocol):
+    """A home that runs intents itself (a real Home Assistant's intent API)."""
+
+    def handle_intent(
+        self, intent: str, slots: dict[str, Any], speaker_area: str | None = None
+    ) -> dict[str, Any] | None:
+        """The intent's result, or None when the home cannot take this call."""
+
+
 class HomeIntents:
     """The handlers of the `home` toolset, bound to one backend."""
 
@@ -70,6 +80,19 @@ class HomeIntents:
         self.speaker_area = speaker_area  # a device setting: where this satellite stands
         self.now = now
         self.request: str | None = None  # the user's words this turn (set by the toolset)
+
+    def through_backend(self, intent: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """`handler`, tried after the backend's own handling of the intent where it has one,
+        so a real Home Assistant applies its own semantics."""
+
+        def run(**args: Any) -> Any:
+            if isinstance(self.backend, IntentBackend):
+                done = self.backend.handle_intent(intent, args, self.speaker_area)
+                if done is not None:
+                    return done
+            return handler(**args)
+
+        return run
 
     def resolve(self, args: dict[str, Any], domain: str | None = None) -> list[Entity]:
         return self.backend.resolve(target(args, domain), self.speaker_area)
@@ -100,7 +123,7 @@ class HomeIntents:
         """How many entities a device call would act on (of `domains`); 0 if none matches."""
         try:
             return len(self.targets(args, domain, domains))
-        except HomeTargetError:
+        except (HomeTargetError, HomeUnavailableError):
             return 0  # the call will act on nothing: it fails, or asks which
 
     def timers_reach(self, args: dict[str, Any]) -> int:

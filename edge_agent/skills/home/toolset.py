@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import HomeTargetError
+from edge_agent.errors import HomeTargetError, HomeUnavailableError
 from edge_agent.skills.home.backend import HomeBackend, fold
 from edge_agent.skills.home.dataset import intent_definitions
 from edge_agent.skills.home.intents import (
@@ -150,7 +150,7 @@ def call_effect(intents: HomeIntents, args: Mapping[str, Any]) -> Effect:
     """Dangerous if anything the call resolves to is; by the arguments when nothing resolves."""
     try:
         entities = intents.resolve(dict(args))
-    except HomeTargetError:  # the call will fail; judge what it asked for
+    except (HomeTargetError, HomeUnavailableError):  # judge what it asked for
         named = {str(args.get("domain")), str(args.get("device_class"))}
         risky = named & (DANGEROUS_DOMAINS | DANGEROUS_COVERS)
         return Effect.DANGEROUS if risky else Effect.ACTUATING
@@ -358,12 +358,16 @@ def home_toolset(
     state_path: str | Path | None = None,
     backend: HomeBackend | None = None,
     speaker_area: str | None = None,
+    timeout_s: float = 2.0,
 ) -> Toolset:
     """The home toolset on `backend`, or on a simulated home of `inventory` (default: HA's
-    test home) persisted to `state_path` (in memory if None)."""
+    test home) persisted to `state_path` (in memory if None). `timeout_s` bounds each call."""
     home = backend or SimulatedHome(inventory, state_path)
     intents = HomeIntents(home, speaker_area)
-    table = {name: _with_speech(fn) for name, fn in handlers(intents).items()}
+    table = {
+        name: _with_speech(intents.through_backend(name, fn))
+        for name, fn in handlers(intents).items()
+    }
     tools = [
         Tool.from_schema(
             name,
@@ -371,7 +375,7 @@ def home_toolset(
             parameters(name),
             handler=table[name],
             effect=effect_rule(name, intents),
-            timeout_s=2.0,
+            timeout_s=timeout_s,
             grounding=grounding(name, intents),
         )
         for name, info in intent_definitions().items()
