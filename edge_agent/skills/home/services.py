@@ -1,16 +1,20 @@
 """What each Home Assistant service does to an entity's state and attributes (HA 2024.1.6).
 
 Read from HA's own code: the service layers that convert the data (`light.turn_on` turns
-`brightness_pct` into `brightness` 0-255 and a colour name into `rgb_color`), the entity base
-classes that derive the state (a cover or valve is `closed` at position 0), and the demo
-platforms where a behaviour is the integration's choice (a fan turned on without a speed runs
-at 67 %, a media player's `next` advances `media_track` within its playlist, `turn_on` makes it
-`playing`). What a real device remembers while off (a light's brightness) is kept in the
-entity's `memory`, which is no HA attribute.
+`brightness_pct` into `brightness` 0-255 and a colour name into RGB, shown as hue/saturation at
+full value on an HS light; brightness 0 is off), the entity base classes that derive the state
+(a cover or valve is `closed` at position 0, a fan `off` at 0 %, a to-do list's state counts
+open items; a light shows no brightness or colour while off). What an integration chooses is
+chosen as HA's demo platforms or common devices do, and is what the conformance test's
+virtual devices do: a fan turned on without a speed runs at its own `on_percentage` (the demo:
+67 %), a player's next/previous walks its playlist round, `turn_on` leaves it `idle`. What a
+device remembers while off (a light's brightness and colour) is kept in the entity's `memory`,
+which is no HA attribute.
 """
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +38,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "silver": (192, 192, 192), "gray": (128, 128, 128), "grey": (128, 128, 128),
     "black": (0, 0, 0), "beige": (245, 245, 220), "ivory": (255, 255, 240),
 }  # fmt: skip
-_LIGHT_ON_ONLY = ("brightness", "color_mode", "rgb_color")  # None while off, as HA shows them
+_LIGHT_ON_ONLY = ("brightness", "hs_color", "rgb_color")  # None while off, as HA shows them
+_COLOR_MODES = ("hs", "rgb", "rgbw", "rgbww", "xy")
 
 
 def _set_state(value: str) -> Effect:
@@ -67,27 +72,59 @@ def _light_on(entity: Entity, data: dict[str, Any]) -> None:
         _light_off(entity, {})
         return
     memory = entity.memory
-    for key in ("brightness", "rgb_color"):  # what it shows now is what it remembers
+    for key in _LIGHT_ON_ONLY:  # what it shows now is what it remembers
         if entity.attributes.get(key) is not None:
             memory[key] = entity.attributes[key]
     if brightness is not None:
         memory["brightness"] = int(brightness)
+    rgb = data.get("rgb_color")
     if data.get("color_name") is not None:
-        memory["rgb_color"] = list(rgb_of(str(data["color_name"])))
-    elif data.get("rgb_color") is not None:
-        memory["rgb_color"] = [int(c) for c in data["rgb_color"]]
+        rgb = rgb_of(str(data["color_name"]))
+    mode = _color_mode(entity, wants_color=rgb is not None)
+    if rgb is not None:
+        _remember_color(memory, mode, tuple(int(c) for c in rgb))
     entity.state = "on"
     entity.attributes["brightness"] = memory.setdefault("brightness", LIGHT_ON_BRIGHTNESS)
-    if "rgb_color" in memory:
-        entity.attributes["rgb_color"] = list(memory["rgb_color"])
-        entity.attributes["color_mode"] = "rgb"
+    entity.attributes["color_mode"] = mode
+    for key in ("hs_color", "rgb_color"):
+        if key in memory:
+            entity.attributes[key] = list(memory[key])
+
+
+def _color_mode(entity: Entity, wants_color: bool) -> str:
+    """The light's mode (its only supported one, as HA's single-mode lights); a colour asked of
+    a light without one is refused, as HA's HassLightSet fails that entity."""
+    modes = list(entity.attributes.get("supported_color_modes") or [])
+    coloured = [m for m in modes if m in _COLOR_MODES]
+    if wants_color and modes and not coloured:
+        raise HomeTargetError(f"{entity.name} cannot change colour")
+    if coloured:
+        return str(coloured[0])
+    if modes:
+        return str(modes[0])
+    return "rgb" if wants_color or "rgb_color" in entity.memory else "brightness"
+
+
+def _remember_color(memory: dict[str, Any], mode: str, rgb: tuple[int, ...]) -> None:
+    """An HS light keeps hue and saturation and shows them at full value (HA's conversions)."""
+    if mode == "hs":
+        hue, sat, _ = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+        memory["hs_color"] = [round(hue * 360, 3), round(sat * 100, 3)]
+        memory["rgb_color"] = hs_to_rgb(memory["hs_color"])
     else:
-        entity.attributes["color_mode"] = "brightness"
+        memory["rgb_color"] = list(rgb)
+
+
+def hs_to_rgb(hs: list[float]) -> list[int]:
+    """HA's `color_hs_to_RGB`: hue 0-360 and saturation 0-100 at full value."""
+    return [round(c * 255) for c in colorsys.hsv_to_rgb(hs[0] / 360, hs[1] / 100, 1.0)]
 
 
 def _light_off(entity: Entity, data: dict[str, Any]) -> None:
-    for key in _LIGHT_ON_ONLY:
+    for key in (*_LIGHT_ON_ONLY, "color_mode", "xy_color"):
         if key in entity.attributes:
+            if entity.attributes[key] is not None and key in _LIGHT_ON_ONLY:
+                entity.memory[key] = entity.attributes[key]
             entity.attributes[key] = None
     entity.state = "off"
 
@@ -102,8 +139,11 @@ def _fan_percentage(entity: Entity, data: dict[str, Any]) -> None:
 
 
 def _fan_on(entity: Entity, data: dict[str, Any]) -> None:
+    """Without a speed, the device's own ("on_percentage" in its memory; HA's demo: 67)."""
     percentage = data.get("percentage")
-    _fan_percentage(entity, {"percentage": FAN_ON_PERCENTAGE if percentage is None else percentage})
+    if percentage is None:
+        percentage = entity.memory.get("on_percentage", FAN_ON_PERCENTAGE)
+    _fan_percentage(entity, {"percentage": percentage})
 
 
 def _fan_off(entity: Entity, data: dict[str, Any]) -> None:
@@ -171,15 +211,23 @@ def _volume(entity: Entity, data: dict[str, Any]) -> None:
 
 
 def _track(step: int) -> Effect:
-    """Next (+1) or previous (-1) track within the playlist, as HA's demo player does."""
+    """Next (+1) or previous (-1) title of the playlist, round it as a queue on repeat."""
 
     def effect(entity: Entity, data: dict[str, Any]) -> None:
-        track = int(entity.attributes.get("media_track") or 1) + step
-        last = len(entity.playlist) or None
-        track = max(1, min(track, last) if last else track)
-        entity.attributes["media_track"] = track
-        if entity.playlist:
-            entity.attributes["media_title"] = entity.playlist[track - 1]
+        playlist, attributes = entity.playlist, entity.attributes
+        if not playlist:  # nothing queued: only the track number moves
+            attributes["media_track"] = max(1, int(attributes.get("media_track") or 1) + step)
+            return
+        now = entity.memory.get("track")
+        if now is None:
+            title = attributes.get("media_title")
+            now = playlist.index(title) if title in playlist else 0
+        now = (int(now) + step) % len(playlist)
+        entity.memory["track"] = now
+        attributes["media_title"] = playlist[now]
+        for key, value in (("media_content_id", playlist[now]), ("media_track", now + 1)):
+            if key in attributes:
+                attributes[key] = value
 
     return effect
 
@@ -257,11 +305,11 @@ SERVICES: dict[tuple[str, str], Effect] = {
     ("climate", "set_hvac_mode"): _hvac_mode,
     ("scene", "turn_on"): _keep,
     ("script", "turn_on"): _keep,
-    ("media_player", "turn_on"): _set_state("playing"),  # HA's demo players start playing
+    ("media_player", "turn_on"): _set_state("idle"),  # on, nothing playing
     ("media_player", "turn_off"): _set_state("off"),
     ("media_player", "media_play"): _set_state("playing"),
     ("media_player", "media_pause"): _set_state("paused"),
-    ("media_player", "media_stop"): _set_state("off"),  # HA's demo players
+    ("media_player", "media_stop"): _set_state("idle"),
     ("media_player", "media_next_track"): _track(+1),
     ("media_player", "media_previous_track"): _track(-1),
     ("media_player", "volume_set"): _volume,

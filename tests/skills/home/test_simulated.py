@@ -68,6 +68,10 @@ def test_a_cover_without_position_gets_none_from_open_or_close(home: SimulatedHo
 def test_fan_on_sets_a_percentage_and_off_zero(home: SimulatedHome) -> None:
     on = call(home, "turn_on", "fan.ceiling")
     assert (on.state, on.attributes["percentage"]) == ("on", 67)  # HA's demo fan
+    fan = home.inventory.entity("fan.ceiling")
+    assert fan is not None
+    fan.memory["on_percentage"] = 50  # a device's own speed for "on"
+    assert call(home, "turn_on", "fan.ceiling").attributes["percentage"] == 50
     assert call(home, "turn_on", "fan.ceiling", percentage=30).attributes["percentage"] == 30
     off = call(home, "turn_off", "fan.ceiling")
     assert (off.state, off.attributes["percentage"]) == ("off", 0)
@@ -95,7 +99,23 @@ def test_a_fresh_light_turns_on_at_the_demo_brightness(home: SimulatedHome) -> N
     assert call(home, "turn_on", "light.lamp").attributes["brightness"] == 180
 
 
-def test_media_volume_is_a_fraction_and_tracks_advance_within_the_playlist(
+def test_an_hs_light_shows_hue_and_saturation_at_full_value_and_white_lights_refuse_colour(
+    home: SimulatedHome,
+) -> None:
+    lamp = home.inventory.entity("light.lamp")
+    assert lamp is not None
+    lamp.attributes |= {"supported_color_modes": ["hs"], "hs_color": None, "rgb_color": None}
+    green = call(home, "turn_on", "light.lamp", color_name="green")  # CSS green: 0, 128, 0
+    assert green.attributes["color_mode"] == "hs"
+    assert (green.attributes["hs_color"], green.attributes["rgb_color"]) == (
+        [120.0, 100.0], [0, 255, 0],
+    )  # fmt: skip
+    lamp.attributes["supported_color_modes"] = ["brightness"]
+    with pytest.raises(HomeTargetError, match="cannot change colour"):
+        call(home, "turn_on", "light.lamp", color_name="red")
+
+
+def test_media_volume_is_a_fraction_and_tracks_walk_the_playlist_round(
     home: SimulatedHome,
 ) -> None:
     assert (
@@ -107,11 +127,11 @@ def test_media_volume_is_a_fraction_and_tracks_advance_within_the_playlist(
     nxt = call(home, "media_next_track", "media_player.radio")
     assert (nxt.attributes["media_track"], nxt.attributes["media_title"]) == (2, "Two")
     call(home, "media_next_track", "media_player.radio")
-    last = call(home, "media_next_track", "media_player.radio")
-    assert (last.attributes["media_track"], last.attributes["media_title"]) == (3, "Three")
-    for _ in range(4):
-        first = call(home, "media_previous_track", "media_player.radio")
-    assert (first.attributes["media_track"], first.attributes["media_title"]) == (1, "One")
+    wrapped = call(home, "media_next_track", "media_player.radio")  # a queue on repeat
+    assert (wrapped.attributes["media_track"], wrapped.attributes["media_title"]) == (1, "One")
+    back = call(home, "media_previous_track", "media_player.radio")
+    assert (back.attributes["media_track"], back.attributes["media_title"]) == (3, "Three")
+    assert call(home, "turn_on", "media_player.radio").state == "idle"
     assert call(home, "media_pause", "media_player.radio").state == "paused"
     assert call(home, "media_play", "media_player.radio").state == "playing"
 
