@@ -91,6 +91,12 @@ class HassServer:
         reply: dict[str, Any] = self.request("POST", "intent/handle", body)
         return reply
 
+    def converse(self, text: str) -> dict[str, Any]:
+        """HA's own sentence matcher (the conversation agent, hassil + home-assistant-intents):
+        POST /api/conversation/process; its ConversationResult as JSON."""
+        reply: dict[str, Any] = self.request("POST", "conversation/process", {"text": text})
+        return reply
+
     def render(self, template: str) -> str:
         """A Jinja template rendered by HA (areas, devices: `area_name('light.x')`)."""
         reply = self._http.post("/api/template", json={"template": template})

@@ -77,3 +77,9 @@ def test_an_unknown_name_is_answered_not_failed(hass: HassServer) -> None:
 def test_an_intent_newer_than_2024_1_is_a_server_error(hass: HassServer) -> None:
     with pytest.raises(HassError, match="500"):
         hass.handle_intent("HassMediaPause", {"name": "Living Room TV"})
+
+
+def test_ha_own_sentence_matcher_understands_a_command(hass: HassServer) -> None:
+    reply = hass.converse("turn on the counter lights")
+    assert reply["response"]["response_type"] == "action_done"
+    assert hass.state("light.kitchen_light")["state"] == "on"
