@@ -48,6 +48,18 @@ print(s.config_dir, s.data_dir, s.cache_dir, sep="\n")
 PY
 }
 
+# The variables that chose those dirs here, so the units' program finds the same ones.
+unit_environment() {
+    local name assignments=""
+    for name in EDGE_AGENT_HOME XDG_CONFIG_HOME XDG_DATA_HOME XDG_CACHE_HOME; do
+        [[ -n "${!name:-}" ]] || continue
+        check_path "${!name}"
+        assignments="$assignments $name=${!name}"
+    done
+    if [[ -n "$assignments" ]]; then echo "Environment=${assignments# }"; else
+        echo "# the default XDG dirs apply"; fi
+}
+
 sandbox_prefix() {
     local mode="${EDGE_AGENT_UNIT_SANDBOX:-auto}"
     case "$mode" in
@@ -65,14 +77,13 @@ install_units() {
     [[ -x "$program" ]] || die "$program is missing: run scripts/install.sh first"
     mapfile -t dirs < <(settings_dirs)
     [[ ${#dirs[@]} -eq 3 ]] || die "could not read edge-agent's settings"
-    for path in "$repo" "${dirs[@]}" ${EDGE_AGENT_HOME:+"$EDGE_AGENT_HOME"}; do check_path "$path"; done
+    for path in "$repo" "${dirs[@]}"; do check_path "$path"; done
     (umask 077 && mkdir -p "${dirs[@]}")  # before ReadWritePaths= names them
     mkdir -p "$unit_dir"
     env_file="${dirs[0]}/env"
     [[ -e "$env_file" ]] || (umask 077 && cp "$templates/edge-agent.env" "$env_file")
     chmod 600 "$env_file"  # it holds secrets
-    environment="# EDGE_AGENT_HOME unset: the XDG dirs apply"
-    [[ -n "${EDGE_AGENT_HOME:-}" ]] && environment="Environment=EDGE_AGENT_HOME=$EDGE_AGENT_HOME"
+    environment="$(unit_environment)"
     rw="-${dirs[0]} -${dirs[1]} -${dirs[2]}"
     sandbox="$(sandbox_prefix)"
     for unit in "${units[@]}"; do

@@ -65,9 +65,8 @@ def _unit_env(unit: Unit) -> dict[str, str]:
             if line.strip() and not line.startswith("#"):
                 key, _, value = line.partition("=")
                 env[key.strip()] = value.strip()
-    for assignment in unit.get("Environment", []):
-        key, _, value = assignment.partition("=")
-        env[key] = value
+    for line in unit.get("Environment", []):
+        env.update(word.partition("=")[::2] for word in shlex.split(line))
     return env
 
 
@@ -104,7 +103,8 @@ def test_settings_and_secrets_come_from_a_private_env_file_kept_across_installs(
     unit = _parse(unit_dir / "edge-agent.service")
     env_file = edge_home / "config" / "env"
     assert unit["EnvironmentFile"] == [f"-{env_file}"]
-    assert unit["Environment"] == [f"EDGE_AGENT_HOME={edge_home}"]
+    # the dirs the installer resolved are the ones the units' program resolves
+    assert f"EDGE_AGENT_HOME={edge_home}" in unit["Environment"][0].split()
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert _parse(unit_dir / "edge-agent-sync.service")["EnvironmentFile"] == [f"-{env_file}"]
     env_file.write_text("EDGE_AGENT_SERVE_ARGS=--port 9999\n")
