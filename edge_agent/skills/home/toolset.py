@@ -29,6 +29,7 @@ from edge_agent.skills.home.intents import (
 from edge_agent.skills.home.inventory import Area, Entity, Floor, Inventory
 from edge_agent.skills.home.retrieve import context_block
 from edge_agent.skills.home.simulated import SimulatedHome
+from edge_agent.skills.home.steps import home_splitter
 from edge_agent.tools import Grounding, Tool, Toolset
 from edge_agent.types import Effect
 
@@ -386,6 +387,7 @@ def home_toolset(
         description="Smart home (Home Assistant intents)",
         prompt=PROMPT,
         context=home_context(intents),
+        split=home_splitter(lambda: home.inventory),
     )
 
 
