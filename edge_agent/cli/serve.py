@@ -3,12 +3,14 @@
 Every request needs a bearer key, even on 127.0.0.1: a web page or another user's process can
 reach loopback too. The key is the user's own (``--api-key-file``, ``EDGE_AGENT_API_KEY``) or
 else this install's token, made on first start (0600 in the config dir, as Jupyter's) and
-printed at each start; ``--no-token`` (or ``server_token = false``) drops it on loopback.
+printed at each start on a terminal (a service's stderr goes to the journal: there only its
+file is named); ``--no-token`` (or ``server_token = false``) drops it on loopback.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +70,10 @@ def serve(
         app = build_app(rt, api_key=key, toolsets=toolsets)
         worker = _sync_worker(rt)
         click.echo(f"serving {rt.model_name} on http://{host}:{port}/v1", err=True)
-        if token:
+        if token:  # shown on a terminal only: a service's stderr goes to the journal
+            shown = key if sys.stderr.isatty() else "<not shown>"
             click.echo(
-                f"token: {key} (kept in {settings.server_token_path}); clients send "
+                f"token: {shown} (kept in {settings.server_token_path}); clients send "
                 "'Authorization: Bearer <token>'",
                 err=True,
             )
