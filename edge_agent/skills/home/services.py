@@ -117,7 +117,7 @@ def _remember_color(memory: dict[str, Any], mode: str, rgb: tuple[int, ...]) -> 
 
 def hs_to_rgb(hs: list[float]) -> list[int]:
     """HA's `color_hs_to_RGB`: hue 0-360 and saturation 0-100 at full value."""
-    return [round(c * 255) for c in colorsys.hsv_to_rgb(hs[0] / 360, hs[1] / 100, 1.0)]
+    return [int(c * 255) for c in colorsys.hsv_to_rgb(hs[0] / 360, hs[1] / 100, 1.0)]  # truncated
 
 
 def _light_off(entity: Entity, data: dict[str, Any]) -> None:
