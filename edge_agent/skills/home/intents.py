@@ -25,6 +25,15 @@ ON_ONLY = {"scene", "script"}
 ON_DOMAINS = SWITCHABLE | ON_ONLY | set(TURN_ON)  # what "turn on" acts on
 OFF_DOMAINS = SWITCHABLE | set(TURN_OFF)
 COVERS = {"cover", "valve"}  # what a position is set on
+# what each device action acts on: among domains, or in its one domain
+ACTS_ON = {"HassTurnOn": ON_DOMAINS, "HassTurnOff": OFF_DOMAINS, "HassSetPosition": COVERS}
+ACTS_ON_DOMAIN = {
+    "HassLightSet": "light", "HassClimateSetTemperature": "climate", "HassVacuumStart": "vacuum",
+    "HassVacuumReturnToBase": "vacuum", "HassMediaPause": "media_player",
+    "HassMediaUnpause": "media_player", "HassMediaNext": "media_player",
+    "HassMediaPrevious": "media_player", "HassSetVolume": "media_player",
+    "HassMediaSearchAndPlay": "media_player",
+}  # fmt: skip
 DANGEROUS_DOMAINS = {"lock", "valve", "alarm_control_panel"}
 DANGEROUS_COVERS = {"garage", "door", "gate"}
 
@@ -116,6 +125,18 @@ class HomeIntents:
         if ask is not None:
             raise HomeTargetError(ask)
         return entities
+
+    def check_target(self, intent: str, args: dict[str, Any]) -> None:
+        """Raise the question `targets` asks when a device action's target is vague; for a
+        backend that runs intents itself (HA 2024.1.6 acts on every match, or on the first of
+        a shared name), call this first."""
+        if intent in ACTS_ON:
+            self.targets(args, domains=ACTS_ON[intent])
+        elif intent in ACTS_ON_DOMAIN:
+            prefer = {"HassMediaUnpause": "paused", "HassMediaSearchAndPlay": None}.get(
+                intent, "playing" if ACTS_ON_DOMAIN[intent] == "media_player" else None
+            )
+            self.targets(args, ACTS_ON_DOMAIN[intent], prefer=prefer)
 
     def reach(
         self, args: dict[str, Any], domains: set[str] | None = None, domain: str | None = None

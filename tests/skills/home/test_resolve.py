@@ -133,3 +133,17 @@ def test_the_toolset_asks_and_the_policy_sees_no_reach(home: SimulatedHome) -> N
     assert tool.grounding.reach is not None and tool.grounding.reach({"domain": "light"}) == 0
     tools.context("turn off all the lights", None)
     assert tool.grounding.reach({"domain": "light"}) == 3
+
+
+def test_check_target_asks_before_a_backend_runs_the_intent_itself(home: SimulatedHome) -> None:
+    acting = intents(home, "turn off the ceiling")
+    with pytest.raises(HomeTargetError, match="several devices are called 'Ceiling'"):
+        acting.check_target("HassTurnOff", {"name": "Ceiling"})
+    with pytest.raises(HomeTargetError, match="which light"):
+        acting.check_target("HassLightSet", {"brightness": 20})
+    acting.check_target("HassTurnOn", {"name": "Kettle"})
+    acting.check_target("HassMediaPause", {})  # one player plays: it is the one meant
+    acting.check_target("HassStartTimer", {"minutes": 5})  # no device target
+    assert states(home, "light.ceiling_k", "light.ceiling_b", "switch.kettle") == ["on"] * 2 + [
+        "off"
+    ]
