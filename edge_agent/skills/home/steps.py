@@ -141,7 +141,12 @@ def _boundary(tokens: list[str], keys: list[str], i: int, names: _Names) -> int 
         return _after_connector(keys, i)
     if k == "after" and keys[i + 1 : i + 2] == ["that"]:
         return _after_connector(keys, i)
-    if k in _BARE and _ends_name(keys[:i], names):
+    # a verb that ends a name ("the bedroom switch and ...") starts nothing
+    if (
+        k in _BARE
+        and keys[i + 1 : i + 2] not in ([], ["and"], [","])
+        and _ends_name(keys[:i], names)
+    ):
         return i
     return None
 

@@ -66,6 +66,10 @@ SPLITS = {
         "Turn off Bedroom Lamp", "Turn off Garage Light", "close Curtain Right"],
     "what's the weather like in London and Los Angeles": [
         "what's the weather like in London", "what's the weather like in Los Angeles"],
+    "switch on the bedroom switch and switch off the kitchen switch": [
+        "switch on the bedroom switch", "switch off the kitchen switch"],
+    "turn on the bedroom lamp lock the front door": [
+        "turn on the bedroom lamp", "lock the front door"],
 }  # fmt: skip
 
 WHOLE = [
