@@ -86,6 +86,10 @@ class HomeAssistantHome(HomeBackend):
     def url(self) -> str:
         return self.client.url
 
+    def close(self) -> None:
+        """Close the HTTP connections (the websocket is never left open)."""
+        self.client.close()
+
     # --- reading the home ---------------------------------------------------------------------
 
     @property
@@ -182,7 +186,11 @@ class HomeAssistantHome(HomeBackend):
             return None
         if response.status_code != 200:
             raise HomeTargetError(f"Home Assistant refused {intent} ({response.status_code})")
-        return self._intent_result(intent, slots, response.json())
+        answer = response.json()
+        if _cannot_serve(answer):  # HA found the target, but its intent has no service for it
+            logger.info("Home Assistant's %s cannot act on %s; using services", intent, slots)
+            return None
+        return self._intent_result(intent, slots, answer)
 
     def _with_speaker_area(self, slots: dict[str, Any], speaker_area: str | None) -> dict[str, Any]:
         """HA 2024.1's intent API knows no satellite area: name it when it narrows the call
@@ -316,6 +324,14 @@ def _entity(state: dict[str, Any], entry: dict[str, Any], devices: dict[str, Any
         state=str(state.get("state", "")),
         attributes=attributes,
     )
+
+
+def _cannot_serve(answer: dict[str, Any]) -> bool:
+    """HA 2024.1's turn on/off of a domain with neither turn_on nor an intent of its own (a
+    valve: open_valve): the toolset's handler names the domain's service instead."""
+    speech = str(((answer.get("speech") or {}).get("plain") or {}).get("speech") or "")
+    no_success = not (answer.get("data") or {}).get("success")
+    return no_success and (speech.startswith("Failed to call") or "does not support" in speech)
 
 
 def _state_answer(entities: list[Entity], home: Inventory, state: Any) -> dict[str, Any]:

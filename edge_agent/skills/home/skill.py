@@ -34,7 +34,9 @@ def _toolset(settings: Settings) -> Toolset:
 
     if settings.home_backend == "home_assistant":
         home = home_assistant(settings)
-        return home_toolset(backend=home, timeout_s=HA_TOOL_TIMEOUT_S)
+        tools = home_toolset(backend=home, timeout_s=HA_TOOL_TIMEOUT_S)
+        tools.close = home.close  # type: ignore[attr-defined]  # Runtime.close ends connections
+        return tools
     inventory = load_inventory(settings.home_inventory) if settings.home_inventory else None
     # the simulated home keeps its state across runs, beside the device's other data
     return home_toolset(inventory=inventory, state_path=settings.data_dir / "home_state.json")
@@ -86,7 +88,7 @@ def _real_home_words(settings: Settings) -> set[str]:
         try:
             words = home.read().keep_words()
         finally:
-            home.client.close()
+            home.close()
     except EdgeAgentError as exc:
         words = _saved_words(path)
         logger.warning("home names for the anonymizer: %s; using %d saved ones", exc, len(words))

@@ -212,6 +212,7 @@ def test_the_skill_builds_the_ha_toolset_from_settings_without_touching_ha(
         tmp_path, home_backend="home_assistant", home_url=url, home_token_env="MY_HA_TOKEN"
     )
     tools = skill.build_toolset(s)
+    assert callable(getattr(tools, "close", None))  # the runtime closes its connections
     with pytest.raises(HomeUnavailableError, match=url):  # built; HA is asked only per call
         execute(tools.get("HassTurnOn"), {"name": "Kitchen Light"})
 
