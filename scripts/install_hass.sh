@@ -38,7 +38,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     python3.11 -m venv "$venv" >>"$log" 2>&1 || fail "could not create $venv"
 fi
 
-echo "installing homeassistant==$version (a minute or two the first time)"
+echo "installing homeassistant==$version (a few minutes the first time)"
 "$venv/bin/python" -m pip install --upgrade pip >>"$log" 2>&1 || fail "could not upgrade pip"
 "$venv/bin/pip" install "homeassistant==$version" >>"$log" 2>&1 \
     || fail "could not install homeassistant==$version"
