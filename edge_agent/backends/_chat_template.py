@@ -47,6 +47,28 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# Gemma's turn format, for a Gemma GGUF without a template (the base Gemma 3 270M): its
+# tokenizer has the turn tokens, and Gemma has no system role, so system text opens the next
+# user turn.
+GEMMA_TEMPLATE = (
+    "{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = ns.system + message['content']"
+    " + '\n\n' %}"
+    "{% else %}{% set user = message['role'] != 'assistant' %}"
+    "{{ '<start_of_turn>' + ('user' if user else 'model') + '\n'"
+    " + (ns.system if user else '') + message['content'] + '<end_of_turn>\n' }}"
+    "{% if user %}{% set ns.system = '' %}{% endif %}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+_FALLBACKS = {"gemma3": GEMMA_TEMPLATE}
+
+
+def fallback_template(architecture: str) -> str:
+    """The template for a GGUF of this architecture that carries none (ChatML by default)."""
+    return _FALLBACKS.get(architecture, CHATML_TEMPLATE)
+
 
 MAX_TEMPLATE_CHARS = 1 << 17  # all of one file's templates; real ones are under 20k
 MAX_CHARS = 1 << 20  # any value a template builds, and the prompt: about 250k tokens

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
-from edge_agent.backends._chat_template import CHATML_TEMPLATE, ChatTemplate, check_templates
+from edge_agent.backends._chat_template import ChatTemplate, check_templates, fallback_template
 from edge_agent.backends._json_grammar import schema_to_gbnf
 from edge_agent.backends._jump_forward import Automaton, JumpForward
 from edge_agent.backends._llama_sampling import Grammar, Sampler
@@ -405,7 +405,7 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         model = self._llama._model
         bos, eos = model.token_bos(), model.token_eos()
         return ChatTemplate(
-            source or CHATML_TEMPLATE,
+            source or fallback_template(self._identity.architecture),
             bos_token=model.token_get_text(bos) if bos >= 0 else "",
             eos_token=model.token_get_text(eos) if eos >= 0 else "",
         )

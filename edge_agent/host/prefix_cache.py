@@ -7,8 +7,10 @@ step for SmolLM2 with LoRA on its top 12 of 30 layers). Here they run once, with
 gradients; each step then feeds the cached states to the top layers. The top layers are
 the model's own modules, given the causal mask and rotary embeddings exactly as
 ``LlamaModel.forward`` builds them, so the loss is the uncached loss (tested to float
-tolerance). Right padding keeps this exact: a real token never attends to a later position,
-so its states do not depend on the batch it was cached in.
+tolerance; Gemma 3's sliding-window and full layers each get their own mask and rotary
+embeddings, as ``Gemma3TextModel.forward`` gives them). Right padding keeps this exact: a real
+token never attends to a later position, so its states do not depend on the batch it was
+cached in.
 
 The cache is saved under the run directory (safetensors) with a fingerprint of the model
 file, the boundary and the examples, so a resumed run reloads it instead of rebuilding it.
@@ -38,6 +40,8 @@ def run_layers(decoder: Any, hidden: torch.Tensor, attention_mask: torch.Tensor,
     from transformers.masking_utils import create_causal_mask
 
     position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    if "sliding_attention" in (getattr(decoder.config, "layer_types", None) or ()):
+        return _run_typed_layers(decoder, hidden, attention_mask, layers, position_ids)
     mask = create_causal_mask(config=decoder.config, inputs_embeds=hidden,
                               attention_mask=attention_mask, cache=None,
                               position_ids=position_ids)  # fmt: skip
@@ -45,6 +49,25 @@ def run_layers(decoder: Any, hidden: torch.Tensor, attention_mask: torch.Tensor,
     for layer in decoder.layers[layers]:
         hidden = layer(hidden, attention_mask=mask, position_embeddings=position_embeddings,
                        position_ids=position_ids)  # fmt: skip
+    return hidden
+
+
+def _run_typed_layers(decoder: Any, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                      layers: slice, position_ids: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """As `run_layers`, for models mixing sliding-window and full attention layers (Gemma 3):
+    each layer gets its type's mask and rotary embeddings, as `Gemma3TextModel.forward` does."""
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    args = {"config": decoder.config, "inputs_embeds": hidden, "attention_mask": attention_mask,
+            "cache": None, "position_ids": position_ids}  # fmt: skip
+    masks = {"full_attention": create_causal_mask(**args),
+             "sliding_attention": create_sliding_window_causal_mask(**args)}  # fmt: skip
+    types = decoder.config.layer_types
+    rope = {kind: decoder.rotary_emb(hidden, position_ids, kind) for kind in set(types)}
+    for i in range(len(decoder.layers))[layers]:
+        hidden = decoder.layers[i](hidden, attention_mask=masks[types[i]],
+                                   position_embeddings=rope[types[i]],
+                                   position_ids=position_ids)  # fmt: skip
     return hidden
 
 

@@ -6,7 +6,8 @@ What llama.cpp reads (llama-adapter.cpp):
     blk.{i}.{attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down}.weight.lora_a / .lora_b
         lora_a: torch shape (rank, n_in)   lora_b: torch shape (n_out, rank)
         The rows of attn_q/attn_k lora_b get the same rotary permutation as the base q/k weights
-        (layout.rope_permute); without it the adapter silently computes something else.
+        (layout.rope_permute); without it the adapter silently computes something else. Not
+        for rotate-half architectures (gemma3, qwen2): their base rows are in HF order.
 What we add:
     edge_agent.base.{architecture,base_name,n_layer,n_embd,n_ff,n_head,n_head_kv,n_vocab}
         llama.cpp only checks the architecture and tensor shapes, so an adapter trained on
@@ -27,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from edge_agent.errors import AdapterMismatchError, InvalidAdapterError, InvalidModelFileError
-from edge_agent.lora.layout import LAYER_MODULES, rope_heads, rope_permute
+from edge_agent.lora.layout import (
+    HEAD_DIM_ARCHITECTURES,
+    LAYER_MODULES,
+    permutes_qk,
+    rope_heads,
+    rope_permute,
+)
 from edge_agent.models.gguf import BaseModelIdentity, read_header
 
 __all__ = [
@@ -97,6 +104,7 @@ def export_lora_gguf(
         vtype = GGUFValueType.STRING if isinstance(value, str) else GGUFValueType.UINT32
         writer.add_key_value(IDENTITY_PREFIX + key, value, vtype)
     wanted = _DTYPES[dtype]
+    _permute_qk = _permute_qk and permutes_qk(identity.architecture)
     for name, (a, b) in sorted(pairs.items(), key=lambda kv: _layer_order(kv[0])):
         _check_shapes(name, a, b, identity)
         heads = rope_heads(name, n_head, n_head_kv)
@@ -202,14 +210,22 @@ def _check_shapes(name: str, a: np.ndarray, b: np.ndarray, base: BaseModelIdenti
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
         raise InvalidAdapterError(f"{name}: lora_A {a.shape} and lora_B {b.shape} do not pair")
     module = name.split(".")[2]
-    n_in = base.n_ff if module in _FFN_IN else base.n_embd
+    n_in_ok = _fits_input(module, a.shape[1], base)
     n_out_ok = _fits_output(module, b.shape[0], base)
-    if int(name.split(".")[1]) >= base.n_layer or a.shape[1] != n_in or not n_out_ok:
+    if int(name.split(".")[1]) >= base.n_layer or not n_in_ok or not n_out_ok:
         raise AdapterMismatchError(
             f"{name}: lora shapes A {a.shape}, B {b.shape} do not fit the base model "
             f"({base.base_name or base.architecture}: {base.n_layer} layers, "
             f"n_embd {base.n_embd}, n_ff {base.n_ff})"
         )
+
+
+def _fits_input(module: str, n_in: int, base: BaseModelIdentity) -> bool:
+    if module in _FFN_IN:
+        return n_in == base.n_ff
+    if module == "attn_output" and base.architecture in HEAD_DIM_ARCHITECTURES:
+        return n_in % (2 * base.n_head) == 0  # the heads' width (gemma3: 4 x 256, not 640)
+    return n_in == base.n_embd
 
 
 def _fits_output(module: str, n_out: int, base: BaseModelIdentity) -> bool:

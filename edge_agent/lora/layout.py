@@ -40,6 +40,19 @@ def gguf_tensor_name(hf_name: str) -> str | None:
     return f"blk.{match.group(1)}.{LAYER_MODULES[match.group(2)]}.weight"
 
 
+# Architectures whose llama.cpp rope rotates halves ("NEOX"), as HF does: their q/k rows are
+# stored in HF order, so neither the converter nor an adapter permutes them.
+ROTATE_HALF_ARCHITECTURES = frozenset({"gemma", "gemma2", "gemma3", "qwen2", "qwen3"})
+# Architectures whose head size is its own hyperparameter, so q's width need not be n_embd.
+HEAD_DIM_ARCHITECTURES = frozenset({"gemma", "gemma2", "gemma3", "qwen3"})
+
+
+def permutes_qk(architecture: str) -> bool:
+    """Whether q/k rows (and LoRA B rows feeding them) get `rope_permute` for this GGUF
+    architecture; llama's pairwise rope needs it, rotate-half ropes must not have it."""
+    return architecture not in ROTATE_HALF_ARCHITECTURES
+
+
 def rope_heads(gguf_name: str, n_head: int, n_head_kv: int) -> int | None:
     """How many heads to permute the rows of this tensor over, or None if it is not q or k."""
     if ".attn_q." in gguf_name:
