@@ -1,8 +1,10 @@
-"""A simulated home: the inventory plus a JSON state file that service calls really change.
+"""A simulated home: the inventory plus a JSON state file that service calls really change,
+as Home Assistant's services change a real home's (services.py; tests/homeassistant's
+conformance test holds it to HA 2024.1.6).
 
-The state file holds only what changes (each entity's state and attributes, the timers) keyed by
-entity id, so editing the inventory later keeps the live state of the entities it still has.
-It is written from the inventory on first use; delete it to reset the home.
+The state file holds only what changes (each entity's state, attributes and memory, the
+timers) keyed by entity id, so editing the inventory later keeps the live state of the
+entities it still has. It is written from the inventory on first use; delete it to reset the home.
 """
 
 from __future__ import annotations
