@@ -214,7 +214,9 @@ class HomeAssistantHome(HomeBackend):
         failed = [t.get("name") for t in data.get("failed") or []]
         # an IntentHandleError comes back as 200 with its message as the only speech
         if answer.get("response_type") == "error" or (speech and not data.get("success")):
-            raise HomeTargetError(f"Home Assistant: {speech or data.get('code')}")
+            raise HomeTargetError(
+                f"Home Assistant: {speech or data.get('code')}{self._hint(slots)}"
+            )
         if intent == "HassNevermind":
             return {"done": "nothing"}
         changed = self._changed(ids)
@@ -235,6 +237,18 @@ class HomeAssistantHome(HomeBackend):
         if speech:
             result["speech"] = speech
         return result
+
+    def _hint(self, slots: dict[str, Any]) -> str:
+        """What the home has instead, when the names a refused call used match nothing here
+        (HA's own message lists no candidates, and the model needs them to try again)."""
+        target = Target(
+            name=slots.get("name"), area=slots.get("area"), domain=_as_list(slots.get("domain"))
+        )
+        try:
+            resolve(self.inventory, target)
+        except HomeTargetError as exc:
+            return f" ({exc})"
+        return ""
 
     def call_service(
         self, domain: str, service: str, entity_ids: list[str], data: dict[str, Any] | None = None
