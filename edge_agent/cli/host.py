@@ -320,10 +320,11 @@ def embedder_export(out: Path | None, fp32: bool, as_json: bool) -> None:
 @json_option
 def select(skill: str, targets: tuple[str, ...], context: int, as_json: bool) -> None:
     """Which catalog model to fine-tune for SKILL: the one each target's fit plan will run."""
-    from edge_agent.host.select import select_models
+    from edge_agent.host.select import load_measured, select_models
     from edge_agent.models.catalog import load_catalog
 
-    selection = select_models(skill, [_target(t) for t in targets], load_catalog(), context)
+    selection = select_models(skill, [_target(t) for t in targets], load_catalog(), context,
+                              load_measured(skill))  # fmt: skip
     if as_json:
         echo_json(selection.to_dict())
         return
