@@ -210,6 +210,21 @@ def test_the_speaker_area_picks_among_same_kind_devices(hass: HassServer, tools:
     assert hass.state("light.kitchen_light")["state"] == "off"  # not the whole house
 
 
+def test_a_vague_target_is_asked_about_not_guessed_by_ha(hass: HassServer, tools: Toolset) -> None:
+    """HA 2024.1.6's intent API acts on every match: 'the light' with no area and no speaker
+    area would switch every light. The device asks which first; 'all' still acts on all."""
+    said = json.dumps({"name": "HassTurnOn", "arguments": {"domain": "light"}})
+    lights = {s["entity_id"]: s["state"] for s in hass.states() if s["entity_id"][:6] == "light."}
+    assert "off" in lights.values()  # something the guess would switch
+    agent = Agent(ScriptedBackend([said, "Which one?"]), tools, config=AgentConfig(max_steps=2))
+    result = agent.run("turn on the light")
+    assert result.tool_calls[0].status == "error" and "which light" in result.tool_calls[0].error
+    assert {e: hass.state(e)["state"] for e in lights} == lights
+    every = Agent(ScriptedBackend([said, "Done."]), tools, config=AgentConfig(max_steps=2))
+    assert every.run("turn on all the lights").tool_calls[0].status == "ok"
+    assert all(hass.state(e)["state"] == "on" for e in lights)
+
+
 # --- HA going away -----------------------------------------------------------------------------
 
 

@@ -96,6 +96,7 @@ class HomeIntents:
 
         def run(**args: Any) -> Any:
             if isinstance(self.backend, IntentBackend):
+                self.check_target(intent, args)  # HA 2024.1.6 would guess: ask instead
                 done = self.backend.handle_intent(intent, args, self.speaker_area)
                 if done is not None:
                     return done
@@ -116,27 +117,44 @@ class HomeIntents:
         """What an action acts on (of `domains`; those in state `prefer` if a name-less target
         has some: "pause" means the players playing); a vague target spread over several areas
         is asked about (`ambiguity.question`), never acted on house-wide."""
-        area = None if says_all(self.request) else self.speaker_area  # "all": the whole house
-        entities = self.backend.resolve(target(args, domain), area)
-        entities = [e for e in entities if domains is None or e.domain in domains]
-        if prefer and not args.get("name"):
-            entities = [e for e in entities if e.state == prefer] or entities
-        ask = question(args, entities, self.backend.inventory, self.request)
-        if ask is not None:
-            raise HomeTargetError(ask)
+        entities = self._matches(args, domain, domains, prefer)
+        self._ask_if_vague(args, entities)
         return entities
 
     def check_target(self, intent: str, args: dict[str, Any]) -> None:
         """Raise the question `targets` asks when a device action's target is vague; for a
         backend that runs intents itself (HA 2024.1.6 acts on every match, or on the first of
-        a shared name), call this first."""
+        a shared name), call this first. What matches nothing, or a home that cannot be read,
+        the backend answers in its own words."""
         if intent in ACTS_ON:
-            self.targets(args, domains=ACTS_ON[intent])
+            domain, domains, prefer = None, ACTS_ON[intent], None
         elif intent in ACTS_ON_DOMAIN:
+            domain, domains = ACTS_ON_DOMAIN[intent], None
             prefer = {"HassMediaUnpause": "paused", "HassMediaSearchAndPlay": None}.get(
-                intent, "playing" if ACTS_ON_DOMAIN[intent] == "media_player" else None
+                intent, "playing" if domain == "media_player" else None
             )
-            self.targets(args, ACTS_ON_DOMAIN[intent], prefer=prefer)
+        else:
+            return
+        try:
+            entities = self._matches(args, domain, domains, prefer)
+        except (HomeTargetError, HomeUnavailableError):
+            return
+        self._ask_if_vague(args, entities)
+
+    def _matches(
+        self, args: dict[str, Any], domain: str | None, domains: set[str] | None, prefer: str | None
+    ) -> list[Entity]:
+        area = None if says_all(self.request) else self.speaker_area  # "all": the whole house
+        entities = self.backend.resolve(target(args, domain), area)
+        entities = [e for e in entities if domains is None or e.domain in domains]
+        if prefer and not args.get("name"):
+            entities = [e for e in entities if e.state == prefer] or entities
+        return entities
+
+    def _ask_if_vague(self, args: dict[str, Any], entities: list[Entity]) -> None:
+        ask = question(args, entities, self.backend.inventory, self.request)
+        if ask is not None:
+            raise HomeTargetError(ask)
 
     def reach(
         self, args: dict[str, Any], domains: set[str] | None = None, domain: str | None = None
