@@ -17,7 +17,7 @@ from tests.tinymodel import TinyLora, TinyModel, make_tiny_llama, make_tiny_lora
 
 # Read by our code or by the HTTP stack under it: offline mode (settings.is_offline) and proxies
 # (httpx would send the stand-in servers' 127.0.0.1 traffic through a developer's proxy).
-_SCRUBBED = {"HF_HUB_OFFLINE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
+_SCRUBBED = {"HF_HUB_OFFLINE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "HASS_TOKEN"}
 
 
 def _isolate(mp: pytest.MonkeyPatch, home: Path) -> None:
