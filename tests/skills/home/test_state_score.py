@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.skills.home.dataset import load_split
 from edge_agent.skills.home.inventory import Area, Entity, Inventory
 from edge_agent.skills.home.state_score import evaluate_state, execute, same_effect, score_call
+from edge_agent.skills.home.synth import Command
 from edge_agent.skills.home.toolset import home_toolset
 from edge_agent.types import ToolCall
 
@@ -93,3 +95,29 @@ def test_evaluate_state_runs_each_row_in_its_home_and_scores_both_ways():
     assert not report.rows[0].state and not report.rows[0].exact
     assert sum(r["n"] for r in report.per_intent().values()) == 12
     assert summary["p50_ms"] > 0
+
+
+@pytest.mark.integration
+def test_the_shipped_adapter_through_llama_cpp_is_scored_both_ways(tmp_path):
+    from edge_agent.backends.llama_cpp import LlamaCppBackend
+    from edge_agent.models.catalog import load_catalog
+    from edge_agent.models.store import ModelStore
+
+    cmds = [
+        Command(id="a", sentence="turn off the coffee maker", intent="HassTurnOff",
+                slots={"name": "Coffee Maker"}, home="heldout-29", area="Kitchen"),
+        Command(id="b", sentence="what time is it", intent="HassGetCurrentTime", slots={},
+                home="heldout-29"),
+    ]  # fmt: skip
+    model = ModelStore(tmp_path / "models").ensure(load_catalog().default())
+    shipped = (
+        Path(__file__).resolve().parents[3] / "edge_agent/data/adapters/home-smollm2-135m.gguf"
+    )
+    with LlamaCppBackend(model, n_ctx=2048, n_threads=1) as backend:
+        backend.load_adapter("home", shipped)
+        backend.use_adapter("home")
+        report = evaluate_state(backend, cmds, adapter="home")
+    assert [r.id for r in report.rows] == ["a", "b"]
+    assert all(r.latency_ms > 0 and r.predicted is not None for r in report.rows)
+    assert all(r.state for r in report.rows if r.exact)  # an exact call does the same thing
+    assert report.rows[1].exact  # no arguments to get wrong

@@ -1,6 +1,7 @@
 """Commands from HA's sentence templates over synthetic homes, labelled by hassil."""
 
 from collections import Counter
+from pathlib import Path
 
 from edge_agent.host.curate import Record
 from edge_agent.skills.home import synth
@@ -87,3 +88,14 @@ def test_home_llm_phrasings_fill_a_home_own_devices():
         names = {e.name for e in home(cmd.home).entities}
         assert cmd.slots["name"] in names and cmd.slots["name"] in cmd.sentence
         assert execute(cmd.call(), cmd.inventory()).ok
+
+
+def test_handwritten_benchmark_commands_run_in_a_heldout_home():
+    path = Path(__file__).resolve().parents[3] / "scripts/bench/data/home_handwritten.jsonl"
+    cmds = [synth.Command.model_validate_json(line) for line in path.read_text().splitlines()]
+    assert len(cmds) >= 50
+    sentences = {c.sentence for c in cmds}
+    assert {"put milk on my shopping list", "cancel every timer"} <= sentences
+    for cmd in cmds:
+        assert cmd.home in home_ids("heldout")
+        assert execute(cmd.call(), cmd.inventory(), cmd.area, cmd.sentence).ok, cmd.sentence
