@@ -104,7 +104,8 @@ class Runtime:
         toolset = toolset or self.settings.tools
         tools = self.toolset(toolset) if isinstance(toolset, str) else toolset
         if skill is not None and tools.name != skill.name:  # turns are filed by toolset name
-            tools = Toolset(skill.name, tools, tools.description, tools.prompt, tools.context)
+            tools = Toolset(skill.name, tools, tools.description, tools.prompt, tools.context,
+                            split=tools.split)  # fmt: skip
         skill = skill or self._skill_or_none(tools.name)
         policy = Policy.from_toml(self.settings.policy_file) if self.settings.policy_file else None
         adapter = self.adapter_of(tools.name)
