@@ -85,7 +85,14 @@ def main() -> int:
             report = evaluate_state(backend, items, adapter=name)
             s = report.summary()
             minutes = (time.perf_counter() - started) / 60
-            results["sets"][set_name] = s | {"per_intent": report.per_intent(), "minutes": minutes}
+            rows = [{"id": r.id, "intent": r.intent, "exact": r.exact, "state": r.state,
+                     "call": r.predicted.model_dump(exclude={"id"}) if r.predicted else None}
+                    for r in report.rows]  # fmt: skip
+            results["sets"][set_name] = s | {
+                "per_intent": report.per_intent(),
+                "minutes": minutes,
+                "rows": rows,
+            }
             print(f"{set_name:18} n={s['n']:4}  exact {s['exact']:.1%}  state {s['state']:.1%}"
                   f"  p50 {s['p50_ms']:.0f} ms", flush=True)  # fmt: skip
             if args.out:

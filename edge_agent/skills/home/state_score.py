@@ -4,7 +4,9 @@ The agent's call runs on a simulated copy of the command's home; the gold call r
 fresh copy of the same home. The command is right when both leave the home in the same state
 and answer the same (a question changes nothing, so its answer is what counts): "the bedroom
 lamp" for "Bedroom Lamp", or `area` where the gold named the one device in it, still count.
-Exact match (HA's test rule: same tool, same slots) is reported beside it.
+Where the simulated home cannot run the gold call at all (an HA test row whose home lacks what
+it names), it cannot judge, and exact match decides. Exact match (HA's test rule: same tool,
+same slots) is reported beside it.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class Scored:
     state: bool
     latency_ms: float
     predicted: ToolCall | None
+    by_state: bool = True  # False: the gold call fails in the simulated home; exact decided
 
 
 @dataclass
@@ -135,6 +138,7 @@ def _summary(rows: Sequence[Scored]) -> dict[str, float]:
         "exact": sum(r.exact for r in rows) / n if n else 0.0,
         "state": sum(r.state for r in rows) / n if n else 0.0,
         "p50_ms": statistics.median(r.latency_ms for r in rows) if n else 0.0,
+        "judged_by_exact": sum(not r.by_state for r in rows),
     }
 
 
@@ -144,6 +148,8 @@ def score_call(item: Item, predicted: ToolCall | None, effect: Effect | None = N
     if effect is None and predicted is not None:
         effect = execute(predicted, item.inventory(), item.speaker_area, item.sentence)
     exact = call_matches(item.call().arguments, item.intent, predicted)
+    if not gold.ok:  # the simulated home cannot run the gold call: it cannot judge, exact does
+        return Scored(item.id, item.intent, exact, exact, 0.0, predicted, by_state=False)
     state = effect is not None and same_effect(effect, gold)
     return Scored(item.id, item.intent, exact, state, 0.0, predicted)
 

@@ -55,6 +55,14 @@ def test_a_failing_call_never_counts():
     assert not failed.ok and not same_effect(failed, failed)
 
 
+def test_where_the_home_cannot_run_the_gold_call_exact_match_decides():
+    item = SmallHomeCommand(slots={"name": "Garage Door"})  # not in this home
+    right = score_call(item, _call("HassTurnOn", name="Garage Door"))
+    wrong = score_call(item, _call("HassTurnOn", name="Kitchen Lamp"))
+    assert (right.state, right.by_state) == (True, False)
+    assert (wrong.state, wrong.by_state) == (False, False)
+
+
 @dataclass
 class SmallHomeCommand:  # a scoring item (state_score.Item) in the small home above
     id: str = "c1"
@@ -91,7 +99,8 @@ def test_evaluate_state_runs_each_row_in_its_home_and_scores_both_ways():
     assert summary["n"] == 12
     assert summary["exact"] == pytest.approx(11 / 12)
     runs = [execute(r.call(), r.inventory(), r.speaker_area, r.sentence).ok for r in rows]
-    assert [r.state for r in report.rows] == [False, *runs[1:]]
+    assert [r.state for r in report.rows] == [False] + [True] * 11  # unjudgeable: exact decides
+    assert [r.by_state for r in report.rows] == runs
     assert not report.rows[0].state and not report.rows[0].exact
     assert sum(r["n"] for r in report.per_intent().values()) == 12
     assert summary["p50_ms"] > 0
