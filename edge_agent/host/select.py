@@ -180,17 +180,21 @@ def select_models(
         fit = f"fits its {target.budget_mb} MB budget at its {ctx}-token context (~{ram:.0f} MB"
         selection.reasons.append(
             f"{target.profile.name} ({target.ram_mb} MB): {entry.name}, "
-            + (_why_measured(entry.name, measured, target.profile.name) + f"; {fit}"
+            + (_why_measured(entry.name, measured, target, catalog, context) + f"; {fit}"
                if measured and entry.name in measured else f"the largest that {fit}")
             + f"; the skill needs {context})"
         )  # fmt: skip
     return selection
 
 
-def _why_measured(name: str, measured: Mapping[str, Measured], profile: str) -> str:
-    m = measured[name]
+def _why_measured(
+    name: str, measured: Mapping[str, Measured], target: Target, catalog: Catalog, context: int
+) -> str:
+    m, profile = measured[name], target.profile.name
+    fits = {e.name for e in _fitting(target, catalog, context, measured)}
     others = ", ".join(
         f"{o.model} {o.exact:.1%} at ~{o.p50_on(profile):.0f} ms"
+        + ("" if o.model in fits else " (does not fit)")
         for o in measured.values() if o.model != name
     )  # fmt: skip
     return (

@@ -43,14 +43,20 @@ def model_path(name: str, out: Path) -> tuple[Path, str]:
     return ModelStore(out / "models").ensure(entry), entry.family
 
 
-def curated(data: str) -> Any:
-    from edge_agent.host.curate import curate_split
+def curated(data: str, n_synth: int = 1000) -> Any:
+    """The HA split; with "synth", its train part plus ha-data's synthesized multi-home rows
+    (the same rows for every base: seed 0)."""
+    import random
 
-    if data == "split":
-        return curate_split()
-    from edge_agent.skills.home import synth  # ha-data's synthesized multi-home rows
+    from edge_agent.host.curate import Record, curate_split
 
-    return synth.curated()  # type: ignore[attr-defined]
+    split = curate_split()
+    if data == "synth":
+        from edge_agent.skills.home import synth
+
+        split.train += [Record.model_validate(r) for r in synth.training_rows(0, n_synth)]
+        random.Random(0).shuffle(split.train)
+    return split
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -70,7 +76,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "data": args.data, "adapter": str(adapter),
             "adapter_mb": round(adapter.stat().st_size / 2**20, 2),
             "first_layer": first, "epochs": args.epochs, "steps": trained.steps,
-            "train_cpu_min": round(trained.seconds / 60, 2),
+            "train_wall_min": round(trained.seconds / 60, 2),
             "cache_min": round(trained.cache_seconds / 60, 2),
             "train_tokens_per_s": round(trained.tokens_per_s, 1),
             "validation_loss": trained.validation_loss,

@@ -69,3 +69,19 @@ def test_a_bench_line_is_recorded_for_the_selection_to_read(tmp_path: Path) -> N
     measured = load_measured("home", path)
     assert measured[GEMMA].exact == 0.87 and measured[SMOL].exact == 0.80
     assert "wall_s" not in json.loads(path.read_text())["skills"]["home"][GEMMA]
+
+
+def test_the_packaged_measurements_name_catalog_models_and_shipped_profiles() -> None:
+    measured = load_measured("home")
+    catalog = load_catalog()
+    assert SMOL in measured and all(name in catalog for name in measured)
+    for profile in next(iter(measured.values())).slowdown:
+        assert load_profile(profile).name == profile
+
+
+def test_a_board_too_small_for_the_other_base_says_so(tmp_path: Path) -> None:
+    measured = load_measured("home", _file(tmp_path, gemma_exact=0.95, gemma_ms=100.0))
+    small = Target(load_profile("raspberry-pi-4"), 1024)  # Gemma needs ~850 MB, 358 MB here
+    selection = select_models("home", [small], load_catalog(), 512, measured)
+    assert selection.bases == {SMOL: ["raspberry-pi-4"]}
+    assert f"{GEMMA} 95.0% at ~300 ms (does not fit)" in selection.reasons[0]
