@@ -172,6 +172,18 @@ _STOPWORDS = frozenset({
     "that", "these", "those", "and", "or", "please", "hass", "is", "are", "be", "it", "its",
 })  # fmt: skip
 _WORD = re.compile(r"[a-z0-9]+")
+_TENS = {
+    w: 10 * i
+    for i, w in enumerate(
+        ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"), start=2
+    )
+}
+_UNITS = {
+    w: i
+    for i, w in enumerate(
+        ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine"), start=1
+    )
+}
 _CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # A question about the world asks for no change ("is the light on?" grounds no turn-on);
 # requests phrased as questions ("can you turn on...") start otherwise.
@@ -274,7 +286,14 @@ def _missing_words(tool: Tool, key: str, value: str, trusted: set[str]) -> list[
 
 
 def _words(text: str) -> set[str]:
-    return set(_word_list(text))
+    """The request's words, and the numbers it spells in two words ("fifty-four": 54), which
+    a call writes in digits."""
+    words = _word_list(text)
+    spelled = {
+        str(_TENS[tens] + _UNITS[unit]) for tens, unit in zip(words, words[1:], strict=False)
+        if tens in _TENS and unit in _UNITS
+    }  # fmt: skip
+    return set(words) | spelled
 
 
 def _word_list(text: str) -> list[str]:

@@ -334,6 +334,16 @@ def test_values_must_be_said() -> None:
     assert grounded(bright, "set the kitchen light to max", tool)
 
 
+def test_a_number_spelled_in_two_words_grounds_its_digits() -> None:
+    tool = _tool("HassLightSet", Grounding(verbs=("set",), values=("brightness",)))
+    call = _call("HassLightSet", name="Kitchen Light", brightness=54)
+    for said in ("fifty-four", "fifty four"):
+        assert grounded(call, f"set the kitchen light to {said} percent", tool)
+    other = _call("HassLightSet", name="Kitchen Light", brightness=45)
+    assert not grounded(other, "set the kitchen light to fifty-four percent", tool)
+    assert not grounded(call, "set the kitchen light to fifty percent, four lamps", tool)
+
+
 def test_a_call_that_reaches_too_far_needs_confirmation() -> None:
     counts = {"Kitchen": 3, "House": 12}  # what each area has; no area: no target at all
     tool = _switch(reach=lambda args: counts[args["area"]] if "area" in args else None)
