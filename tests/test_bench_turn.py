@@ -1,0 +1,37 @@
+"""scripts/bench/bench_turn.py end to end on the tiny model: two HA rows, agent and raw
+llama-cpp-python side by side, the report written. No timed assertions: what is checked is
+that the raw side replays exactly what the agent generated and the stages add up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.tinymodel import make_tiny_llama
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "bench_turn.py"
+
+
+def test_the_turn_benchmark_replays_each_row_raw_and_writes_its_table(tmp_path: Path) -> None:
+    model = make_tiny_llama(tmp_path, context=8192).gguf_path
+    out = tmp_path / "results"
+    args = ["--limit", "2", "--threads", "1", "--cold-reps", "1", "--model", str(model),
+            "--context-size", "8192", "--out", str(out)]  # fmt: skip
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((out / "turn.json").read_text())
+    (only,) = result["passes"]
+    assert only["threads"] == 1 and only["rows"] == 2 and only["adapter"] is None
+    for row in only["per_row"]:
+        assert row["raw_same_prompt"]  # llama.cpp tokenized the agent's prompt identically
+        assert row["out_tokens"] > 0 and row["raw_ms"] > 0
+        # every output token was forced or sampled (a sampled end-of-text writes none)
+        assert row["forced_tokens"] + row["sampled_tokens"] >= row["out_tokens"]
+        assert row["prompt_tokens"] == row["cached_tokens"] + row["raw_prompt_eval_tokens"]
+    assert result["cold"]["outcome"] in {"answered", "failed"}
+    assert result["cold"]["peak_rss_mb"] > 0 and result["importtime"]["top"]
+    table = (out / "turn.md").read_text()
+    assert "ratio agent ÷ raw" in table and "log write" in table and "load average" in table
