@@ -238,6 +238,8 @@ class Runtime:
     def router(self) -> Router | None:
         """The router to the remote model the settings name (None without one); one per
         runtime, so every agent shares its circuit breaker."""
+        if not self.settings.remote_url or not self.settings.remote_model:
+            return None  # before importing the remote client and reading keep words: cold start
         from edge_agent.routing.router import open_router
 
         keep = keep_words(self.settings)

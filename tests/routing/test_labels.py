@@ -210,3 +210,26 @@ def test_a_queued_turn_of_a_conversation_is_labelled_on_its_own_request(
     assert messages[3]["content"].startswith("set the kitchen light to 70")
     (label,) = labels(store)
     assert label.result.tool_calls[0].call.arguments == TEACHER_CALL[1]
+
+
+def test_a_runtime_without_a_remote_loads_no_remote_client() -> None:
+    """Cold start (issue 16): with no remote model configured, the router is None before the
+    remote client is imported or the skills' keep words are read."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from edge_agent.backends.fake import ScriptedBackend\n"
+        "from edge_agent.cli._common import plan_for\n"
+        "from edge_agent.runtime import Runtime\n"
+        "from edge_agent.settings import load_settings\n"
+        "settings = load_settings(tools='system')\n"
+        "with Runtime(settings, plan_for(settings)[0], ScriptedBackend([])) as rt:\n"
+        "    assert rt.router is None\n"
+        "    assert 'edge_agent.routing.remote' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
