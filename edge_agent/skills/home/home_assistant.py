@@ -26,8 +26,9 @@ import httpx
 from pydantic import SecretStr
 
 from edge_agent.errors import EdgeAgentError, HomeTargetError, HomeUnavailableError
-from edge_agent.skills.home.backend import HomeBackend, Target, fold, resolve
+from edge_agent.skills.home.backend import HomeBackend, Target, resolve
 from edge_agent.skills.home.hass_client import HassClient
+from edge_agent.skills.home.intents import state_answer
 from edge_agent.skills.home.inventory import Area, Entity, Floor, Inventory, MediaItem, Timer
 
 logger = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ class HomeAssistantHome(HomeBackend):
             return {"done": "nothing"}
         changed = self._changed(ids)
         if intent == "HassGetState":
-            return _state_answer(changed, self.inventory, slots.get("state"))
+            return state_answer(changed, self.inventory, slots.get("state"))
         if intent == "HassGetWeather":
             (weather, *_) = changed or self.resolve(
                 Target(name=slots.get("name"), domain=["weather"])
@@ -346,26 +347,6 @@ def _cannot_serve(answer: dict[str, Any]) -> bool:
     speech = str(((answer.get("speech") or {}).get("plain") or {}).get("speech") or "")
     no_success = not (answer.get("data") or {}).get("success")
     return no_success and (speech.startswith("Failed to call") or "does not support" in speech)
-
-
-def _state_answer(entities: list[Entity], home: Inventory, state: Any) -> dict[str, Any]:
-    found = [
-        {"name": e.name, "area": home.area_name(e.area), "state": e.state}
-        | (
-            {"unit": e.attributes["unit_of_measurement"]}
-            if "unit_of_measurement" in e.attributes
-            else {}
-        )
-        for e in entities
-    ]
-    if state is None:
-        return {"entities": found}
-    wanted = {fold(s) for s in _as_list(state)}
-    return {
-        "state": state,
-        "matched": [f["name"] for f in found if fold(str(f["state"])) in wanted],
-        "unmatched": [f["name"] for f in found if fold(str(f["state"])) not in wanted],
-    }
 
 
 def _as_list(value: Any) -> list[str]:

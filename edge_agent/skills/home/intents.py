@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 from edge_agent.errors import HomeTargetError, HomeUnavailableError, ToolArgumentsError
 from edge_agent.skills.home.ambiguity import question, says_all
 from edge_agent.skills.home.backend import HomeBackend, Target, find_area, fold
-from edge_agent.skills.home.inventory import Entity, Timer
+from edge_agent.skills.home.inventory import Entity, Inventory, Timer
 
 # the service each domain runs for "turn on" / "turn off" (Home Assistant's intent handlers)
 TURN_ON = {"cover": "open_cover", "valve": "open_valve", "lock": "lock"}
@@ -276,25 +276,7 @@ class HomeIntents:
     # --- questions ----------------------------------------------------------------------------
 
     def get_state(self, **args: Any) -> dict[str, Any]:
-        entities = self.resolve(args)
-        inventory = self.backend.inventory
-        found = [
-            {"name": e.name, "area": inventory.area_name(e.area), "state": e.state}
-            | (
-                {"unit": e.attributes["unit_of_measurement"]}
-                if "unit_of_measurement" in e.attributes
-                else {}
-            )
-            for e in entities
-        ]
-        if args.get("state") is None:
-            return {"entities": found}
-        wanted = fold(str(args["state"]))
-        return {
-            "state": args["state"],
-            "matched": [f["name"] for f in found if fold(str(f["state"])) == wanted],
-            "unmatched": [f["name"] for f in found if fold(str(f["state"])) != wanted],
-        }
+        return state_answer(self.resolve(args), self.backend.inventory, args.get("state"))
 
     def get_temperature(self, **args: Any) -> dict[str, Any]:
         entities = self.resolve(args, "climate")
@@ -426,3 +408,23 @@ def _timer_view(timer: Timer) -> dict[str, Any]:
 
 def _said(args: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in args.items() if v is not None)
+
+
+def state_answer(entities: list[Entity], home: Inventory, state: Any) -> dict[str, Any]:
+    """HassGetState's answer: each entity's state, or which of them are in `state` (one
+    state or a list of them)."""
+    found = [
+        {"name": e.name, "area": home.area_name(e.area), "state": e.state}
+        | ({"unit": e.attributes["unit_of_measurement"]} if "unit_of_measurement" in e.attributes
+           else {})
+        for e in entities
+    ]  # fmt: skip
+    if state is None:
+        return {"entities": found}
+    states = state if isinstance(state, list) else [state]
+    wanted = {fold(str(s)) for s in states}
+    return {
+        "state": state,
+        "matched": [f["name"] for f in found if fold(str(f["state"])) in wanted],
+        "unmatched": [f["name"] for f in found if fold(str(f["state"])) not in wanted],
+    }

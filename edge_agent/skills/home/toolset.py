@@ -18,11 +18,10 @@ from edge_agent.errors import HomeTargetError, HomeUnavailableError
 from edge_agent.skills.home.backend import HomeBackend, fold
 from edge_agent.skills.home.dataset import intent_definitions
 from edge_agent.skills.home.intents import (
-    COVERS,
+    ACTS_ON,
+    ACTS_ON_DOMAIN,
     DANGEROUS_COVERS,
     DANGEROUS_DOMAINS,
-    OFF_DOMAINS,
-    ON_DOMAINS,
     HomeIntents,
     is_dangerous,
 )
@@ -301,23 +300,13 @@ def _aliases(intents: HomeIntents) -> Callable[[str, str], list[str]]:
 
 
 # How many entities a call acts on (the policy confirms a call that reaches too far).
-_ACTS_ON = {"HassTurnOn": ON_DOMAINS, "HassTurnOff": OFF_DOMAINS, "HassSetPosition": COVERS}
-_FIXED_DOMAIN = {
-    "HassLightSet": "light", "HassClimateSetTemperature": "climate", "HassVacuumStart": "vacuum",
-    "HassVacuumReturnToBase": "vacuum", "HassMediaPause": "media_player",
-    "HassMediaUnpause": "media_player", "HassMediaNext": "media_player",
-    "HassMediaPrevious": "media_player", "HassSetVolume": "media_player",
-    "HassMediaSearchAndPlay": "media_player",
-}  # fmt: skip
-
-
 def reach_rule(intent: str, intents: HomeIntents) -> Callable[[Mapping[str, Any]], int | None]:
     """The reach hook of an intent's tool: None for a call that names no target at all."""
-    if intent in _ACTS_ON:
-        domains = _ACTS_ON[intent]
+    if intent in ACTS_ON:
+        domains = ACTS_ON[intent]
         return lambda args: intents.reach(dict(args), domains) if _names_any(args) else None
-    if intent in _FIXED_DOMAIN:
-        return lambda args: intents.reach(dict(args), domain=_FIXED_DOMAIN[intent])
+    if intent in ACTS_ON_DOMAIN:
+        return lambda args: intents.reach(dict(args), domain=ACTS_ON_DOMAIN[intent])
     if intent == "HassCancelAllTimers":
         return lambda args: intents.timers_reach(dict(args)) if args.get("area") else None
     return lambda args: 1  # one timer, one list item, one message
