@@ -36,8 +36,10 @@
     │   ├── PermissionDeniedError   denied: not enabled, a deny rule, or not asked for
     │   └── ConfirmationRequiredError  allowed only after the user confirms
     ├── AgentError
-    │   └── AgentFailedError        a turn ended without an answer (invalid call after
-    │                               repair, step limit, cancelled): the router may escalate
+    │   ├── AgentFailedError        a turn ended without an answer (invalid call after
+    │   │                           repair, step limit, cancelled): the router may escalate
+    │   └── TurnTimeoutError        a turn ran past turn_deadline_s; it is logged, and a
+    │                               call that already ran is neither undone nor repeated
     ├── LogError                    the interaction log cannot be opened, read or written
     │   ├── LogKeyError             wrong or missing master key / passphrase; nothing written
     │   ├── LogIntegrityError       a record or the database failed its checks (tampered,
@@ -282,3 +284,11 @@ class RemoteResponseError(RemoteError):
 
 class QuantizeError(EdgeAgentError):
     exit_code = 12
+
+
+class TurnTimeoutError(AgentError):
+    """A turn ran past its deadline; ``result`` is the turn as logged (outcome "timeout")."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
