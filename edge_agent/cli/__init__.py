@@ -7,48 +7,52 @@ own module here. Library errors become one readable line on stderr and a non-zer
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
-from edge_agent.cli import (
-    adapters,
-    anonymize,
-    home,
-    host,
-    log,
-    models,
-    quantize,
-    route,
-    run,
-    serve,
-    sync,
-)
 from edge_agent.errors import EdgeAgentError
 
+# command → "module:function" in this package. A command's module is imported when that
+# command runs (or help lists it), so `run` never loads the server, host or sync code.
+COMMANDS = {
+    "run": "run:run",
+    "chat": "run:chat",
+    "profile": "models:profile",
+    "models": "models:models",
+    "anonymize": "anonymize:anonymize",
+    "log": "log:log",
+    "serve": "serve:serve",
+    "host": "host:host",
+    "sync": "sync:sync",
+    "adapters": "adapters:adapters",
+    "route": "route:route",
+    "quantize": "quantize:quantize",
+    "home": "home:home",
+}
 
-@click.group()
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, name = target.split(":")
+        command: click.Command = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return command
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(package_name="edge-agent")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Small language models that run agent tool calls on this device."""
     ctx.obj = {"debug": debug}
-
-
-cli.add_command(run.run)
-cli.add_command(run.chat)
-cli.add_command(models.profile)
-cli.add_command(models.models)
-cli.add_command(anonymize.anonymize)
-cli.add_command(log.log)
-cli.add_command(serve.serve)
-cli.add_command(host.host)
-cli.add_command(sync.sync)
-cli.add_command(adapters.adapters)
-cli.add_command(route.route)
-cli.add_command(quantize.quantize)
-cli.add_command(home.home)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -176,9 +176,13 @@ class ModelStore:
         module.assemble(output_path=self.root / (src.file or ""))
 
     def _hf_cached(self, entry: CatalogEntry) -> Path | None:
+        src = entry.source
+        # The hub cache keeps a repo in models--OWNER--NAME; without that folder nothing is
+        # cached, and importing huggingface_hub (~30 ms with httpx) can wait for a download.
+        if not (self.root / "hf" / f"models--{(src.repo or '').replace('/', '--')}").is_dir():
+            return None
         from huggingface_hub import try_to_load_from_cache
 
-        src = entry.source
         found = try_to_load_from_cache(
             src.repo or "", src.file or "", cache_dir=self.root / "hf", revision=src.revision
         )
