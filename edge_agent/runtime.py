@@ -34,8 +34,8 @@ import numpy as np
 from edge_agent.agent import Agent, AgentConfig, ConfirmFn
 from edge_agent.backends.base import Backend, Chunk, GenerationRequest
 from edge_agent.errors import AdapterError, ConfigError, EdgeAgentError
-from edge_agent.models.catalog import load_catalog
-from edge_agent.models.plan import FitPlan, make_plan
+from edge_agent.models.catalog import CatalogEntry, load_catalog
+from edge_agent.models.plan import ContextNeed, FitPlan, NeedFn, make_plan
 from edge_agent.models.store import ModelStore
 from edge_agent.policy import Policy
 from edge_agent.settings import Settings, load_settings
@@ -339,10 +339,15 @@ def _release_of(settings: Settings, adapter: str) -> AdapterRelease | None:
         return None
 
 
-def open_runtime(settings: Settings | None = None, **overrides: Any) -> Runtime:
+def open_runtime(
+    settings: Settings | None = None, *, size_to_skills: bool = True, **overrides: Any
+) -> Runtime:
     """Plan for this device, verify the model file, and load it into the profile's backend.
     Without ``settings`` they are read as the CLI reads them (defaults < config.toml <
-    ``EDGE_AGENT_*``), with ``overrides`` (e.g. ``threads=2``) on top, validated."""
+    ``EDGE_AGENT_*``), with ``overrides`` (e.g. ``threads=2``) on top, validated.
+    Without a ``context_size`` the context is sized to the device's skills' longest turn
+    (`skills_need`); ``size_to_skills=False`` keeps the profile's (a server's clients bring
+    their own tools and conversations)."""
     from edge_agent.backends import open_backend
 
     if settings is None:
@@ -351,11 +356,56 @@ def open_runtime(settings: Settings | None = None, **overrides: Any) -> Runtime:
         raise ConfigError("pass either settings or overrides to open_runtime, not both")
 
     store = ModelStore(settings.models_dir, offline=settings.is_offline)
-    plan = make_plan(settings, load_catalog(), store)
+    need = skills_need(settings) if size_to_skills else None
+    plan = make_plan(settings, load_catalog(), store, need=need)
     entry = plan.entry
     path = Path(entry.source.path or "") if entry.source.kind == "path" else store.ensure(entry)
     backend = open_backend(plan.backend, model_path=path, **plan.backend_options())
     return Runtime(settings, plan, backend)
+
+
+def skills_need(settings: Settings) -> NeedFn | None:
+    """What one turn of the device's skills takes on a model (`make_plan`'s ``need``): the
+    largest of their bounds, each with or without the adapter it would run there. None for
+    plain chat (a conversation has no bound); None for a model where any skill's is unknown."""
+    if settings.tools == "none":
+        return None
+    from edge_agent.skills.registry import device_skills, get_skill
+
+    skills = [get_skill(name, settings) for name in device_skills(settings)]
+    known: dict[tuple[str, bool], int | None] = {}  # a bound is asked once per adapted or not
+
+    def need(entry: CatalogEntry) -> ContextNeed | None:
+        bounds = []
+        for skill in skills:
+            key = (skill.name, _adapted_on(settings, skill.name, entry))
+            if key not in known:
+                known[key] = skill.context_tokens(settings, adapted=key[1])
+            bounds.append((known[key], skill.name))
+        if not bounds or any(tokens is None for tokens, _ in bounds):
+            return None
+        tokens, name = max((t or 0, n) for t, n in bounds)
+        return ContextNeed(tokens, f"skill {name}")
+
+    return need
+
+
+def _adapted_on(settings: Settings, skill: str, entry: CatalogEntry) -> bool:
+    """Whether the skill would run an adapter on this model: a shipped or installed one for a
+    base of its shape (the file's identity is read only when it loads)."""
+    if not settings.adapters:
+        return False
+    from edge_agent.adapters.installed import InstalledAdapters
+    from edge_agent.adapters.shipped import shipped_adapters
+
+    a = entry.arch
+    shape = {"n_layer": a.n_layer, "n_embd": a.n_embd, "n_ff": a.n_ff, "n_head": a.n_head,
+             "n_head_kv": a.n_head_kv, "n_vocab": a.n_vocab}  # fmt: skip
+    bases = [s.base_identity for s in shipped_adapters() if s.skill == skill]
+    with contextlib.suppress(AdapterError):
+        installed = InstalledAdapters(settings.adapters_dir).active(skill)
+        bases += [installed.release.base_identity] if installed else []
+    return any(all(base.get(k) == v for k, v in shape.items()) for base in bases)
 
 
 class _AdapterView(Backend):

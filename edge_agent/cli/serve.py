@@ -66,7 +66,7 @@ def serve(
     settings = settings_from(**flags, server_token=False if no_token else None)
     key, token = _key(settings, api_key, api_key_file)  # before the model loads: fail fast
     toolsets = served_skills(settings) if toolsets is None else toolsets
-    with open_runtime(settings) as rt:
+    with open_runtime(settings, size_to_skills=False) as rt:  # clients bring tools
         app = build_app(rt, api_key=key, toolsets=toolsets)
         worker = _sync_worker(rt)
         click.echo(f"serving {rt.model_name} on http://{host}:{port}/v1", err=True)

@@ -108,12 +108,20 @@ class CatalogEntry(BaseModel):
         self, n_ctx: int, kv_cache_type: str = "f16", flash_attn: bool = False
     ) -> float:
         """Resident memory of the loaded model at this context (weights mmapped and touched)."""
-        return (
-            self.file_size_mb
-            + self.kv_cache_mb(n_ctx, kv_cache_type)
-            + self.compute_buffer_mb(n_ctx, flash_attn=flash_attn)
-            + RUNTIME_MB[self.format]
-        )
+        return self.ram_breakdown(n_ctx, kv_cache_type, flash_attn)["total"]
+
+    def ram_breakdown(
+        self, n_ctx: int, kv_cache_type: str = "f16", flash_attn: bool = False
+    ) -> dict[str, float]:
+        """`ram_needed_mb` by part, in MB: the weights (the mmapped file, all of it touched),
+        the KV cache, llama.cpp's compute buffers, Python with the backend's libraries."""
+        parts = {
+            "weights": self.file_size_mb,
+            "kv_cache": self.kv_cache_mb(n_ctx, kv_cache_type),
+            "compute_buffers": self.compute_buffer_mb(n_ctx, flash_attn=flash_attn),
+            "runtime": RUNTIME_MB[self.format],
+        }
+        return parts | {"total": sum(parts.values())}
 
     def fits_context(self, n_ctx: int) -> bool:
         return n_ctx <= self.arch.context_max

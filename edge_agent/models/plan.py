@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,29 @@ if TYPE_CHECKING:
     from edge_agent.models.gguf import GGUFHeader
 
 MIN_CONTEXT = 512
+# A context sized to the device's skills is a multiple of this, never under SKILL_CONTEXT_FLOOR:
+# room for what no bound counts (a clarifying question, a conversation `chat` carries over).
+CONTEXT_STEP = 256
+SKILL_CONTEXT_FLOOR = 1024
+
+
+@dataclass(frozen=True)
+class ContextNeed:
+    """The most tokens one turn of the device's skills takes, and whose need it is."""
+
+    tokens: int
+    source: str  # "skill home"
+
+    @property
+    def context_size(self) -> int:
+        """The context that holds it: rounded up to CONTEXT_STEP, at least the floor."""
+        steps = -(-self.tokens // CONTEXT_STEP)
+        return max(SKILL_CONTEXT_FLOOR, steps * CONTEXT_STEP)
+
+
+# What a model's turns need (None: not known, the profile's context stands); asked per model,
+# as a skill with an adapter for that model needs far less than one running it bare.
+NeedFn = Callable[[CatalogEntry], "ContextNeed | None"]
 
 
 @dataclass
@@ -46,6 +70,7 @@ class Candidate:
     ram_mb: float
     fits: bool
     available: bool
+    need: ContextNeed | None = None  # the context was sized to it
 
 
 @dataclass
@@ -85,6 +110,11 @@ class FitPlan:
             "kv_cache_type": p.kv_cache_type,
         }
 
+    def memory_mb(self) -> dict[str, float]:
+        """The estimated resident memory by part (weights, KV cache, buffers, runtime, total)."""
+        p = self.profile
+        return self.entry.ram_breakdown(self.context_size, p.kv_cache_type, p.flash_attention)
+
     def to_dict(self) -> dict[str, Any]:
         f = self.device.facts
         return {
@@ -106,7 +136,9 @@ class FitPlan:
             "threads": self.threads,
             "gpu_layers": self.profile.gpu_layers,
             "kv_cache_type": self.profile.kv_cache_type,
+            "flash_attention": self.profile.flash_attention,
             "estimated_ram_mb": round(self.ram_mb),
+            "memory_mb": {k: round(v, 1) for k, v in self.memory_mb().items()},
             "budget_mb": self.budget_mb,
             "why": self.reasons,
         }
@@ -125,23 +157,29 @@ def make_plan(
     catalog: Catalog,
     store: ModelStore,
     device: DetectedDevice | None = None,
+    *,
+    need: NeedFn | None = None,
 ) -> FitPlan:
+    """The plan for this device. ``need`` says how many tokens a model's turns take (the
+    device's skills, see `runtime.skills_need`): without an explicit ``context_size`` the
+    context is the profile's, or less where the need is smaller."""
     device = device or resolve_device(settings)
     budget = device.profile.memory_budget_mb(device.facts)
     threads = settings.threads or device.profile.resolved_threads(device.facts)
     if settings.model:
         entry = _requested_entry(settings.model, catalog)
-        cands = [_candidate(entry, settings, device.profile, budget, store, shrink=True)]
+        one = _candidate(entry, settings, device.profile, budget, store, need_of=need, shrink=True)
+        cands = [one]
     else:
         cands = [
-            _candidate(e, settings, device.profile, budget, store)
+            _candidate(e, settings, device.profile, budget, store, need_of=need)
             for e in catalog.entries
             if e.instruct
         ]
     try:
         chosen, reasons = _choose(cands, settings, device.profile, budget)
     except ModelDoesNotFitError as exc:
-        others = assess_catalog(settings, catalog, store, device)
+        others = assess_catalog(settings, catalog, store, device, need=need)
         raise ModelDoesNotFitError(f"{exc}; {_would_fit(others)}") from None
     plan = FitPlan(device, chosen.entry, chosen.context_size, threads, budget, chosen.ram_mb)
     plan.reasons = [f"profile {device.profile.name}: {device.reason}", *reasons]
@@ -152,11 +190,19 @@ def make_plan(
 
 
 def assess_catalog(
-    settings: Settings, catalog: Catalog, store: ModelStore, device: DetectedDevice
+    settings: Settings,
+    catalog: Catalog,
+    store: ModelStore,
+    device: DetectedDevice,
+    *,
+    need: NeedFn | None = None,
 ) -> list[Candidate]:
     """Every catalog entry with the context it would get here, its RAM and whether it fits."""
     budget = device.profile.memory_budget_mb(device.facts)
-    return [_candidate(e, settings, device.profile, budget, store) for e in catalog.entries]
+    return [
+        _candidate(e, settings, device.profile, budget, store, need_of=need)
+        for e in catalog.entries
+    ]
 
 
 def _requested_entry(model: str, catalog: Catalog) -> CatalogEntry:
@@ -297,11 +343,19 @@ def _candidate(
     budget: int,
     store: ModelStore,
     *,
+    need_of: NeedFn | None = None,
     shrink: bool = False,
 ) -> Candidate:
-    """The entry at the profile's context, or for a model the user asked for by name, at the
-    largest context (halving) that fits; a context the user set explicitly is never shrunk."""
-    wanted = min(settings.context_size or profile.context_size, entry.arch.context_max)
+    """The entry at the context its turns need (at most the profile's), or for a model the
+    user asked for by name, at the largest context (halving) that fits; a context the user set
+    explicitly is never shrunk nor sized."""
+    need = need_of(entry) if need_of and not settings.context_size else None
+    wanted = settings.context_size or profile.context_size
+    if need is not None and need.context_size < wanted:
+        wanted = need.context_size
+    else:
+        need = None  # the profile's context is the smaller: it stands
+    wanted = min(wanted, entry.arch.context_max)
     floor = min(MIN_CONTEXT, wanted) if shrink and not settings.context_size else wanted
     ctx = wanted
     while True:
@@ -310,7 +364,7 @@ def _candidate(
             break
         ctx //= 2
     available = entry.source.kind == "path" or store.is_available(entry)
-    return Candidate(entry, ctx, ram, ram <= budget, available)
+    return Candidate(entry, ctx, ram, ram <= budget, available, need)
 
 
 def _choose(
@@ -365,7 +419,14 @@ def _why_backend(entry: CatalogEntry, profile: DeviceProfile) -> str:
 
 
 def _why_context(best: Candidate, settings: Settings, profile: DeviceProfile) -> str:
-    wanted = settings.context_size or profile.context_size
+    need = best.need
+    wanted = need.context_size if need else settings.context_size or profile.context_size
+    if need is not None and best.context_size == wanted:
+        return (
+            f"context {best.context_size} sized to {need.source} (longest turn ~{need.tokens} "
+            f"tokens; profile {profile.name} allows {profile.context_size}; set context_size "
+            "to override)"
+        )
     if best.context_size < wanted:
         return f"context {best.context_size} (reduced from {wanted} to fit memory/model limit)"
     source = "--context-size" if settings.context_size else f"profile {profile.name}"

@@ -166,6 +166,10 @@ class Skill:
     # its own labelled rows for `route calibrate` (the first N when given); None: calibrate
     # it from the log, on the teacher's answers beside the local attempts (--from-log)
     calibration_rows: Callable[[int | None], list[CalibrationRow]] | None = None
+    # the most tokens one turn takes in the model's context (prompt, request, what the device
+    # adds, the call), on its adapter (`adapted`) or the bare model; the fit plan sizes the
+    # context to it. None, or a None answer: unknown, the profile's context stands
+    context_bound: Callable[[Settings, bool], int | None] | None = None
 
     def build_toolset(self, settings: Settings) -> Toolset:
         from edge_agent.errors import ConfigError
@@ -174,6 +178,10 @@ class Skill:
             raise ConfigError(f"skill {self.name!r} has no toolset of its own: its tools come "
                               "with each request")  # fmt: skip
         return self.toolset(settings)
+
+    def context_tokens(self, settings: Settings, *, adapted: bool) -> int | None:
+        """The most tokens one turn of this skill needs in context (None: not known)."""
+        return self.context_bound(settings, adapted) if self.context_bound else None
 
     def score(self, got: ToolCall | None, gold: ToolCall | None) -> bool:
         return self.scorer(got, gold)

@@ -142,6 +142,12 @@ def _row_toolset(row: Row) -> Toolset:
     return home_toolset(inventory=row.inventory())
 
 
+def _context_bound(settings: Settings, adapted: bool) -> int | None:
+    from edge_agent.skills.home.context_need import turn_tokens
+
+    return turn_tokens(settings, adapted)
+
+
 def _right(row: Row, call: ToolCall | None) -> bool:
     from edge_agent.skills.home.score import call_matches
 
@@ -154,4 +160,5 @@ skill = Skill(
     description="Home Assistant intents: lights, covers, climate, …",
     keep=_keep,
     calibration_rows=_validation_rows,
+    context_bound=_context_bound,
 )
