@@ -17,10 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict
 
-from edge_agent.skills.home.inventory import Inventory, inventory_from_fixtures, vendored_path
+from edge_agent.skills.home.inventory import (
+    Inventory,
+    inventory_from_fixtures,
+    load_yaml,
+    vendored_path,
+)
 from edge_agent.skills.home.score import normalize
 from edge_agent.types import ToolCall
 
@@ -93,7 +97,7 @@ def slot_order(intent: str) -> list[str]:
 
 @cache
 def intent_definitions() -> dict[str, dict[str, Any]]:
-    data: dict[str, dict[str, Any]] = yaml.safe_load(vendored_path("intents.yaml").read_text())
+    data: dict[str, dict[str, Any]] = load_yaml(vendored_path("intents.yaml").read_text())
     return data
 
 
@@ -109,7 +113,7 @@ def _fixtures(source_file: str, fixtures: str, test_index: int) -> Inventory:
     relative = source_file.removeprefix("tests/en/")
     if fixtures == _SHARED:
         return Inventory.default()
-    data = dict(yaml.safe_load(vendored_path(f"tests_en/{relative}").read_text()))
+    data = dict(load_yaml(vendored_path(f"tests_en/{relative}").read_text()))
     test = data["tests"][test_index]
     data.update({k: test[k] for k in ("timers", "media", "entities", "areas") if k in test})
     return inventory_from_fixtures(data, source=relative)

@@ -19,6 +19,9 @@ from pydantic import BaseModel, Field, ValidationError
 from edge_agent.errors import InventoryError
 
 HA_DATA = "data/home_assistant"
+# libyaml where PyYAML was built with it: the same data ~7x faster (the vendored intents are
+# read on every start); the pure-Python loader otherwise.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")  # hassil's optional part: "Trader Joe[']s"
 
 
@@ -119,6 +122,11 @@ class Inventory(BaseModel):
         return next((e for e in self.entities if e.id == entity_id), None)
 
 
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, faster."""
+    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+
+
 def vendored_path(relative: str) -> Path:
     return Path(str(resources.files("edge_agent").joinpath(HA_DATA, relative)))
 
@@ -128,7 +136,7 @@ def load_inventory(path: str | Path) -> Inventory:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise InventoryError(f"cannot read inventory {path}: {exc}; fix or replace it") from exc
     if not isinstance(data, dict):
