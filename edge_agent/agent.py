@@ -18,20 +18,26 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, Field
 
 from edge_agent import compound, prompt
 from edge_agent.backends.base import Backend, Done, GenerationRequest
+from edge_agent.conversation import (  # noqa: F401 - where callers find Conversation, call_text
+    Conversation,
+    call_text,
+    turn_messages,
+)
+from edge_agent.deadline import Clock, Deadline
 from edge_agent.errors import (
     ConfigError,
     EdgeAgentError,
     ToolArgumentsError,
     ToolError,
     ToolTimeoutError,
+    TurnTimeoutError,
     UnknownToolError,
 )
 from edge_agent.policy import Decision, Policy
@@ -81,6 +87,9 @@ class AgentConfig(BaseModel):
     )
     repair_attempts: int = Field(1, ge=0)
     tool_timeout_s: float = Field(5.0, gt=0)
+    turn_deadline_s: float | None = Field(
+        20.0, gt=0, description="a bound on a whole turn; past it: TurnTimeoutError (None: none)"
+    )
     stop_after_call: bool = Field(
         False, description="end the turn after a successful call; its result is the answer"
     )
@@ -90,23 +99,6 @@ class AgentConfig(BaseModel):
         description="the client runs the tools (OpenAI tools=): a call that passes the policy "
         "ends the turn and goes back to the client, never run here",
     )
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """What a client that runs its own tools sends around its request (OpenAI ``tools=``):
-    its instructions, the exchanges before the request, and the calls of this turn it ran
-    already with their results, so the turn continues after them. A call in ``prior`` is
-    never proposed again: proposing it again answers from its result."""
-
-    instructions: str = ""
-    history: Sequence[Message] = ()  # before the request: earlier user/assistant/tool messages
-    prior: Sequence[ToolOutcome] = ()  # this turn's calls the client ran, each with its result
-    required: bool = False  # tool_choice "required": a call, not an answer
-    tool: str | None = None  # tool_choice naming a tool: a call of that one
-    temperature: float = 0.0  # the client's sampling; the grammar holds at any temperature
-    top_p: float = 1.0
-    seed: int | None = None
 
 
 class Agent:
@@ -128,6 +120,7 @@ class Agent:
         router: TurnRouter | None = None,
         route_mode: RouteMode = "local-first",
         teacher_labels_offline: bool = True,
+        clock: Clock = time.monotonic,  # what turn deadlines are read on (tests move it)
     ):
         self.backend = backend
         self.toolset = toolset
@@ -142,6 +135,7 @@ class Agent:
         # the skill's routing (see settings.RouteMode); the router reads these
         self.route_mode: RouteMode = route_mode
         self.teacher_labels_offline = teacher_labels_offline
+        self.clock = clock
         self._schema = _capped_schema(self, toolset, allow_answer=True)
         self._budget = prompt.token_budget(self._schema, self.config.max_tokens)
         self._lock = threading.Lock()
@@ -165,24 +159,28 @@ class Agent:
         held, and only it is approved; any other call that needs confirming asks again.
         ``route`` overrides the router for this request ("local" or "remote"); without a
         router only "auto" and "local" apply. ``conversation``: what a client running its
-        own tools sent around the request (see `Conversation`)."""
+        own tools sent around the request (see `Conversation`). Past ``turn_deadline_s``
+        the turn is logged, then raises `TurnTimeoutError` (its ``result``: the turn)."""
         if route == "remote" and self.router is None:
             raise ConfigError("route 'remote' needs a remote model: set remote_url, remote_model")
         steps = self._steps(text, area, conversation)
-        one = functools.partial(self._run_one, confirmed=confirmed, cancel=cancel, route=route)
+        deadline = Deadline(self.config.turn_deadline_s, self.clock)  # one for all steps
+        one = functools.partial(
+            self._run_one, confirmed=confirmed, cancel=cancel, route=route, deadline=deadline
+        )
         if len(steps) > 1:  # each step its own turn: see compound.CompoundRuns
             return self._compound.run(text, steps, area, approved, one)
         return one(text, area, approved, conversation=conversation)
 
     def _run_one(
         self, text: str, area: str | None, approved: ToolCall | None, *, confirmed: bool,
-        cancel: threading.Event | None, route: RouteOverride,
+        cancel: threading.Event | None, route: RouteOverride, deadline: Deadline,
         conversation: Conversation | None = None,
     ) -> AgentResult:  # fmt: skip
         with self._lock:
             turn = self.turn(
                 text, area=area, confirmed=confirmed, approved=approved, cancel=cancel,
-                conversation=conversation,
+                conversation=conversation, deadline=deadline,
             )  # fmt: skip
             # A turn answered from the client's tool result generates nothing: nothing to route.
             if self.router is None or turn.settled:
@@ -190,6 +188,8 @@ class Agent:
             else:
                 result = self.router.run_turn(self, turn, route)
         self._record(result, turn.messages)
+        if result.outcome == "timeout":
+            raise TurnTimeoutError(result.error or "the turn ran past its deadline", result)
         return result
 
     def _steps(self, text: str, area: str | None, talk: Conversation | None) -> list[str]:
@@ -208,12 +208,12 @@ class Agent:
         approved: ToolCall | None = None,
         cancel: threading.Event | None = None,
         conversation: Conversation | None = None,
+        deadline: Deadline | None = None,
     ) -> Turn:
         """A turn not yet run; the router drives it (``propose`` then ``resume``)."""
         area = area or self.config.area
-        return Turn(
-            self, text, area, confirmed, cancel, approved=approved, conversation=conversation
-        )
+        return Turn(self, text, area, confirmed, cancel, approved=approved,
+                    conversation=conversation, deadline=deadline)  # fmt: skip
 
     async def arun(self, text: str, **kwargs: Any) -> AgentResult:
         """The same turn for asyncio daemons; the model runs in a worker thread."""
@@ -253,6 +253,7 @@ class Turn:
         backend: Backend | None = None,
         approved: ToolCall | None = None,
         conversation: Conversation | None = None,
+        deadline: Deadline | None = None,
     ):
         self.agent = agent
         self.backend = backend or agent.backend
@@ -260,13 +261,16 @@ class Turn:
         self.confirmed = confirmed
         self.area = area
         self.started = time.perf_counter()
+        self.deadline = deadline or Deadline(agent.config.turn_deadline_s, agent.clock)
         self.result = AgentResult(
             request=text, model=agent.model_name, adapter=agent.adapter,
             skill=agent.toolset.name, toolset=agent.toolset.fingerprint,
         )  # fmt: skip
         self.conversation = conversation or Conversation()
         context = agent.context(text, area) if agent.context else None
-        self.messages = _prompt(agent, text, context, self.conversation)
+        self.messages = turn_messages(
+            text, agent.toolset, context, self.conversation, adapted=agent.adapter is not None
+        )
         self.schema = _output_schema(agent, self.conversation)
         self.max_tokens = (
             agent._budget
@@ -320,7 +324,7 @@ class Turn:
         request, area, approved = self.result.request, self.area, self.approved
         return Turn(
             self.agent, request, area, self.confirmed, self.cancel, backend=backend,
-            approved=approved, conversation=self.conversation,
+            approved=approved, conversation=self.conversation, deadline=self.deadline,
         )  # fmt: skip
 
     @property
@@ -336,9 +340,11 @@ class Turn:
         for _ in range(self.agent.config.max_steps - self.result.steps):
             if self.cancel.is_set():
                 return self._fail("cancelled", "the turn was cancelled")
+            if self.deadline.expire(self.result):
+                return None
             output = self._generate()
             if output is None:
-                return None  # cancelled mid-generation
+                return None  # cancelled or past the deadline mid-generation
             step_done = self._handle(output)
             if step_done:
                 return None
@@ -354,6 +360,7 @@ class Turn:
             temperature=self.conversation.temperature,
             top_p=self.conversation.top_p,
             seed=self.conversation.seed,
+            deadline=self.deadline.monotonic(),
         )
         t0 = time.perf_counter()
         parts: list[str] = []
@@ -367,6 +374,8 @@ class Turn:
                 return None
         self.result.steps += 1
         self._time("generate_ms", t0)
+        if self.result.outcome == "timeout":  # cut short: not a call to act on
+            return None
         return "".join(parts)
 
     def _handle(self, output: str) -> bool:
@@ -412,6 +421,8 @@ class Turn:
         return False
 
     def _call(self, call: ToolCall, tool: Tool, output: str) -> bool:
+        if self.deadline.expire(self.result):  # no call starts after the deadline
+            return True
         before = self._outcomes.get(_key(call))
         if before is not None and self._repeated(call, tool, before):
             return True
@@ -520,6 +531,8 @@ class Turn:
         self.result.error = message
 
     def _account(self, done: Done) -> None:
+        if done.finish_reason == "deadline":  # the backend stopped decoding at the deadline
+            self.deadline.end(self.result)
         u = self.result.usage
         self.result.usage = Usage(
             prompt_tokens=u.prompt_tokens + done.usage.prompt_tokens,
@@ -533,36 +546,6 @@ class Turn:
     def _time(self, key: str, t0: float) -> None:
         elapsed = (time.perf_counter() - t0) * 1000
         self.result.timings[key] = self.result.timings.get(key, 0.0) + elapsed
-
-
-def _prompt(agent: Agent, text: str, context: str | None, talk: Conversation) -> list[Message]:
-    """The turn's prompt: the system prompt (after the client's instructions), the earlier
-    exchanges, the request, then this turn's calls the client ran and their results. With an
-    adapter, the prompt it was trained on: no instructions, no earlier exchanges."""
-    adapted = agent.adapter is not None
-    system, user = prompt.messages_for(text, agent.toolset, context=context, adapted=adapted)
-    if talk.instructions and not adapted:
-        system.content = f"{talk.instructions}\n\n{system.content}"
-    history = [] if adapted else list(talk.history)
-    done = [m for o in talk.prior for m in _exchange(o, agent.toolset)]
-    return [system, *history, user, *done]
-
-
-def _exchange(outcome: ToolOutcome, toolset: Toolset) -> list[Message]:
-    """A call and its result as the model sees them after it made the call."""
-    return [
-        Message(role="assistant", content=call_text(outcome.call, toolset)),
-        Message(role="tool", content=prompt.tool_result_content(outcome.result, outcome.error)),
-    ]
-
-
-def call_text(call: ToolCall, toolset: Toolset) -> str:
-    """A call written as the grammar makes the model write it; a call of a tool the toolset
-    lacks (or with arguments it would not take), as it came."""
-    try:
-        return prompt.call_json(call, toolset)
-    except ToolError:
-        return prompt.dumps({"name": call.name, "arguments": call.arguments})
 
 
 def _output_schema(agent: Agent, talk: Conversation) -> dict[str, Any]:

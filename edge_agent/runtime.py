@@ -110,7 +110,10 @@ class Runtime:
         policy = Policy.from_toml(self.settings.policy_file) if self.settings.policy_file else None
         adapter = self.adapter_of(tools.name)
         # An adapter is trained on single commands: its call is the turn, the result its answer.
-        default = AgentConfig(area=self.settings.area, stop_after_call=adapter is not None)
+        default = AgentConfig(
+            area=self.settings.area, stop_after_call=adapter is not None,
+            turn_deadline_s=self.settings.turn_deadline_s,
+        )  # fmt: skip
         agent = Agent(
             self.skill_backend(tools.name),
             tools,

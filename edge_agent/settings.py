@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         None, description="inventory file of the simulated home; default HA's test home"
     )
     policy_file: Path | None = Field(None, description="permission policy TOML")
+    turn_deadline_s: float | None = Field(
+        20.0,
+        gt=0,
+        description="seconds one agent turn may take, generations and tool calls together; "
+        "past it no further call starts and the turn ends with TurnTimeoutError",
+    )
     adapters: bool = Field(True, description="use the adapter trained for a toolset, if any")
     adapters_auto_update: bool = Field(
         False, description="each sync round: pull, canary-check and activate new adapters"

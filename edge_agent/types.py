@@ -71,6 +71,7 @@ Outcome = Literal[
     "answered",  # a final answer (possibly after tool calls)
     "needs_confirmation",  # stopped before a call the policy wants confirmed
     "failed",  # invalid output after repair, step limit, cancelled
+    "timeout",  # ran past turn_deadline_s: calls already run stay done, none runs after
 ]
 
 

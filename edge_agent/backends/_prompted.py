@@ -2,11 +2,11 @@
 
 ``PromptedBackend`` renders messages with the model's own chat template, tokenizes them,
 checks that they fit the context and runs the one decode loop (stop strings, ``max_tokens``,
-finish reason, usage, timings). An engine plugs in through hooks: ``_encode`` (prompt text to
-token ids), ``_encode_text`` (text with or without control tokens parsed), ``_start`` (keep
-the longest prompt prefix its cache holds, evaluate the rest, return the request's ``Run``)
-and ``_step`` (the next tokens). Adapter names and the active one are kept here; loading and
-applying an adapter is the engine's.
+the request's ``deadline``, finish reason, usage, timings). An engine plugs in through hooks:
+``_encode`` (prompt text to token ids), ``_encode_text`` (text with or without control tokens
+parsed), ``_start`` (keep the longest prompt prefix its cache holds, evaluate the rest, return
+the request's ``Run``) and ``_step`` (the next tokens). Adapter names and the active one are
+kept here; loading and applying an adapter is the engine's.
 
 Only the template spells control tokens: a message that holds one's text (``<|im_start|>``)
 is tokenized apart from the template as plain characters, so it cannot open a turn of its
@@ -15,6 +15,7 @@ own. Every other prompt is tokenized in one piece, exactly as fine-tuning tokeni
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
@@ -60,6 +61,9 @@ class Run:
 
 
 R = TypeVar("R", bound=Run)
+# The clock GenerationRequest.deadline is an instant on, read between tokens; a module name
+# so a test can move time inside a real decode loop.
+monotonic = time.monotonic
 # What a step raises when ``close`` ran between two chunks of a stream; engines check
 # ``_closed`` inline, not through a call: the check runs per token.
 CLOSED_MID_STREAM = "the backend was closed during generation"
@@ -118,7 +122,8 @@ class PromptedBackend(Backend, Generic[R]):
             )
         run = self._start(request, prompt, clock)
         try:
-            yield from self._decode(run, request.stop, min(request.max_tokens, room), len(prompt))
+            limit = min(request.max_tokens, room)
+            yield from self._decode(run, request.stop, limit, len(prompt), request.deadline)
         finally:
             run.close()
 
@@ -170,12 +175,18 @@ class PromptedBackend(Backend, Generic[R]):
 
     # -- the decode loop ----------------------------------------------------------------------
 
-    def _decode(self, run: R, stop: list[str], limit: int, n_prompt: int) -> Iterator[Chunk]:
+    def _decode(
+        self, run: R, stop: list[str], limit: int, n_prompt: int, deadline: float | None = None
+    ) -> Iterator[Chunk]:
         step_of = self._step  # bound once: this loop runs per token
+        now, end = monotonic, math.inf if deadline is None else deadline
         stops = StopScanner(stop)
         finish: FinishReason = "length"
         n = 0
         while n < limit:
+            if now() >= end:  # between tokens: the prompt's evaluation runs uninterrupted
+                finish = "deadline"
+                break
             step = step_of(run, limit - n)
             if step is None:  # the model ended the answer
                 finish = "stop"

@@ -23,7 +23,10 @@ from edge_agent.types import Message, Usage
 if TYPE_CHECKING:
     from edge_agent.models.gguf import BaseModelIdentity
 
-FinishReason = Literal["stop", "length"]
+# "deadline": the request's ``deadline`` passed between two tokens; the text so far is cut
+# short, as with "length". A backend never raises for it: the caller (the agent) decides what
+# a late answer means (a turn raises ``TurnTimeoutError``).
+FinishReason = Literal["stop", "length", "deadline"]
 
 
 class GenerationRequest(BaseModel):
@@ -38,6 +41,9 @@ class GenerationRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     json_schema: dict[str, Any] | None = None  # the output is constrained to this schema
     logprobs: bool = False
+    # an instant on time.monotonic(): decoding stops between tokens once it passes, and the
+    # stream ends with Done(finish_reason="deadline"); None: max_tokens is the only bound
+    deadline: float | None = None
 
 
 class Timings(BaseModel, frozen=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ class ScriptedBackend(Backend):
     """Answers each request with the next scripted response, streamed word by word.
 
     Records every request in ``requests`` so tests can assert on the prompts. Honours
-    ``max_tokens`` (counted in words) and ``stop``; adapters are remembered by name only.
+    ``max_tokens`` (counted in words), ``stop`` and ``deadline`` (checked before each word);
+    adapters are remembered by name only.
     """
 
     def __init__(self, responses: list[str], *, name: str = "scripted") -> None:
@@ -40,10 +42,15 @@ class ScriptedBackend(Backend):
         text, finish = _apply_limits(self._responses.pop(0), request)
         words = _TOKEN.findall(text)
         logprob = (0.0,) if request.logprobs else ()
-        for i, word in enumerate(words):
-            yield Chunk(word, (i,), logprob)
+        n = 0
+        for word in words:
+            if request.deadline is not None and time.monotonic() >= request.deadline:
+                finish = "deadline"
+                break
+            yield Chunk(word, (n,), logprob)
+            n += 1
         prompt_tokens = sum(len(_TOKEN.findall(m.content)) for m in request.messages)
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(words))
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=n)
         yield Done("", finish_reason=finish, usage=usage, timings=Timings())
 
     def load_adapter(self, name: str, path: Path) -> None:

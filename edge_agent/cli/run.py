@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from edge_agent.cli._common import F, echo_json, json_option, model_options, settings_from
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgeAgentError, TurnTimeoutError
 
 # Without a system message SmolLM2's template inserts its own stock one, after which the
 # Q4_1 model answers "capital of France?" with a list of Paris landmarks; a short one fixes it.
@@ -55,7 +55,13 @@ def run(prompt: str, yes: bool, max_tokens: int, route: Any, as_json: bool, **fl
         if rt.settings.tools == "none":
             _chat_turn(rt, prompt, max_tokens, as_json, started)
             return
-        result = rt.agent(rt.settings.tools, confirm=_confirmer(yes)).run(prompt, route=route)
+        agent = rt.agent(rt.settings.tools, confirm=_confirmer(yes))
+        try:
+            result = agent.run(prompt, route=route)
+        except TurnTimeoutError as exc:  # what ran before the deadline, then the one line
+            if exc.result is not None:
+                _report(exc.result, as_json)
+            raise
     _report(result, as_json)
 
 

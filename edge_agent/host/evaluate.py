@@ -138,7 +138,7 @@ def run_rows(
         turn = agent.turn(row.request)
         result = turn.propose()
         got = turn.held[0] if turn.held is not None else None
-        failed = result.outcome == "failed"
+        failed = result.outcome in ("failed", "timeout")
         out.predictions[row.id] = got
         out.latencies_ms.append(result.timings.get("generate_ms", result.latency_ms))
         results.append(_row_result(row, got, failed, scorer))

@@ -110,7 +110,7 @@ def log_pairs(
         attempt, audit = routing.local_attempt, routing.audit_share
         if attempt is None:
             continue
-        if (result.label_of and not audit) or result.outcome == "failed":
+        if (result.label_of and not audit) or result.outcome in ("failed", "timeout"):
             pairs.unusable += 1
         elif (attempt.model, attempt.adapter) != (model, adapter):
             pairs.other_attempts += 1

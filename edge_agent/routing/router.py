@@ -332,8 +332,8 @@ class Router:
             self._remember(agent, turn, replayed)  # a later call in it may ask in turn
             return replayed
         attempt = self.attempt(turn)
-        if attempt.result.failure == "cancelled":
-            return attempt.result
+        if attempt.result.failure == "cancelled" or attempt.result.outcome == "timeout":
+            return attempt.result  # nothing left to route: no teacher is asked past a deadline
         decision, reason = self.decide(agent, attempt, route)
         routing = Routing(decision=decision, reason=reason, signals=attempt.signals)
         local = decision == "local"

@@ -37,7 +37,13 @@ from starlette.exceptions import HTTPException
 
 from edge_agent.agent import RouteOverride
 from edge_agent.backends.base import Backend
-from edge_agent.errors import ConfigError, ContextLengthError, EdgeAgentError, ToolError
+from edge_agent.errors import (
+    ConfigError,
+    ContextLengthError,
+    EdgeAgentError,
+    ToolError,
+    TurnTimeoutError,
+)
 from edge_agent.server.chat import (
     Chat,
     Reply,
@@ -153,6 +159,9 @@ def _add_middleware(app: FastAPI, rules: Rules) -> None:
 _ERRORS: dict[int | str, dict[str, Any]] = {
     "4XX": {"model": ErrorBody, "description": "refused, in OpenAI's error shape"}
 }
+_TIMEOUT: dict[int | str, dict[str, Any]] = {  # an agent turn past turn_deadline_s (logged)
+    504: {"model": ErrorBody, "description": "the agent's turn ran past its deadline"}
+}
 _EVENT = {  # one server-sent event (OpenAPI 3.1: a text/event-stream schema is per event)
     "type": "object",
     "required": ["data"],
@@ -175,6 +184,7 @@ _CHAT: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {"schema": _EVENT}},
     },
     **_ERRORS,
+    **_TIMEOUT,
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -183,6 +193,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {"schema": _RESPONSE_EVENT}},
     },
     **_ERRORS,
+    **_TIMEOUT,
 }
 
 
@@ -355,6 +366,8 @@ async def _library_error(request: Request, exc: Exception) -> JSONResponse:
         err = APIError(400, str(exc), param="messages", code="context_length_exceeded")
     elif isinstance(exc, ToolError):
         err = APIError(400, str(exc))
+    elif isinstance(exc, TurnTimeoutError):  # logged; calls that ran stay done
+        err = APIError(504, str(exc), type="server_error", code="turn_timeout")
     else:
         err = APIError(500, str(exc), type="server_error")
     return await _api_error(request, err)

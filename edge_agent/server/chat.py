@@ -98,7 +98,12 @@ def complete_chat(backend: Backend, chat: Chat, cancel: threading.Event) -> Repl
     text = "".join(parts)
     if done is None:  # cancelled: nobody is waiting for this
         return Reply(text)
-    return Reply(text, finish_reason=done.finish_reason, usage=done.usage)
+    return Reply(text, finish_reason=finish_of(done), usage=done.usage)
+
+
+def finish_of(done: Done) -> FinishReason:
+    """OpenAI has no "deadline": a generation cut short there is truncated, as at max_tokens."""
+    return "length" if done.finish_reason == "deadline" else done.finish_reason
 
 
 def response_schema(fmt: ResponseFormat | None) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from edge_agent import prompt
 from edge_agent.backends.base import Chunk, Done
-from edge_agent.server.chat import Reply
+from edge_agent.server.chat import Reply, finish_of
 from edge_agent.server.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -98,7 +98,7 @@ class ChunkWriter:
         """The events of one backend chunk: its text, and the finish after the last one."""
         events = [self.content(chunk.text)] if chunk.text else []
         if isinstance(chunk, Done):
-            events.append(self.finish(chunk.finish_reason))
+            events.append(self.finish(finish_of(chunk)))
             if include_usage:
                 events.append(self.usage(chunk.usage))
         return events
