@@ -404,6 +404,8 @@ class Turn:
         return tool
 
     def _proposed(self, call: ToolCall, tool: Tool, output: str) -> bool:
+        if self.deadline.expire(self.result):  # too late to run it here or to route it
+            return True
         if self.hold and self.held is None:  # nothing runs before the router has decided
             self.held = (call, tool, output)
             return True
