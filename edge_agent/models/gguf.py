@@ -22,6 +22,7 @@ import mmap
 import os
 import re
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ MAX_ARRAY_BYTES = 64 << 20  # one numeric array
 MAX_STRING_ARRAY = 1 << 20  # strings in one array
 MAX_METADATA_BYTES = 128 << 20  # all metadata, as held in memory
 _STR_OVERHEAD = 64  # a Python str object plus its list slot, beyond the characters
+_U64 = struct.Struct("<Q")
 MAX_SHAPE = (1 << 32) - 1  # llama.cpp holds shape fields in uint32
 # Shape fields, under "{arch}.", and the most each may be: the fit plan's memory estimate
 # multiplies and divides by them, llama.cpp aborts the process past LLAMA_MAX_LAYERS (512) and
@@ -339,6 +341,20 @@ class _Cursor:
         self.charge(n + _STR_OVERHEAD)
         return self.take(n, what)
 
+    def raw_strings(self, n: int, what: Callable[[int], str]) -> Iterator[bytes]:
+        """``raw_string`` n times, its checks inline: a vocabulary is ~50k strings on every
+        model load. A string that fails them goes through ``raw_string`` for its error."""
+        buf, end = self.buf, len(self.buf)
+        for j in range(n):
+            start = self.pos + 8
+            size = _U64.unpack_from(buf, self.pos)[0] if start <= end else MAX_STRING + 1
+            held = self.held + size + _STR_OVERHEAD
+            if size > MAX_STRING or start + size > end or held > MAX_METADATA_BYTES:
+                yield self.raw_string(what(j))  # raises
+                continue
+            self.pos, self.held = start + size, held
+            yield buf[start : self.pos]
+
     def string(self, what: str) -> str:
         # llama.cpp does not insist on UTF-8 either (some vocabularies hold raw bytes).
         return _text(self.raw_string(what))
@@ -420,11 +436,10 @@ def _string_array(cur: _Cursor, key: str) -> list[str]:
     if n > MAX_STRING_ARRAY:
         raise cur.fail(f"array {key!r} has {n} strings, over the budget of {MAX_STRING_ARRAY}")
     if key != _TOKENS:
-        return [cur.string(f"element {j} of {key!r}") for j in range(n)]
+        return [_text(raw) for raw in cur.raw_strings(n, lambda j: f"element {j} of {key!r}")]
     # llama.cpp reads tokens as C strings (cut at NUL, "" renamed) and aborts on duplicates.
     tokens, seen = [], set()
-    for j in range(n):
-        raw = cur.raw_string(f"token {j}")
+    for j, raw in enumerate(cur.raw_strings(n, lambda j: f"token {j}")):
         name = raw.split(b"\0", 1)[0] or f"[EMPTY_{j}]".encode()
         if name in seen:
             raise cur.fail(f"token {j} ({name[:40]!r}) repeats an earlier token")
