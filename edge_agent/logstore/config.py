@@ -16,6 +16,9 @@ from edge_agent.logstore.keys import SCRYPT_N, KeySourceName
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# The migrations (migrations.py) as sqlite_utils records them once applied, read here with
+# plain SQL: opening an up-to-date log then needs no sqlite_utils (~20 ms of every start).
+MIGRATION_SET, MIGRATIONS = "edge-agent-log", frozenset({"m001_initial", "m002_toolsets"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,17 @@ def recorded_key_source(path: Path) -> str | None:
     except sqlite3.Error:
         return None
     return row[0] if row else None
+
+
+def is_migrated(conn: sqlite3.Connection) -> bool:
+    """Whether every migration is recorded as applied (False for a new log)."""
+    try:
+        rows = conn.execute(
+            "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET]
+        ).fetchall()
+    except sqlite3.OperationalError:  # no such table: nothing applied yet
+        return False
+    return {row[0] for row in rows} >= MIGRATIONS
 
 
 def connect(config: LogConfig) -> sqlite3.Connection:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-migrations = Migrations("edge-agent-log")
+from edge_agent.logstore.config import MIGRATION_SET
+
+migrations = Migrations(MIGRATION_SET)  # config.MIGRATIONS names each one
 
 COUNTERS = (
     "dropped_disk_full",  # records refused because the disk / page limit was full

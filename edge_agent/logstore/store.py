@@ -12,18 +12,26 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlite_utils import Database
 
 from edge_agent.errors import LogError, LogFullError, LogIntegrityError
 from edge_agent.logstore import lifecycle, seal, toolsets
-from edge_agent.logstore.config import LogConfig, connect, is_full, typed, typed_errors
+from edge_agent.logstore.config import (
+    LogConfig,
+    connect,
+    is_full,
+    is_migrated,
+    typed,
+    typed_errors,
+)
 from edge_agent.logstore.keys import KeySource
-from edge_agent.logstore.migrations import migrations
 from edge_agent.logstore.ring import KeyRing, source_for
 from edge_agent.types import AgentResult, Feedback, Interaction, Message
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 log = logging.getLogger(__name__)
 _INSERT = "INSERT INTO interactions ({}) VALUES ({}) ON CONFLICT(id) DO NOTHING".format(
@@ -66,7 +74,6 @@ class LogStore:
         self._new_period = False
         self._sealed_toolsets: set[tuple[str, str]] = set()  # (fingerprint, key_id) on disk
         self.conn = connect(config)
-        self.db = Database(self.conn, execute_plugins=False)
         try:
             self._open(source)
         except BaseException:
@@ -80,9 +87,19 @@ class LogStore:
         self.ring = KeyRing(self.conn, source or source_for(self.config, meta), meta, self.path)
         self._prepare(new=self.pragma("page_count") <= 1)
         with self.write_txn():
-            migrations.apply(self.db)
+            if not is_migrated(self.conn):  # sqlite_utils only for a new or older log
+                from edge_agent.logstore.migrations import migrations
+
+                migrations.apply(self.db)
             self._init_meta()
         self._maintain(retention=True)
+
+    @functools.cached_property
+    def db(self) -> Database:
+        """sqlite_utils over the connection, for reads and migrations (imported on first use)."""
+        from sqlite_utils import Database
+
+        return Database(self.conn, execute_plugins=False)
 
     @property
     def master(self) -> bytes:
@@ -94,9 +111,10 @@ class LogStore:
 
     def _read_meta(self) -> dict[str, str]:
         try:
-            if not self.db.table("meta").exists():
+            tables = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            if self.conn.execute(tables).fetchone() is None:
                 return {}
-            return {row["name"]: row["value"] for row in self.db.query("SELECT * FROM meta")}
+            return dict(self.conn.execute("SELECT name, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
             raise LogIntegrityError(
                 f"the log at {self.path} is damaged ({exc}): `edge-agent log verify` shows "
