@@ -71,7 +71,8 @@ def test_every_command_is_listed_and_resolves() -> None:
 @pytest.mark.integration
 def test_a_home_command_imports_only_what_it_runs() -> None:
     """The real default model answers a home command twice in one home; the second run (the
-    log exists, its key is in a file) loads no keyring and nothing `run` does not need."""
+    log exists and is migrated, its key is in a file) loads no keyring, no sqlite_utils and
+    nothing else `run` does not need."""
     code = (
         "import sys\n"
         "from edge_agent.cli import main\n"
@@ -85,4 +86,4 @@ def test_a_home_command_imports_only_what_it_runs() -> None:
     _modules_after(code, *argv)
     loaded = _modules_after(code, *argv)
     assert {"llama_cpp", "edge_agent.logstore", "edge_agent.skills.home"} <= loaded
-    assert sorted(loaded & (NOT_FOR_RUN | {"keyring"})) == []
+    assert sorted(loaded & (NOT_FOR_RUN | {"keyring", "sqlite_utils"})) == []
