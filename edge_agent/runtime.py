@@ -363,7 +363,10 @@ def open_runtime(
     plan = make_plan(settings, load_catalog(), store, need=need)
     entry = plan.entry
     path = Path(entry.source.path or "") if entry.source.kind == "path" else store.ensure(entry)
-    backend = open_backend(plan.backend, model_path=path, **plan.backend_options())
+    options = plan.backend_options()
+    if settings.draft_tokens is not None and "draft_tokens" in options:
+        options["draft_tokens"] = settings.draft_tokens
+    backend = open_backend(plan.backend, model_path=path, **options)
     return Runtime(settings, plan, backend)
 
 

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         None, description="inventory file of the simulated home; default HA's test home"
     )
     policy_file: Path | None = Field(None, description="permission policy TOML")
+    draft_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=16,
+        description="prompt-lookup draft tokens per decode step (0 = off); default: profile's",
+    )
     turn_deadline_s: float | None = Field(
         20.0,
         gt=0,

@@ -45,3 +45,12 @@ def test_the_server_and_an_explicit_context_size_keep_theirs() -> None:
         assert rt.plan.context_size == rt.plan.profile.context_size
     with open_runtime(settings.model_copy(update={"context_size": 1536})) as rt:
         assert rt.backend.n_ctx == 1536  # type: ignore[attr-defined]
+
+
+@pytest.mark.integration
+def test_draft_tokens_come_from_the_profile_unless_set() -> None:
+    with open_runtime(threads=1, log_enabled=False, profile="generic-x86-64") as rt:
+        assert rt.plan.backend_options()["draft_tokens"] == rt.plan.profile.draft_tokens == 0
+        assert rt.backend.draft_tokens == 0  # type: ignore[attr-defined]
+    with open_runtime(threads=1, log_enabled=False, draft_tokens=3) as rt:
+        assert rt.backend.draft_tokens == 3  # type: ignore[attr-defined]

@@ -69,18 +69,20 @@ class Sampler:
         self._candidates: np.ndarray | None = None  # allocated on the first grammar rejection
         self._array: llama_cpp.llama_token_data_array | None = None
 
-    def sample(self, ctx: llama_cpp.llama_context_p, grammar: Grammar | None) -> int:
-        """The next token from the last decoded position's logits."""
-        token = int(llama_cpp.llama_sampler_sample(self._chain, ctx, -1))
+    def sample(
+        self, ctx: llama_cpp.llama_context_p, grammar: Grammar | None, index: int = -1
+    ) -> int:
+        """The next token from the logits of batch position ``index`` (the last by default)."""
+        token = int(llama_cpp.llama_sampler_sample(self._chain, ctx, index))
         if grammar is None:
             return token
         if not grammar.allows(token):
-            token = self._constrained(ctx, grammar)
+            token = self._constrained(ctx, grammar, index)
         llama_cpp.llama_sampler_accept(grammar.handle, token)
         return token
 
-    def _constrained(self, ctx: llama_cpp.llama_context_p, grammar: Grammar) -> int:
-        data, array = self._full_array(ctx)
+    def _constrained(self, ctx: llama_cpp.llama_context_p, grammar: Grammar, index: int) -> int:
+        data, array = self._full_array(ctx, index)
         llama_cpp.llama_sampler_apply(grammar.handle, ctypes.byref(array))
         llama_cpp.llama_sampler_apply(self._chain, ctypes.byref(array))
         if math.isinf(data["logit"][array.selected]):
@@ -90,13 +92,13 @@ class Sampler:
         return token
 
     def _full_array(
-        self, ctx: llama_cpp.llama_context_p
+        self, ctx: llama_cpp.llama_context_p, index: int
     ) -> tuple[np.ndarray, llama_cpp.llama_token_data_array]:
         if self._candidates is None or self._array is None:
             self._candidates = np.zeros(self._n_vocab, dtype=_TOKEN_DATA)
             pointer = self._candidates.ctypes.data_as(llama_cpp.llama_token_data_p)
             self._array = llama_cpp.llama_token_data_array(pointer, self._n_vocab, -1, False)
-        logits = llama_cpp.llama_get_logits_ith(ctx, -1)
+        logits = llama_cpp.llama_get_logits_ith(ctx, index)
         self._candidates["id"] = np.arange(self._n_vocab, dtype=np.intc)
         self._candidates["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
         self._candidates["p"] = 0.0

@@ -5,7 +5,8 @@ is ``Llama.generate``'s minus its per-token bookkeeping: ``Llama.eval`` for each
 C sampler chain, plus a dict lookup and UTF-8 assembly (the loop adds the stop-string scan).
 JSON schemas become a grammar that is only consulted to check the sampled token (see
 ``_llama_sampling``), so constrained decoding runs at nearly full speed, and text the schema
-forces is fed in one batch instead of decoded (see ``_jump_forward``).
+forces is fed in one batch instead of decoded (see ``_jump_forward``), and text the prompt
+suggests is guessed and checked in that batch too (see ``_prompt_lookup``).
 
 Prefix caching: the longest common token prefix of the KV cache and the new prompt is kept
 and only the rest is evaluated. The KV cache depends on the active adapter, so each switch
@@ -36,6 +37,7 @@ from edge_agent.backends._chat_template import ChatTemplate, check_templates, fa
 from edge_agent.backends._json_grammar import schema_to_gbnf
 from edge_agent.backends._jump_forward import Automaton, JumpForward
 from edge_agent.backends._llama_sampling import Grammar, Sampler
+from edge_agent.backends._prompt_lookup import PromptLookup
 from edge_agent.backends._prompted import (
     CLOSED_MID_STREAM,
     PromptedBackend,
@@ -67,6 +69,11 @@ MAX_STASHED_PREFIXES = 4  # KV stashes kept for inactive adapters, least recentl
 # Compiled grammars and jump-forward oracles kept, one per schema, least recently used dropped:
 # clients may send a new schema with every request (125 large enums cost 870 MB unbounded).
 MAX_CACHED_SCHEMAS = 16
+# Draft tokens guessed from the prompt per decode step (0: off). A guess costs its batch
+# position and its logits (2.5-4.5 ms for SmolLM2-135M on this 2-core x86 box) and saves a
+# decode step (~8.5 ms) per token the model confirms; home calls confirm ~40 % of guesses,
+# so here it about breaks even (scripts/bench/bench_turn.py) and the profiles leave it off.
+DRAFT_TOKENS = 0
 _CONTROL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
 
 # llama.cpp logs to stderr by default; route it into `logging` at DEBUG so the CLI stays
@@ -106,11 +113,13 @@ class _Run(Run):
         sampler: Sampler,
         constraints: tuple[Grammar | None, JumpForward | None],
         pending: list[int],
+        lookup: PromptLookup | None,
     ) -> None:
         super().__init__(clock, cached, request.logprobs)
         self.sampler = sampler
         self.grammar, self.jump = constraints
         self.batch = pending  # tokens whose KV is still to compute: the prompt's rest, then ours
+        self.lookup = lookup  # draft tokens from the prompt; None: greedy decoding is off
         self.text_of = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
 
     def flush(self) -> str:
@@ -137,6 +146,7 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         n_batch: int = 512,
         seed: int = 0,
         jump_forward: bool = True,
+        draft_tokens: int = DRAFT_TOKENS,
     ) -> None:
         from edge_agent.models.gguf import identity_of, read_header
 
@@ -148,6 +158,7 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         self._name = str(header.metadata.get("general.name") or self._path.stem)
         self._seed = seed
         self.jump_forward = jump_forward  # feed schema-forced text in one batch; see module doc
+        self.draft_tokens = draft_tokens  # prompt-lookup guesses per step; see module doc
         self._llama = _load_llama(
             self._path,
             n_ctx=n_ctx,
@@ -214,9 +225,17 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         sampler = Sampler(self._n_vocab, temperature=request.temperature, top_p=request.top_p,
                           seed=seed)  # fmt: skip
         pending = prompt[cached:]
-        return _Run(
-            clock, cached, request, sampler=sampler, constraints=constraints, pending=pending
-        )
+        lookup = self._lookup(request)
+        return _Run(clock, cached, request, sampler=sampler, constraints=constraints,
+                    pending=pending, lookup=lookup)  # fmt: skip
+
+    def _lookup(self, request: GenerationRequest) -> PromptLookup | None:
+        """A drafter for greedy requests: a guess is kept only where it is the model's own
+        pick, which sampling at a temperature would not preserve."""
+        if self.draft_tokens <= 0 or request.temperature > 0:
+            return None
+        source = "\n".join(m.content for m in request.messages if isinstance(m.content, str))
+        return PromptLookup(source, self._tokenize_text, max_tokens=self.draft_tokens)
 
     def _step(self, run: _Run, budget: int) -> Step | None:
         """Forced tokens fed without the model when the schema allows, else the model's pick;
@@ -225,7 +244,11 @@ class LlamaCppBackend(PromptedBackend[_Run]):
             forced = self._forced(run, budget)
             if forced is not None:
                 run.batch += forced.tokens
+                self._written(run, forced.text)
                 return forced
+        draft = self._draft(run, budget)
+        if draft:
+            return self._verify(run, draft, budget)
         self._eval(run.batch)
         token = run.sampler.sample(self._llama.ctx, run.grammar)
         run.clock.first_token()
@@ -236,7 +259,80 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         text = run.text_of(piece)
         if run.jump is not None:
             run.jump.observe(token, piece, text)
+        self._written(run, text)
         return Step((token,), text, (self._logprob(token),) if run.logprobs else ())
+
+    # -- prompt-lookup drafts -----------------------------------------------------------------
+
+    def _draft(self, run: _Run, budget: int) -> list[int]:
+        if run.lookup is None or len(run.batch) + run.lookup.max_tokens > self._llama.n_batch:
+            return []
+        return run.lookup.propose(budget - 1)  # the model's own pick follows the guesses
+
+    def _verify(self, run: _Run, draft: list[int], budget: int) -> Step | None:
+        """Evaluate the pending tokens and the guesses in one batch; keep each guess the
+        model picks at its position (greedy, under the grammar), then the model's own pick
+        after the last kept one, unless the schema forces what follows a kept guess: that
+        is jump-forward's to feed (as 0.0-logprob tokens), as without guesses. Only the
+        last token is left pending, so the state after is a plain step's."""
+        base = self._llama.n_tokens + len(run.batch)  # where the first guess sits
+        first = len(run.batch)  # batch index whose logits pick the first token
+        self._eval_outputs(run.batch + draft, len(draft) + 1)
+        tokens: list[int] = []
+        texts: list[str] = []
+        logprobs: list[float] = []
+        for i in range(len(draft) + 1):
+            token = run.sampler.sample(self._llama.ctx, run.grammar, first - 1 + i)
+            run.clock.first_token()
+            piece, is_eog = self._token_cache.get(token) or self._token_info(token)
+            if is_eog:
+                break
+            tokens.append(token)
+            texts.append(run.text_of(piece))
+            if run.jump is not None:
+                run.jump.observe(token, piece, texts[-1])
+            if run.logprobs:
+                logprobs.append(self._logprob(token, first - 1 + i))
+            if i == len(draft) or token != draft[i] or self._forcing(run, budget - i - 1):
+                break
+        self._cut_kv(base + max(len(tokens) - 1, 0))
+        assert run.lookup is not None
+        run.lookup.accepted += sum(t == d for t, d in zip(tokens, draft, strict=False))
+        if not tokens:
+            return None
+        run.batch = [tokens[-1]]
+        self._written(run, "".join(texts))
+        return Step(tuple(tokens), "".join(texts), tuple(logprobs), complete=is_eog)
+
+    def _forcing(self, run: _Run, budget: int) -> bool:
+        return run.jump is not None and run.jump.next(budget) is not None
+
+    def _written(self, run: _Run, text: str) -> None:
+        if run.lookup is not None:
+            run.lookup.observe(text)
+
+    def _eval_outputs(self, tokens: Sequence[int], n_out: int) -> None:
+        """``Llama.eval`` of one batch, with logits for its last ``n_out`` positions."""
+        if self._closed:
+            raise BackendError(CLOSED_MID_STREAM)
+        llm = self._llama
+        n_past = llm.n_tokens
+        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=False)
+        for i in range(len(tokens) - n_out, len(tokens)):
+            llm._batch.batch.logits[i] = True
+        try:
+            llm._ctx.decode(llm._batch)
+        except RuntimeError as exc:
+            raise BackendError(f"llama.cpp failed to evaluate the prompt: {exc}") from exc
+        llm.input_ids[n_past : n_past + len(tokens)] = tokens
+        llm.n_tokens = n_past + len(tokens)
+
+    def _cut_kv(self, keep: int) -> None:
+        """Drop the KV of positions from ``keep`` on: guesses the model did not confirm."""
+        memory = llama_cpp.llama_get_memory(self._llama.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, -1, keep, -1)
+        self._llama.n_tokens = keep
 
     def _reuse_prefix(self, prompt: list[int]) -> int:
         """Keep the KV cache's common prefix with the prompt; return its length. The rest is
@@ -292,8 +388,8 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         self._token_cache[token] = info
         return info
 
-    def _logprob(self, token: int) -> float:
-        raw = llama_cpp.llama_get_logits_ith(self._llama.ctx, -1)
+    def _logprob(self, token: int, index: int = -1) -> float:
+        raw = llama_cpp.llama_get_logits_ith(self._llama.ctx, index)
         logits = np.ctypeslib.as_array(raw, shape=(self._n_vocab,))
         return log_softmax_at(logits, token, self._logprob_buf)
 

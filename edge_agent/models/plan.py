@@ -108,6 +108,7 @@ class FitPlan:
             "use_mmap": p.use_mmap,
             "use_mlock": p.use_mlock,
             "kv_cache_type": p.kv_cache_type,
+            "draft_tokens": p.draft_tokens,
         }
 
     def memory_mb(self) -> dict[str, float]:

@@ -111,6 +111,9 @@ class DeviceProfile(_Strict):
     use_mmap: bool = True
     use_mlock: bool = False
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    # Prompt-lookup draft tokens per decode step (llama_cpp; 0 = off). Off by default: on a
+    # 2-core x86 box a guessed token costs about what it saves (scripts/bench/bench_turn.py).
+    draft_tokens: int = Field(default=0, ge=0, le=16)
     preferred_quantizations: list[Quantization] = Field(min_length=1)
     context_size: int = Field(ge=128)
 
