@@ -60,8 +60,10 @@
     │                               stay on the device
     ├── FlywheelError               a host-side flywheel turn cannot run (too little curated
     │   │                           data, a missing host extra); nothing is promoted
-    │   └── PublishError            the adapter repository refused a publish (not a
-    │                               repository, name taken, key missing); nothing changed
+    │   ├── PublishError            the adapter repository refused a publish (not a
+    │   │                           repository, name taken, key missing); nothing changed
+    │   └── JobClusterError         the cluster for training jobs cannot be reached or
+    │                               started (a wrong --ray address, ray not installed)
     ├── RemoteError                 the remote model gave no usable answer; the turn ran on
     │   │                           the local model instead (marked local_fallback)
     │   ├── RemoteUnavailableError  unreachable, timed out, 5xx, or skipped while its circuit
@@ -259,6 +261,10 @@ class FlywheelError(EdgeAgentError):
 
 
 class PublishError(FlywheelError):
+    pass
+
+
+class JobClusterError(FlywheelError):
     pass
 
 
