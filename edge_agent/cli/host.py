@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from edge_agent.cli._common import echo_json, json_option, settings_from
+from edge_agent.cli.host_serve import serve
 from edge_agent.cli.host_skills import report, skills
 
 
@@ -48,77 +49,9 @@ def host() -> None:
     """The host: ingest synced turns from enrolled devices (and train on them)."""
 
 
+host.add_command(serve)
 host.add_command(skills)
 host.add_command(report)
-
-
-@host.command("serve")
-@click.option("--host", "bind", default="0.0.0.0", show_default=True)
-@click.option("--port", type=int, default=8443, show_default=True)
-@click.option(
-    "--cert",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="PEM certificate (default: a self-signed one made on first use)",
-)
-@click.option("--key", type=click.Path(exists=True, path_type=Path), default=None)
-@click.option("--retention-days", type=float, default=180.0, show_default=True)
-@click.option(
-    "--quota-records",
-    type=int,
-    default=100_000,
-    show_default=True,
-    help="records per device and day",
-)
-@click.option(
-    "--metrics-token",
-    envvar="EDGE_AGENT_METRICS_TOKEN",
-    default=None,
-    help="the Bearer token /metrics asks for (default: one made on first use, kept 0600 in "
-    "<host dir>/metrics.token)",
-)
-@click.option(
-    "--max-body-kb",
-    type=int,
-    default=1024,
-    show_default=True,
-    help="largest batch on the wire (a device's is 256 KiB at most by default)",
-)
-@click.option("--openapi", is_flag=True, help="serve /openapi.json (off: it maps the API)")
-def serve(bind: str, port: int, cert: Path | None, key: Path | None, **limits: Any) -> None:
-    """Serve the ingest API and the signed adapter repository over HTTPS."""
-    import threading
-
-    from edge_agent.host.ingest import IngestConfig, create_app
-    from edge_agent.host.ingest import serve as run_server
-    from edge_agent.host.ingest_store import Quota
-    from edge_agent.host.tls import cert_fingerprint, ensure_certificate
-
-    if (cert is None) != (key is None):
-        raise click.UsageError("give both --cert and --key, or neither")
-    if cert is None or key is None:
-        cert, key = ensure_certificate(_host_dir() / "tls")
-    repo = _repository()
-    config = IngestConfig(
-        db_path=_host_dir() / "ingest.db",
-        cert_sha256=cert_fingerprint(cert),
-        quota=Quota(records_per_day=limits["quota_records"]),
-        retention_days=limits["retention_days"],
-        metrics_token=limits["metrics_token"] or _metrics_token(),
-        tuf_dir=repo.folder,
-        max_body_bytes=limits["max_body_kb"] * 1024,
-        openapi=limits["openapi"],
-    )
-    click.echo(
-        f"ingest on https://{bind}:{port}, certificate sha256:{config.cert_sha256}", err=True
-    )
-    stop = threading.Event()  # keeps the repository's timestamp signed while serving
-    repo.refresh()
-    threading.Thread(target=repo.refresh_every, args=(3600.0, stop), daemon=True).start()
-    try:
-        run_server(create_app(config), host=bind, port=port, certfile=cert, keyfile=key)
-    finally:
-        stop.set()
 
 
 def _metrics_token() -> str:

@@ -25,12 +25,16 @@ Nothing but these routes is public: no /docs, and /openapi.json only with ``open
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import hashlib
 import hmac
 import json
+import os
+import pickle
 import re
 import socket
+import tempfile
 import threading
 import time
 import zlib
@@ -59,7 +63,7 @@ from edge_agent.host.ingest_store import (
     TokenRefused,
     ToolsetConflict,
 )
-from edge_agent.host.metrics import IngestMetrics
+from edge_agent.host.metrics import MULTIPROC_ENV, IngestMetrics, forget_worker
 from edge_agent.sync import wire
 from edge_agent.tools import Toolset, fingerprint
 
@@ -136,9 +140,69 @@ def create_app(config: IngestConfig, *, clock: Callable[[], float] = time.time) 
     return app
 
 
-def serve(app: FastAPI, *, host: str, port: int, certfile: Path, keyfile: Path) -> None:
-    """Serve HTTPS until interrupted."""
-    uvicorn.run(app, host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile)
+def serve(
+    config: IngestConfig,
+    *,
+    host: str,
+    port: int,
+    certfile: Path,
+    keyfile: Path,
+    workers: int = 1,
+    graceful_timeout_s: float = 30.0,
+) -> None:
+    """Serve HTTPS until SIGTERM or SIGINT, then stop accepting, finish the requests in flight
+    (for up to `graceful_timeout_s`, then drop them unanswered) and return.
+
+    `workers` > 1: that many processes on one port (uvicorn binds it, starts each worker and
+    restarts one that dies), each with its own store connection, so the store must be one
+    that several processes share safely. A batch is answered only after its transaction
+    commits: a worker stopped or killed before that answers nothing, and the device retries
+    with the same idempotency key."""
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "ssl_certfile": str(certfile),
+        "ssl_keyfile": str(keyfile),
+        "timeout_graceful_shutdown": graceful_timeout_s,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(config), **options)
+        return
+    with _worker_setup(config):
+        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
+
+
+def app_from_env() -> FastAPI:
+    """One worker's app (`serve(workers=N)`), from the config its parent left in the file that
+    EDGE_INGEST_WORKER_CONFIG names (uvicorn starts workers from an import string)."""
+    # pickle: the parent wrote the file into its own 0700 folder a moment ago
+    config = pickle.loads(Path(os.environ[_WORKER_CONFIG_ENV]).read_bytes())
+    if not isinstance(config, IngestConfig):
+        raise ConfigError(f"{os.environ[_WORKER_CONFIG_ENV]} holds no ingest config")
+    atexit.register(forget_worker, os.getpid())
+    return create_app(config)
+
+
+_WORKER_CONFIG_ENV = "EDGE_INGEST_WORKER_CONFIG"
+
+
+@contextlib.contextmanager
+def _worker_setup(config: IngestConfig) -> Iterator[None]:
+    """A fresh private folder for the workers' config and their metrics files, named in the
+    environment they inherit; removed when they have all stopped."""
+    with tempfile.TemporaryDirectory(prefix="edge-agent-ingest-") as folder:
+        (Path(folder) / "config.pickle").write_bytes(pickle.dumps(config))
+        (Path(folder) / "metrics").mkdir()
+        names = {_WORKER_CONFIG_ENV: "config.pickle", MULTIPROC_ENV: "metrics"}
+        before = {name: os.environ.get(name) for name in names}
+        os.environ.update({name: str(Path(folder) / leaf) for name, leaf in names.items()})
+        try:
+            yield
+        finally:
+            for name, value in before.items():
+                os.environ.pop(name, None)
+                if value is not None:
+                    os.environ[name] = value
 
 
 @contextlib.contextmanager

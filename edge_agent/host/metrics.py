@@ -1,10 +1,15 @@
 """Prometheus metrics of the ingest service, in a registry of its own (one per app).
 
+Several worker processes (`host serve --workers N`) share one folder, PROMETHEUS_MULTIPROC_DIR,
+set before they start: prometheus_client's multiprocess mode then keeps each process's values
+in files there, and whichever worker a scrape reaches sums them all (`MultiProcessCollector`).
+
 No metric is labelled by device: a label per device would grow without bound and say which
 devices are active to whoever can scrape."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +24,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 from edge_agent.settings import create_private_file
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     from edge_agent.host.ingest_store import IngestStore
 
 _PREFIX = "edge_agent_ingest"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it when first imported
 
 
 class IngestMetrics:
@@ -44,7 +51,17 @@ class IngestMetrics:
         self.bytes = Counter(f"{_PREFIX}_wire_bytes", "batch bytes received", registry=r)
         self.enrollments = Counter(f"{_PREFIX}_enrollments", "enrollments", ["outcome"], registry=r)
         self.auth_failures = Counter(f"{_PREFIX}_auth_failures", "refused credentials", registry=r)
-        self.devices = Gauge(f"{_PREFIX}_devices", "enrolled devices", registry=r)
+        # Read from the store at each scrape: across workers, the latest scrape's count.
+        self.devices = Gauge(
+            f"{_PREFIX}_devices", "enrolled devices", registry=r, multiprocess_mode="mostrecent"
+        )
+        # Across workers, the sum over live ones; a worker that has exited counts none.
+        self.in_flight = Gauge(
+            f"{_PREFIX}_in_flight",
+            "requests being handled",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def count(self, result: BatchResult, replayed: bool, wire_bytes: int) -> None:
         self.bytes.inc(wire_bytes)
@@ -61,7 +78,8 @@ class IngestMetrics:
             request: Request, call_next: Callable[[Request], Awaitable[Response]]
         ) -> Response:
             started = time.perf_counter()
-            response = await call_next(request)
+            with self.in_flight.track_inprogress():
+                response = await call_next(request)
             route = request.scope.get("route")
             name = getattr(route, "path", "other")  # the template: no keys or ids as labels
             self.requests.labels(name, str(response.status_code)).inc()
@@ -70,7 +88,21 @@ class IngestMetrics:
 
     def render(self, store: IngestStore) -> Response:
         self.devices.set(len(store.devices()))
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(self._exposed()), media_type=CONTENT_TYPE_LATEST)
+
+    def _exposed(self) -> CollectorRegistry:
+        """This process's registry, or with several workers every worker's values summed."""
+        if not os.environ.get(MULTIPROC_ENV):
+            return self.registry
+        registry = CollectorRegistry()  # fresh each time: the collector reads the files now
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+
+
+def forget_worker(pid: int) -> None:
+    """A worker process has exited: its live gauges (requests in flight) leave the sums."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
 
 
 def ensure_metrics_token(path: Path) -> str:
