@@ -72,7 +72,7 @@ _KEY = re.compile(wire.KEY_PATTERN)
 
 @dataclass(frozen=True)
 class IngestConfig:
-    db_path: Path
+    db_path: Path  # the SQLite store, unless database_url names another
     cert_sha256: str  # the certificate devices pin: reported at enrollment
     # A batch on the wire. A device packs at most sync_batch_kb (256 KiB) of JSON per batch
     # and gzips it, so its largest batch is ~256 KiB: 1 MiB leaves 4x headroom.
@@ -87,6 +87,12 @@ class IngestConfig:
     metrics_token: str | None = None  # None: no /metrics route at all
     tuf_dir: Path | None = None  # an AdapterRepository folder, served under /tuf
     openapi: bool = False  # serve /openapi.json (it maps the attack surface for anyone)
+    # postgresql://…: a store that several workers (processes, machines) share; None: db_path
+    database_url: str | None = None
+
+    @property
+    def store_target(self) -> Path | str:
+        return self.database_url or self.db_path
 
     @property
     def limits(self) -> wire.Limits:
@@ -98,7 +104,7 @@ class IngestConfig:
 
 
 def create_app(config: IngestConfig, *, clock: Callable[[], float] = time.time) -> FastAPI:
-    store = IngestStore(config.db_path, clock=clock)
+    store = IngestStore(config.store_target, clock=clock)
     metrics = IngestMetrics()
 
     @contextlib.asynccontextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.sync_support import (
 )
 
 pytestmark = pytest.mark.integration
+MakeHost = Callable[..., HostServer]  # tests/host/conftest.py: a server on each store
 
 
 def device(host: HostServer, **kw: Any) -> Enrollment:
@@ -101,24 +103,20 @@ def test_a_host_with_another_certificate_is_refused(host: HostServer, tmp_path: 
 # --- authentication and isolation ---------------------------------------------------------------
 
 
-def test_forged_missing_and_expired_credentials_are_rejected(tmp_path: Path) -> None:
+def test_forged_missing_and_expired_credentials_are_rejected(make_host: MakeHost) -> None:
     now = [time.time()]
-    server = HostServer(tmp_path / "h", make_cert(tmp_path), {"credential_ttl_days": 1.0})
-    server.start()
-    try:
-        server.app.state.store.clock = lambda: now[0]
-        e = device(server)
-        forged = e.credential[:-4] + "AAAA"
-        for header in ({}, {"Authorization": f"Bearer {forged}"}, {"Authorization": "Basic x"}):
-            with http(server) as c:
-                r = post_batch(c, [rec(1)], headers=header)
-            assert r.status_code == 401 and "enroll" in r.json()["detail"]
-        now[0] += 2 * 86_400
-        with http(server, e) as c:
-            assert post_batch(c, [rec(1)]).status_code == 401
-        assert server.store.records() == []
-    finally:
-        server.stop()
+    server = make_host({"credential_ttl_days": 1.0})
+    server.app.state.store.clock = lambda: now[0]
+    e = device(server)
+    forged = e.credential[:-4] + "AAAA"
+    for header in ({}, {"Authorization": f"Bearer {forged}"}, {"Authorization": "Basic x"}):
+        with http(server) as c:
+            r = post_batch(c, [rec(1)], headers=header)
+        assert r.status_code == 401 and "enroll" in r.json()["detail"]
+    now[0] += 2 * 86_400
+    with http(server, e) as c:
+        assert post_batch(c, [rec(1)]).status_code == 401
+    assert server.store.records() == []
 
 
 def test_a_device_cannot_read_or_overwrite_another(host: HostServer) -> None:
@@ -199,29 +197,40 @@ def test_bad_batches_get_a_clear_4xx(
     assert host.store.records() == []
 
 
-def test_too_many_records_and_bad_keys(tmp_path: Path) -> None:
-    server = HostServer(tmp_path / "h", make_cert(tmp_path), {"max_batch_records": 2}).start()
-    try:
-        with http(server, device(server)) as c:
-            assert post_batch(c, [rec(1), rec(2), rec(3)]).status_code == 413
-            assert post_batch(c, [rec(1)], key="short").status_code == 400
-            bad = post_batch(c, [rec(1), rec(2, tool_calls="nope")])
-        assert bad.status_code == 422 and bad.json()["records"] == [1]
-    finally:
-        server.stop()
+def test_too_many_records_and_bad_keys(make_host: MakeHost) -> None:
+    server = make_host({"max_batch_records": 2})
+    with http(server, device(server)) as c:
+        assert post_batch(c, [rec(1), rec(2), rec(3)]).status_code == 413
+        assert post_batch(c, [rec(1)], key="short").status_code == 400
+        bad = post_batch(c, [rec(1), rec(2, tool_calls="nope")])
+    assert bad.status_code == 422 and bad.json()["records"] == [1]
 
 
-def test_daily_quota_answers_429_with_retry_after(tmp_path: Path) -> None:
-    options = {"quota": Quota(records_per_day=3)}
-    server = HostServer(tmp_path / "h", make_cert(tmp_path), options).start()
-    try:
-        with http(server, device(server)) as c:
-            assert post_batch(c, [rec(1), rec(2)]).status_code == 200
-            r = post_batch(c, [rec(3), rec(4)])
-            assert post_batch(c, [rec(1), rec(2)]).status_code == 200  # a replay is free
-        assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 86_401
-    finally:
-        server.stop()
+def test_daily_quota_answers_429_with_retry_after(make_host: MakeHost) -> None:
+    server = make_host({"quota": Quota(records_per_day=3)})
+    with http(server, device(server)) as c:
+        assert post_batch(c, [rec(1), rec(2)]).status_code == 200
+        r = post_batch(c, [rec(3), rec(4)])
+        assert post_batch(c, [rec(1), rec(2)]).status_code == 200  # a replay is free
+        assert post_batch(c, [rec(3)]).status_code == 200  # the refused batch counted nothing
+    assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 86_401
+    assert len(server.store.records()) == 3
+
+
+def test_the_batch_rate_limit_answers_429_until_the_next_minute(make_host: MakeHost) -> None:
+    now = [1_749_999_960.0]  # a minute's start
+    server = make_host({"quota": Quota(batches_per_minute=2)})
+    server.store.clock = lambda: now[0]
+    with http(server, device(server)) as c:
+        assert post_batch(c, [rec(1)]).status_code == 200
+        assert post_batch(c, [rec(2)]).status_code == 200
+        assert post_batch(c, [rec(1)]).status_code == 200  # a replay is no new batch
+        refused = post_batch(c, [rec(3)])
+        now[0] += 60
+        assert post_batch(c, [rec(3)]).status_code == 200
+    assert refused.status_code == 429 and "2 batches a minute" in refused.json()["detail"]
+    assert refused.headers["Retry-After"] == "61"
+    assert len(server.store.records()) == 3
 
 
 # --- forgetting, retention, metrics -------------------------------------------------------------
@@ -237,8 +246,9 @@ def test_forget_deletes_everything_of_one_device(host: HostServer) -> None:
     assert {r["device_id"] for r in host.store.records()} == {b.device_id}
     with http(host, a) as c:
         assert c.get("/v1/device").status_code == 401  # the credential went too
-    raw = (host.root / "ingest.db").read_bytes()
-    assert a.device_id.encode() not in raw  # secure_delete + checkpoint: not even in free pages
+    if host.config.database_url is None:
+        raw = (host.root / "ingest.db").read_bytes()
+        assert a.device_id.encode() not in raw  # secure_delete + checkpoint: not in free pages
 
 
 def test_retention_drops_old_records(host: HostServer) -> None:
@@ -250,31 +260,25 @@ def test_retention_drops_old_records(host: HostServer) -> None:
     assert host.store.records() == []
 
 
-def test_metrics_count_batches_records_and_refusals(tmp_path: Path) -> None:
-    host = HostServer(tmp_path / "h", make_cert(tmp_path), {"metrics_token": "m" * 20}).start()
-    try:
-        with http(host, device(host)) as c:
-            post_batch(c, [rec(1)])
-            post_batch(c, [rec(1)])
-            c.get("/v1/device", headers={"Authorization": "Bearer nope"})
-            text = c.get("/metrics", headers={"Authorization": "Bearer " + "m" * 20}).text
-    finally:
-        host.stop()
+def test_metrics_count_batches_records_and_refusals(make_host: MakeHost) -> None:
+    host = make_host({"metrics_token": "m" * 20})
+    with http(host, device(host)) as c:
+        post_batch(c, [rec(1)])
+        post_batch(c, [rec(1)])
+        c.get("/v1/device", headers={"Authorization": "Bearer nope"})
+        text = c.get("/metrics", headers={"Authorization": "Bearer " + "m" * 20}).text
     assert 'edge_agent_ingest_batches_total{outcome="replayed"} 1.0' in text
     assert 'edge_agent_ingest_records_total{outcome="stored"} 1.0' in text
     assert "edge_agent_ingest_auth_failures_total 1.0" in text
     assert 'route="/v1/batches",status="200"' in text and "dev_" not in text
 
 
-def test_metrics_token_is_enforced(tmp_path: Path) -> None:
-    server = HostServer(tmp_path / "h", make_cert(tmp_path), {"metrics_token": "m" * 20}).start()
-    try:
-        with http(server) as c:
-            assert c.get("/metrics").status_code == 401
-            ok = c.get("/metrics", headers={"Authorization": "Bearer " + "m" * 20})
-        assert ok.status_code == 200
-    finally:
-        server.stop()
+def test_metrics_token_is_enforced(make_host: MakeHost) -> None:
+    server = make_host({"metrics_token": "m" * 20})
+    with http(server) as c:
+        assert c.get("/metrics").status_code == 401
+        ok = c.get("/metrics", headers={"Authorization": "Bearer " + "m" * 20})
+    assert ok.status_code == 200
 
 
 # --- the device's client against the real host ---------------------------------------------------
