@@ -94,9 +94,23 @@ class IngestMetrics:
         """This process's registry, or with several workers every worker's values summed."""
         if not os.environ.get(MULTIPROC_ENV):
             return self.registry
+        _forget_killed_workers(os.environ[MULTIPROC_ENV])
         registry = CollectorRegistry()  # fresh each time: the collector reads the files now
         multiprocess.MultiProcessCollector(registry)
         return registry
+
+
+def _forget_killed_workers(folder: str) -> None:
+    """A worker killed outright never said it stopped: its requests in flight would count
+    forever. Its live gauges go once its process is gone."""
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, folder)
+        except PermissionError:  # alive, someone else's: not one of ours, but alive
+            continue
 
 
 def forget_worker(pid: int) -> None:
