@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from edge_agent.sync import Enrollment, SyncClient, enroll, pinned_context, wire
 from tests.sync_support import HostServer, MaskAt, MemorySource, make_cert, make_interaction, token
 
 pytestmark = pytest.mark.integration
+MakeHost = Callable[..., HostServer]  # tests/host/conftest.py: a server on each store
 
 
 def device(host: HostServer) -> Enrollment:
@@ -70,18 +71,14 @@ def test_a_chunked_batch_past_the_limit_is_413(host: HostServer) -> None:
     assert "limit" in r.json()["detail"] and host.store.records() == []
 
 
-def test_the_batch_limit_is_configurable_and_a_real_batch_fits(tmp_path: Path) -> None:
-    options = {"max_body_bytes": 4096}
-    server = HostServer(tmp_path / "h", make_cert(tmp_path), options).start()
-    try:
-        e = device(server)
-        big = json.dumps({"protocol": 1, "records": [_record(i) for i in range(40)]}).encode()
-        with http(server, bearer(e)) as c:
-            assert _post(c, big).status_code == 413
-            assert _post(c, _batch([_record(1)])).status_code == 200
-        assert len(server.store.records()) == 1
-    finally:
-        server.stop()
+def test_the_batch_limit_is_configurable_and_a_real_batch_fits(make_host: MakeHost) -> None:
+    server = make_host({"max_body_bytes": 4096})
+    e = device(server)
+    big = json.dumps({"protocol": 1, "records": [_record(i) for i in range(40)]}).encode()
+    with http(server, bearer(e)) as c:
+        assert _post(c, big).status_code == 413
+        assert _post(c, _batch([_record(1)])).status_code == 200
+    assert len(server.store.records()) == 1
 
 
 # --- finding 8: numbers that are not finite never reach the store ------------------------------
@@ -185,30 +182,24 @@ def test_metrics_and_openapi_are_not_public_by_default(host: HostServer) -> None
     assert "/v1/batches" in schema["paths"]
 
 
-def test_openapi_can_be_asked_for(tmp_path: Path) -> None:
-    server = HostServer(tmp_path / "h", make_cert(tmp_path), {"openapi": True}).start()
-    try:
-        with http(server) as c:
-            assert "/v1/enroll" in c.get("/openapi.json").json()["paths"]
-    finally:
-        server.stop()
+def test_openapi_can_be_asked_for(make_host: MakeHost) -> None:
+    server = make_host({"openapi": True})
+    with http(server) as c:
+        assert "/v1/enroll" in c.get("/openapi.json").json()["paths"]
 
 
-def test_metrics_need_the_token_and_a_non_ascii_bearer_is_401(tmp_path: Path) -> None:
-    server = HostServer(tmp_path / "h", make_cert(tmp_path), {"metrics_token": "m" * 20}).start()
-    try:
-        e = device(server)
-        weird = {"Authorization": b"Bearer \xe9\xe9\xe9"}  # latin-1 on the wire: 'ééé'
-        with http(server) as c:
-            assert c.get("/metrics").status_code == 401
-            assert c.get("/metrics", headers=weird).status_code == 401  # was a 500
-            assert c.get("/v1/device", headers=weird).status_code == 401
-            forged = {"Authorization": f"Bearer {e.device_id}.".encode() + b"\xff" * 8}
-            assert c.get("/v1/device", headers=forged).status_code == 401
-            ok = c.get("/metrics", headers={"Authorization": "Bearer " + "m" * 20})
-        assert ok.status_code == 200 and "edge_agent_ingest" in ok.text
-    finally:
-        server.stop()
+def test_metrics_need_the_token_and_a_non_ascii_bearer_is_401(make_host: MakeHost) -> None:
+    server = make_host({"metrics_token": "m" * 20})
+    e = device(server)
+    weird = {"Authorization": b"Bearer \xe9\xe9\xe9"}  # latin-1 on the wire: 'ééé'
+    with http(server) as c:
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers=weird).status_code == 401  # was a 500
+        assert c.get("/v1/device", headers=weird).status_code == 401
+        forged = {"Authorization": f"Bearer {e.device_id}.".encode() + b"\xff" * 8}
+        assert c.get("/v1/device", headers=forged).status_code == 401
+        ok = c.get("/metrics", headers={"Authorization": "Bearer " + "m" * 20})
+    assert ok.status_code == 200 and "edge_agent_ingest" in ok.text
 
 
 def test_a_metrics_token_is_made_once_and_kept_owner_only(tmp_path: Path) -> None:
@@ -226,11 +217,15 @@ def _modes(db: Path) -> dict[str, int]:
     return {p.name: stat.S_IMODE(p.stat().st_mode) for p in files if p.exists()}
 
 
-def test_the_database_and_its_wal_are_owner_only(host: HostServer) -> None:
-    e = device(host)
-    with http(host, bearer(e)) as c:
-        assert _post(c, _batch([_record(1)])).status_code == 200
-    modes = _modes(host.root / "ingest.db")
+def test_the_database_and_its_wal_are_owner_only(tmp_path: Path) -> None:
+    """SQLite's files (PostgreSQL keeps its own, in its data folder)."""
+    host = HostServer(tmp_path / "host", make_cert(tmp_path)).start()
+    try:
+        with http(host, bearer(device(host))) as c:
+            assert _post(c, _batch([_record(1)])).status_code == 200
+        modes = _modes(host.root / "ingest.db")  # while open: the WAL is there
+    finally:
+        host.stop()
     assert set(modes) == {"ingest.db", "ingest.db-wal", "ingest.db-shm"}
     assert set(modes.values()) == {0o600}, modes
 

@@ -5,6 +5,7 @@ device's log through sync to a toolset it can rebuild from the schemas alone."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,11 @@ def incoming(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> IngestStore:
-    return IngestStore(tmp_path / "ingest.db")
+def store(store_url: str) -> Iterator[IngestStore]:
+    """An ingest store on each engine (tests/host/conftest.py)."""
+    store = IngestStore(store_url)
+    yield store
+    store.close()
 
 
 def test_schemas_are_stored_once_and_read_back(store: IngestStore) -> None:
@@ -74,8 +78,8 @@ def test_schemas_are_stored_once_and_read_back(store: IngestStore) -> None:
     assert store.toolset_schemas(fp) == THERMOSTAT
     assert store.toolsets() == {fp: THERMOSTAT, lights: LIGHTS}
     assert store.toolset_schemas("0" * 32) is None
-    rows = store.conn.execute("SELECT count(*) FROM toolsets").fetchone()[0]
-    assert rows == 2
+    with store.engine.transaction() as c:
+        assert c.execute("SELECT count(*) FROM toolsets").fetchone()[0] == 2
 
 
 def test_skills_count_records_and_old_records_are_home(store: IngestStore) -> None:
