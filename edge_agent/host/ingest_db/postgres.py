@@ -41,6 +41,10 @@ class PostgresEngine:
             raise ConfigError(
                 "a postgresql:// ingest store needs psycopg: pip install 'edge-agent[fleet]'"
             ) from exc
+        try:  # once by hand: a refused or misspelt URL fails now, with the server's reason
+            psycopg.connect(url, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            raise ConfigError(f"cannot reach the ingest database: {exc}") from exc
         self.pool = ConnectionPool(
             url,
             min_size=1,
