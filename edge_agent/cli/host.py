@@ -38,10 +38,17 @@ _keys_option = click.option(
 )  # fmt: skip
 
 
+DATABASE_URL_ENV = "EDGE_AGENT_HOST_DATABASE_URL"
+
+
 def _store() -> Any:
+    """The ingest store: PostgreSQL where $EDGE_AGENT_HOST_DATABASE_URL names one, else the
+    host folder's SQLite file."""
+    import os
+
     from edge_agent.host.ingest_store import IngestStore
 
-    return IngestStore(_host_dir() / "ingest.db")
+    return IngestStore(os.environ.get(DATABASE_URL_ENV) or _host_dir() / "ingest.db")
 
 
 @click.group()

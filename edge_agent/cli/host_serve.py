@@ -37,6 +37,12 @@ def _cli() -> Any:
     help="records per device and day",
 )
 @click.option(
+    "--batches-per-minute",
+    type=click.IntRange(min=1),
+    default=None,
+    help="per device, counted in the store so it holds across workers (default: no limit)",
+)
+@click.option(
     "--metrics-token",
     envvar="EDGE_AGENT_METRICS_TOKEN",
     default=None,
@@ -51,6 +57,12 @@ def _cli() -> Any:
     help="largest batch on the wire (a device's is 256 KiB at most by default)",
 )
 @click.option("--openapi", is_flag=True, help="serve /openapi.json (off: it maps the API)")
+@click.option(
+    "--database-url",
+    envvar="EDGE_AGENT_HOST_DATABASE_URL",
+    default=None,
+    help="postgresql://… : the ingest store every worker shares (default: SQLite in the host dir)",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -109,12 +121,16 @@ def _config(cert: Path, tuf_dir: Path, limits: dict[str, Any]) -> Any:
     return IngestConfig(
         db_path=_cli()._host_dir() / "ingest.db",
         cert_sha256=cert_fingerprint(cert),
-        quota=Quota(records_per_day=limits["quota_records"]),
+        quota=Quota(
+            records_per_day=limits["quota_records"],
+            batches_per_minute=limits["batches_per_minute"],
+        ),
         retention_days=limits["retention_days"],
         metrics_token=limits["metrics_token"] or _cli()._metrics_token(),
         tuf_dir=tuf_dir,
         max_body_bytes=limits["max_body_kb"] * 1024,
         openapi=limits["openapi"],
+        database_url=limits["database_url"],
     )
 
 

@@ -194,3 +194,31 @@ def test_forget_and_retention_leave_other_devices(stores: Callable[[], IngestSto
     with store.engine.transaction() as c:
         left = [c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("usage", "rate")]
     assert left == [0, 0]
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+def test_host_commands_use_the_database_url_from_the_environment(
+    store_url: str, monkeypatch: pytest.MonkeyPatch, edge_home: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from edge_agent.cli import cli
+
+    if store_url.startswith("postgresql://"):
+        monkeypatch.setenv("EDGE_AGENT_HOST_DATABASE_URL", store_url)
+    store = IngestStore(store_url)
+    try:
+        device_id, _, _ = store.redeem(store.create_token(60), 3600)
+        store.ingest(batch("k" * 16, [1, 2], device=device_id), Quota())
+    finally:
+        store.close()
+    sqlite_file = edge_home / "data" / "host" / "ingest.db"
+    if not store_url.startswith("postgresql://"):  # the default: the host folder's file
+        sqlite_file.parent.mkdir(parents=True)
+        Path(store_url).rename(sqlite_file)
+    run = CliRunner().invoke
+    assert f"{device_id}  2 records" in run(cli, ["host", "devices"]).output
+    assert "forgot" in run(cli, ["host", "forget", device_id]).output
+    assert run(cli, ["host", "devices", "--json"]).output.strip() == "[]"
