@@ -50,8 +50,9 @@ def _free_port() -> int:
 class PgServer:
     """One cluster for a test session; `database()` makes a fresh database and its URL."""
 
-    def __init__(self, bin_dir: Path) -> None:
-        self.bin = bin_dir
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
+        """`durable`: fsync and synchronous commits on, as a production server (benchmarks)."""
+        self.bin, self.durable = bin_dir, durable
         self.user = _unprivileged_user() if os.geteuid() == 0 else None
         # Not under pytest's tmp dir: its parents are 0700 root, which the cluster user can't enter
         self.root = Path(tempfile.mkdtemp(prefix="edge-pg-"))
@@ -64,8 +65,10 @@ class PgServer:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._run("initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
                   "--no-sync")  # fmt: skip
-        options = f"-c fsync=off -c full_page_writes=off -c synchronous_commit=off -p {self.port} "
-        options += f"-c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 "
+        options += f"-c unix_socket_directories={self.root}"
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
         self._run("pg_ctl", "start", "-w", "-D", self.data, "-l", self.root / "log", "-o", options)
         return self
 
