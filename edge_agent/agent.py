@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 ConfirmFn = Callable[[ToolCall, Decision], bool]
 ContextFn = Callable[[str, str | None], str | None]
-Failure = Literal["invalid_call", "step_limit", "cancelled", "repeated_call"]
+Failure = Literal["invalid_call", "step_limit", "cancelled", "repeated_call", "tool_error"]
 _FAILED = frozenset({"error", "invalid", "timeout", "denied"})
 RouteOverride = Literal["auto", "local", "remote"]
 
@@ -86,6 +86,13 @@ class AgentConfig(BaseModel):
         prompt.ANSWER_CHARS, ge=1, le=512, description="the decoder's cap on a plain answer"
     )
     repair_attempts: int = Field(1, ge=0)
+    retry_failed_calls: bool | None = Field(
+        None,
+        description="after a call fails (tool error or timeout) let the model try again; "
+        "None: yes on a base model, no on a trained adapter (the home adapter proposed the "
+        "failing call again in 22 of 24 such turns of the HA test split: a second generation "
+        "that doubled the turn for nothing)",
+    )
     tool_timeout_s: float = Field(5.0, gt=0)
     turn_deadline_s: float | None = Field(
         20.0, gt=0, description="a bound on a whole turn; past it: TurnTimeoutError (None: none)"
@@ -497,12 +504,19 @@ class Turn:
         if outcome.status == "ok" and self.agent.config.stop_after_call:
             self.result.answer = _spoken(outcome.result)
             return True
+        if outcome.status in ("error", "timeout") and not self._retries_failed_calls():
+            self._fail("tool_error", f"{call.name} failed: {outcome.error or outcome.status}")
+            return True
         self.tool_results_seen += 1
         self.messages += [
             Message(role="assistant", content=prompt.call_json(call, self.agent.toolset)),
             Message(role="tool", content=prompt.tool_result_content(outcome.result, outcome.error)),
         ]
         return False
+
+    def _retries_failed_calls(self) -> bool:
+        retry = self.agent.config.retry_failed_calls
+        return self.agent.adapter is None if retry is None else retry
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _record(

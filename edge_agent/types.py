@@ -132,8 +132,12 @@ class AgentResult(BaseModel):
     error: str | None = None
     # remote_error: the remote model failed after it had already acted; nothing ran twice.
     # repeated_call: the model proposed again a call that had failed in this turn.
+    # tool_error: a call failed and the model was not asked again (retry_failed_calls).
     failure: (
-        Literal["invalid_call", "step_limit", "cancelled", "remote_error", "repeated_call"] | None
+        Literal[
+            "invalid_call", "step_limit", "cancelled", "remote_error", "repeated_call", "tool_error"
+        ]
+        | None
     ) = None
     model: str
     adapter: str | None = None

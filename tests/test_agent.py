@@ -213,6 +213,26 @@ def test_a_failed_call_proposed_again_ends_the_turn():
     assert len(a.backend.requests) == 2
 
 
+def test_on_a_trained_adapter_a_failed_call_ends_the_turn_without_asking_again():
+    backend = ScriptedBackend([BROKEN, '{"answer": "never asked"}'])
+    backend.load_adapter("demo", "unused.gguf")
+    a = Agent(backend, TOOLS, adapter="demo")
+    result = a.run("read the sensor")
+    assert result.outcome == "failed" and result.failure == "tool_error"
+    assert "broken failed" in (result.error or "") and "sensor offline" in (result.error or "")
+    assert len(backend.requests) == 1  # no second generation
+
+
+@pytest.mark.parametrize(("adapter", "retry"), [("demo", True), (None, None)])
+def test_a_failed_call_goes_back_to_the_model_on_a_base_model_or_when_asked(adapter, retry):
+    backend = ScriptedBackend([BROKEN, '{"answer": "the sensor is offline"}'])
+    if adapter:
+        backend.load_adapter(adapter, "unused.gguf")
+    config = AgentConfig(retry_failed_calls=retry)
+    result = Agent(backend, TOOLS, adapter=adapter, config=config).run("read the sensor")
+    assert result.outcome == "answered" and result.answer == "the sensor is offline"
+
+
 def test_a_denied_call_proposed_again_ends_the_turn():
     unlock_front = '{"name": "unlock", "arguments": {"name": "front door"}}'
     note = '{"name": "read_note", "arguments": {}}'
