@@ -1,6 +1,7 @@
 """A quantized KV cache (q8_0) loads and generates with flash attention, and a profile asking
 for it without flash attention is refused before anything loads."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ PROFILE = (Path(__file__).parents[2] / "device_profiles" / "generic-x86-64.toml"
 
 
 def profile_dir(tmp_path: Path, kv: str, flash: bool) -> Path:
-    text = PROFILE.replace('kv_cache_type = "f16"', f'kv_cache_type = "{kv}"')
-    text = text.replace("flash_attention = false", f"flash_attention = {str(flash).lower()}")
+    text = re.sub(r'kv_cache_type = "\w+"', f'kv_cache_type = "{kv}"', PROFILE)
+    text = re.sub(r"flash_attention = \w+", f"flash_attention = {str(flash).lower()}", text)
     text = text.replace('name = "generic-x86-64"', 'name = "kv-test"')
     folder = tmp_path / "profiles"
     folder.mkdir(exist_ok=True)
@@ -62,3 +63,16 @@ def test_a_q8_0_cache_is_estimated_at_about_half_of_f16() -> None:
     entry = load_catalog().default()
     ratio = entry.kv_cache_mb(2048, "q8_0") / entry.kv_cache_mb(2048, "f16")
     assert ratio == pytest.approx(34 / 64)
+
+
+def test_a_model_whose_cache_cannot_be_q8_0_starts_with_f16(tmp_path, tiny_model, caplog) -> None:
+    """The shared tiny model's 16-wide heads cannot hold q8_0 blocks: the device still starts."""
+    folder = profile_dir(tmp_path, "q8_0", True)
+    settings = load_settings(
+        model=str(tiny_model.gguf_path), profile="kv-test", profiles_dir=folder, threads=1,
+        tools="none", log_enabled=False,
+    )  # fmt: skip
+    with open_runtime(settings) as rt:
+        hi = GenerationRequest(messages=[Message(role="user", content="hi")], max_tokens=4)
+        assert list(rt.backend.generate(hi))
+    assert "no q8_0 KV cache for this model; using f16" in caplog.text

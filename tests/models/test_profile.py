@@ -215,7 +215,9 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
 
 def test_invalid_field_names_the_file_and_field(tmp_path: Path) -> None:
     text = (resources.files("device_profiles") / "generic-x86-64.toml").read_text()
-    bad = _write_profile(tmp_path, "generic-x86-64", text.replace('"f16"', '"q5_1"'))
+    bad = _write_profile(
+        tmp_path, "generic-x86-64", text.replace('kv_cache_type = "q8_0"', 'kv_cache_type = "q5_1"')
+    )
     with pytest.raises(ConfigError) as info:
         load_profile("generic-x86-64", [tmp_path])
     assert str(bad) in str(info.value)
