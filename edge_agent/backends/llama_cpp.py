@@ -159,7 +159,7 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         self._seed = seed
         self.jump_forward = jump_forward  # feed schema-forced text in one batch; see module doc
         self.draft_tokens = draft_tokens  # prompt-lookup guesses per step; see module doc
-        self._llama = _load_with_kv(
+        self._llama, self.kv_cache_type = _load_with_kv(
             self._path,
             kv_cache_type,
             n_ctx=n_ctx,
@@ -537,19 +537,19 @@ def _kv_type(name: str) -> int:
         ) from None
 
 
-def _load_with_kv(path: Path, kv_cache_type: str, **options: Any) -> llama_cpp.Llama:
+def _load_with_kv(path: Path, kv_cache_type: str, **options: Any) -> tuple[llama_cpp.Llama, str]:
     """The model with its KV cache in ``kv_cache_type``, or in f16 where llama.cpp cannot
     quantize this model's cache (a q8_0 row is whole 32-value blocks: heads narrower than
     that are refused) — a bigger cache, never a device that cannot start."""
     kv = _kv_type(kv_cache_type)
     try:
-        return _load_llama(path, type_k=kv, type_v=kv, **options)
+        return _load_llama(path, type_k=kv, type_v=kv, **options), kv_cache_type
     except BackendError:
         if kv_cache_type == "f16":
             raise
     logger.warning("%s: no %s KV cache for this model; using f16", path.name, kv_cache_type)
     f16 = _kv_type("f16")
-    return _load_llama(path, type_k=f16, type_v=f16, **options)
+    return _load_llama(path, type_k=f16, type_v=f16, **options), "f16"
 
 
 def _load_llama(path: Path, **options: Any) -> llama_cpp.Llama:

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -151,7 +150,7 @@ def instrument_modules(probe: Probe) -> None:
     turn = agent_module.Turn
     turn._validated = probe.timed("validate", turn._validated)  # type: ignore[method-assign]
     agent_module.execute = probe.timed("tool", agent_module.execute)
-    agent_module._prompt = probe.timed("prompt", agent_module._prompt)
+    agent_module.turn_messages = probe.timed("prompt", agent_module.turn_messages)
     policy = agent_module.Policy  # pydantic: wrapped on the class, not the instance
     policy.decide_call = probe.timed("policy", policy.decide_call)  # type: ignore[method-assign]
 
@@ -166,6 +165,9 @@ def instrument_runtime(rt: Any, probe: Probe) -> None:
             setattr(b, attr, probe.timed(key, getattr(b, attr)))
     if hasattr(b, "_eval"):
         b._eval = probe.evals(b._eval)
+    if hasattr(b, "_eval_outputs"):  # a batch with draft tokens (prompt lookup)
+        outputs = b._eval_outputs
+        b._eval_outputs = lambda tokens, n_out: probe.evals(lambda t: outputs(t, n_out))(tokens)
     if hasattr(b, "_forced"):
         b._forced = probe.forced(b._forced)
     log = rt.log()
@@ -192,7 +194,7 @@ class Raw:
         from edge_agent.backends.llama_cpp import KV_CACHE_TYPES
 
         b, opts = rt.backend, rt.plan.backend_options()
-        kv = KV_CACHE_TYPES[opts.get("kv_cache_type", "f16")]
+        kv = KV_CACHE_TYPES[getattr(b, "kv_cache_type", opts.get("kv_cache_type", "f16"))]
         self.llama_cpp = llama_cpp
         self.llm = llama_cpp.Llama(
             model_path=str(b._path), n_ctx=b.n_ctx, n_threads=opts["n_threads"],
@@ -250,47 +252,107 @@ def _common_prefix(held: Any, prompt: list[int]) -> int:
 # -- one pass: rows x (agent, raw) at one thread count -----------------------------------------
 
 
+@dataclass
+class Side:
+    """One configuration under test: its runtime, its raw twin and what it measured."""
+
+    label: str
+    rt: Any
+    raw: Raw
+    config: Any  # the AgentConfig its agents run with
+    measured: list[dict] = field(default_factory=list)
+    preds: dict[str, Any] = field(default_factory=dict)
+
+
 def run_pass(
     args: argparse.Namespace, rows: list[Any], threads: int, probe: Probe
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """Each configuration (before/after, or just the current one) on the same rows, row by
+    row, their order alternating: one box state for all of them."""
+    sides = [open_side(args, label, threads, probe) for label in configs(args)]
+    skill = sides[0].rt.skill("home")
+    for side in sides:
+        one_row(side, probe, skill, rows[0])  # warm-up: pages, graphs; not counted
+        side.measured.clear()
+    started = time.perf_counter()
+    for i, row in enumerate(rows):
+        for side in sides if i % 2 == 0 else sides[::-1]:
+            one_row(side, probe, skill, row)
+        print(f"  threads {threads}: {i + 1}/{len(rows)} rows", file=sys.stderr)
+        if args.pass_budget_s and time.perf_counter() - started > args.pass_budget_s:
+            break  # a loaded box: the rows done so far, scored as such
+    wall = time.perf_counter() - started
+    return [close_side(side, rows, threads, wall) for side in sides]
+
+
+def configs(args: argparse.Namespace) -> list[str]:
+    return ["before", "after"] if args.compare else ["now"]
+
+
+def open_side(args: argparse.Namespace, label: str, threads: int, probe: Probe) -> Side:
+    """``before``: as this session started (n_ctx 4096, f16 KV without flash attention, a
+    failed call sent back to the model); ``after``/``now``: the shipped defaults."""
     from edge_agent.adapters.shipped import adapter_for
+    from edge_agent.agent import AgentConfig
     from edge_agent.runtime import open_runtime
-    from edge_agent.skills.home.evaluate import first_call
-    from edge_agent.skills.home.score import score
 
     overrides: dict[str, Any] = {"threads": threads}
     overrides |= {"model": str(args.model)} if args.model else {}
     overrides |= {"context_size": args.context_size} if args.context_size else {}
+    if label == "before":
+        overrides |= {"context_size": args.context_size or 4096, "profile": "before",
+                      "draft_tokens": 0, "profiles_dir": _before_profile()}  # fmt: skip
     rt = open_runtime(**overrides)
     adapter = rt.adapter_of("home")
     shipped = adapter_for("home", rt.backend.identity) if adapter else None
     raw = Raw(rt, shipped.verified_path() if shipped else None)
     instrument_runtime(rt, probe)
-    skill = rt.skill("home")
-    one_row(rt, raw, probe, skill, rows[0])  # warm-up: pages, graphs; not counted
-    measured, preds = [], {}
-    started = time.perf_counter()
-    for i, row in enumerate(rows):
-        rec, result = one_row(rt, raw, probe, skill, row)
-        measured.append(rec)
-        preds[row.id] = first_call(result)
-        print(f"  threads {threads}: {i + 1}/{len(rows)} rows", file=sys.stderr)
-        if args.pass_budget_s and time.perf_counter() - started > args.pass_budget_s:
-            break  # a loaded box: the rows done so far, scored as such
-    rss_now = _rss_mb()
-    raw.close()
-    meta = {"threads": threads, "n_ctx": rt.plan.context_size, "adapter": adapter,
+    config = AgentConfig(area=rt.settings.area, stop_after_call=adapter is not None,
+                         turn_deadline_s=None)  # fmt: skip
+    if label == "before":
+        config = config.model_copy(update={"retry_failed_calls": True})
+    return Side(label, rt, raw, config)
+
+
+def _before_profile() -> Path:
+    """generic-x86-64 as it was: KV cache in f16, flash attention off."""
+    import re
+
+    from edge_agent.models.profile import load_profile
+
+    text = (Path(load_profile.__code__.co_filename).parents[2] / "device_profiles"
+            / "generic-x86-64.toml").read_text()  # fmt: skip
+    text = re.sub(r'kv_cache_type = "\w+"', 'kv_cache_type = "f16"', text)
+    text = re.sub(r"flash_attention = \w+", "flash_attention = false", text)
+    text = text.replace('name = "generic-x86-64"', 'name = "before"')
+    folder = Path(tempfile.mkdtemp(prefix="bench-turn-profile-"))
+    (folder / "before.toml").write_text(text)
+    return folder
+
+
+def close_side(side: Side, rows: list[Any], threads: int, wall: float) -> dict[str, Any]:
+    from edge_agent.skills.home.score import score
+
+    rt = side.rt
+    meta = {"label": side.label, "threads": threads, "n_ctx": rt.plan.context_size,
+            "adapter": rt.adapter_of("home"), "model": rt.model_name, "wall_s": wall,
             "kv_cache_type": rt.plan.backend_options().get("kv_cache_type"),
-            "model": rt.model_name, "rss_mb_loaded": rss_now}  # fmt: skip
+            "flash_attn": rt.plan.backend_options().get("flash_attn"),
+            "draft_tokens": rt.plan.backend_options().get("draft_tokens", 0),
+            "retry_failed_calls": side.config.retry_failed_calls,
+            "rss_mb_loaded": _rss_mb()}  # fmt: skip
+    side.raw.close()
     rt.close()
-    report = score(preds, rows[: len(measured)])
-    return summarize(measured, report, meta | {"wall_s": time.perf_counter() - started})
+    done = [r for r in rows if r.id in side.preds]
+    return summarize(side.measured, score(side.preds, done), meta)
 
 
-def one_row(rt: Any, raw: Raw, probe: Probe, skill: Any, row: Any) -> tuple[dict, Any]:
+def one_row(side: Side, probe: Probe, skill: Any, row: Any) -> None:
+    from edge_agent.skills.home.evaluate import first_call
     from edge_agent.skills.home.toolset import home_toolset
 
-    agent = rt.agent(home_toolset(inventory=row.inventory()), skill=skill)
+    rt, raw = side.rt, side.raw
+    agent = rt.agent(home_toolset(inventory=row.inventory()), skill=skill, config=side.config)
     instrument_agent(agent, probe)
     probe.reset()
     t0 = time.perf_counter()
@@ -299,7 +361,8 @@ def one_row(rt: Any, raw: Raw, probe: Probe, skill: Any, row: Any) -> tuple[dict
     snap = Snapshot(dict(probe.ms), dict(probe.n), list(probe.gens))
     expected = [rt.backend.tokenize_prompt(g.messages) for g in snap.gens]  # outside timing
     replays = [raw.replay(g.messages, g.out, e) for g, e in zip(snap.gens, expected, strict=True)]
-    return row_record(row, result, wall, snap, replays), result
+    side.measured.append(row_record(row, result, wall, snap, replays))
+    side.preds[row.id] = first_call(result)
 
 
 @dataclass
@@ -377,24 +440,38 @@ def _rss_mb() -> float:
 # -- cold start in a fresh process -------------------------------------------------------------
 
 
-def cold_start(args: argparse.Namespace, threads: int) -> dict[str, Any]:
-    """`edge-agent run` in a fresh process and home: start → its output (printed once the
-    call is validated and run), exit, and the child's peak RSS."""
-    cli = shutil.which("edge-agent") or str(Path(sys.executable).parent / "edge-agent")
+def cold_starts(args: argparse.Namespace, threads: int) -> dict[str, dict[str, Any]]:
+    """`edge-agent run` in a fresh process, per source tree (``--before-tree``: the code as
+    it was, then this one), runs alternating: start → its output (printed once the call is
+    validated and run), exit, and the child's peak RSS. Each tree's first run warms its home
+    (the model's hash is checked once per home) and is not counted."""
+    here = str(Path(__file__).resolve().parents[2])
+    trees = {"before": str(args.before_tree), "after": here} if args.before_tree else {"now": here}
+    homes = {label: tempfile.mkdtemp(prefix=f"bench-turn-cold-{label}-") for label in trees}
     text, area = COLD_COMMAND
-    argv = [cli, "run", text, "--area", area, "--yes", "--json", "--threads", str(threads)]
+    argv = [sys.executable, "-m", "edge_agent", "run", text, "--area", area, "--yes", "--json",
+            "--threads", str(threads)]  # fmt: skip
     argv += ["--model", str(args.model)] if args.model else []
     argv += ["--context-size", str(args.context_size)] if args.context_size else []
-    runs = [_time_child(argv) for _ in range(args.cold_reps)]
+    runs: dict[str, list[dict]] = {label: [] for label in trees}
+    for rep in range(args.cold_reps + 1):
+        for label, tree in trees.items():
+            run = _time_child(argv, tree, homes[label])
+            if rep:
+                runs[label].append(run)
+    return {label: _cold_summary(argv, threads, done) for label, done in runs.items()}
+
+
+def _cold_summary(argv: list[str], threads: int, runs: list[dict]) -> dict[str, Any]:
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
-    return {"command": " ".join(["edge-agent", *argv[1:]]), "threads": threads,
+    return {"command": " ".join(["edge-agent", *argv[3:]]), "threads": threads,
             "reps": len(runs), "first_output_ms": med("first_ms"), "exit_ms": med("exit_ms"),
             "turn_latency_ms": med("latency_ms"), "peak_rss_mb": med("rss_mb"),
             "outcome": runs[-1]["outcome"], "runs": runs}  # fmt: skip
 
 
-def _time_child(argv: list[str]) -> dict[str, Any]:
-    env = dict(os.environ, EDGE_AGENT_HOME=tempfile.mkdtemp(prefix="bench-turn-cold-"))
+def _time_child(argv: list[str], tree: str, home: str) -> dict[str, Any]:
+    env = dict(os.environ, EDGE_AGENT_HOME=home, PYTHONPATH=tree)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None and proc.stderr is not None
@@ -448,21 +525,31 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"machine: {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}; {m['date']}",
              f"load average (1/5/15 min): start {result['load_start']}, end {result['load_end']}",
              f"rows: {_rows_done(passes)} of the HA test split; model {passes[0]['model']}, "
-             f"adapter {passes[0]['adapter']}, n_ctx {passes[0]['n_ctx']}, "
-             f"KV {passes[0]['kv_cache_type']}", ""]  # fmt: skip
+             f"adapter {passes[0]['adapter']}", ""]  # fmt: skip
+    lines += [f"- {_col(p)}: n_ctx {p['n_ctx']}, KV {p['kv_cache_type']}, flash attention "
+              f"{p['flash_attn']}, draft tokens {p['draft_tokens']}, a failed call "
+              f"{'sent back to the model' if p['retry_failed_calls'] else 'ends the turn'}"
+              for p in passes] + [""]  # fmt: skip
     lines += _headline(passes) + [""] + _stage_table(passes) + [""] + _token_table(passes)
-    if result.get("cold"):
-        lines += [""] + _cold_lines(result["cold"], result.get("importtime"))
+    for label, cold in result.get("cold", {}).items():
+        lines += [""] + _cold_lines(label, cold)
+    if result.get("importtime"):
+        lines += [_import_line(result["importtime"])]
     return "\n".join(lines)
 
 
+def _col(p: dict) -> str:
+    where = f"{p['threads']} thread(s)"
+    return where if p["label"] == "now" else f"{p['label']}, {where}"
+
+
 def _rows_done(passes: list[dict]) -> str:
-    return ", ".join(f"{p['rows']} at {p['threads']} thread(s) ({p['wall_s']:.0f} s)"
+    return ", ".join(f"{p['rows']} at {_col(p)} ({p['wall_s']:.0f} s for the pass)"
                      for p in passes)  # fmt: skip
 
 
 def _headline(passes: list[dict]) -> list[str]:
-    head = "| figure | " + " | ".join(f"{p['threads']} thread(s)" for p in passes) + " |"
+    head = "| figure | " + " | ".join(_col(p) for p in passes) + " |"
     out = [head, "|---|" + "---:|" * len(passes)]
 
     def row(label: str, cell: Callable[[dict], str]) -> None:
@@ -485,7 +572,7 @@ def _pq(p: dict, key: str) -> str:
 
 def _stage_table(passes: list[dict]) -> list[str]:
     head = "| agent stage, mean / p50 ms per turn | " + " | ".join(
-        f"{p['threads']} thread(s)" for p in passes) + " |"  # fmt: skip
+        _col(p) for p in passes) + " |"  # fmt: skip
     out = [head, "|---|" + "---:|" * len(passes)]
     for key, label in STAGES:
         cells = [f"{p['stages'][key]['mean_ms']:.1f} / {p['stages'][key]['p50_ms']:.1f}"
@@ -506,23 +593,25 @@ def _token_table(passes: list[dict]) -> list[str]:
               ("decode_eval_calls", "decode evals after the prompt"),
               ("generations", "generations per turn"),
               ("raw_greedy_agrees", "raw greedy pick = agent token")]  # fmt: skip
-    head = "| per turn, mean | " + " | ".join(f"{p['threads']} thread(s)" for p in passes) + " |"
+    head = "| per turn, mean | " + " | ".join(_col(p) for p in passes) + " |"
     out = [head, "|---|" + "---:|" * len(passes)]
     for key, label in labels:
         out.append(f"| {label} | " + " | ".join(f"{p['mean'][key]:.1f}" for p in passes) + " |")
     return out
 
 
-def _cold_lines(cold: dict, imports: dict | None) -> list[str]:
-    out = [f"cold start ({cold['command']}, median of {cold['reps']}, fresh process and home): "
-           f"first output {cold['first_output_ms']:.0f} ms, exit {cold['exit_ms']:.0f} ms, "
-           f"turn latency inside {cold['turn_latency_ms']:.0f} ms, outcome {cold['outcome']}, "
-           f"peak RSS of `edge-agent run` {cold['peak_rss_mb']:.0f} MB"]  # fmt: skip
-    if imports:
-        top = ", ".join(f"{n} {ms:.0f}" for n, ms in imports["top"])
-        out.append(f"imports of that command (python -X importtime): {imports['total_ms']:.0f} ms "
-                   f"in all; heaviest top-level (cumulative ms): {top}")  # fmt: skip
-    return out
+def _cold_lines(label: str, cold: dict) -> list[str]:
+    return [f"cold start, {label} ({cold['command']}, median of {cold['reps']}, fresh process, "
+            f"warm home): first output {cold['first_output_ms']:.0f} ms, exit "
+            f"{cold['exit_ms']:.0f} ms, turn latency inside {cold['turn_latency_ms']:.0f} ms, "
+            f"outcome {cold['outcome']}, peak RSS of `edge-agent run` "
+            f"{cold['peak_rss_mb']:.0f} MB"]  # fmt: skip
+
+
+def _import_line(imports: dict) -> str:
+    top = ", ".join(f"{n} {ms:.0f}" for n, ms in imports["top"])
+    return (f"imports of that command now (python -X importtime): {imports['total_ms']:.0f} ms "
+            f"in all; heaviest top-level (cumulative ms): {top}")  # fmt: skip
 
 
 def write(result: dict[str, Any], text: str, out: Path) -> None:
@@ -549,6 +638,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stop a thread count's pass after this many seconds (0: no limit)",
     )
     ap.add_argument("--cold-reps", type=int, default=3, help="0: skip the cold start")
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the configuration as it was (before) beside today's (after)",
+    )
+    ap.add_argument(
+        "--before-tree",
+        type=Path,
+        default=None,
+        help="a checkout of the code as it was, for the cold start's before",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for turn.md/turn.json")
     ap.add_argument("--json", action="store_true", help="print the JSON, not the table")
     return ap.parse_args(argv)
@@ -566,11 +666,11 @@ def main(argv: list[str] | None = None) -> int:
                               "load_start": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
     # Cold start first, while this process is small (see bench_runtime.py on ru_maxrss).
     if args.cold_reps:
-        result["cold"] = cold_start(args, threads[0])
+        result["cold"] = cold_starts(args, threads[0])
         result["importtime"] = import_time(args, threads[0])
     probe = Probe()
     instrument_modules(probe)
-    result["passes"] = [run_pass(args, rows, t, probe) for t in threads]
+    result["passes"] = [side for t in threads for side in run_pass(args, rows, t, probe)]
     result["load_end"] = [round(x, 2) for x in os.getloadavg()]
     text = render(result)
     write(result, text, args.out)
