@@ -473,7 +473,9 @@ def _cold_summary(argv: list[str], threads: int, runs: list[dict]) -> dict[str, 
 def _time_child(argv: list[str], tree: str, home: str) -> dict[str, Any]:
     env = dict(os.environ, EDGE_AGENT_HOME=home, PYTHONPATH=tree)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # cwd: `python -m` puts the working folder first on sys.path, before PYTHONPATH
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=tree)  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.read(1)
     first_ms = (time.perf_counter() - start) * 1000
