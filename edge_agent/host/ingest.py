@@ -27,13 +27,16 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import hashlib
 import hmac
 import json
 import os
 import pickle
 import re
+import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -186,7 +189,17 @@ def app_from_env() -> FastAPI:
     if not isinstance(config, IngestConfig):
         raise ConfigError(f"{os.environ[_WORKER_CONFIG_ENV]} holds no ingest config")
     atexit.register(forget_worker, os.getpid())
+    _stop_with_parent()
     return create_app(config)
+
+
+def _stop_with_parent() -> None:
+    """A worker whose supervisor was killed outright stops too (SIGTERM from the kernel),
+    rather than keep serving the port on its own (Linux only: elsewhere it keeps serving)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 _WORKER_CONFIG_ENV = "EDGE_INGEST_WORKER_CONFIG"

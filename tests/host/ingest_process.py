@@ -56,6 +56,7 @@ class IngestProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
     log: list[str] = field(default_factory=list)
+    _reader: threading.Thread = field(init=False)
 
     @property
     def url(self) -> str:
@@ -71,7 +72,8 @@ class IngestProcess:
         }
         argv = [sys.executable, "-m", "tests.host.ingest_process", json.dumps(args)]
         self.proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read_log, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
         self._wait_until_up()
         return self
 
@@ -145,9 +147,21 @@ class IngestProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            workers = self.worker_pids() if self.workers > 1 else []
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # no orphans: a killed parent leaves its workers
+                for pid in [*workers, self.proc.pid]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self._reader.join(timeout=30)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
 
 
 class SlowPost:
@@ -169,7 +183,8 @@ class SlowPost:
         """Sends the rest; the answer's status, or None when the connection closed unanswered."""
         try:
             self.sock.sendall(self.rest)
-            status_line = self.sock.makefile("rb").readline()
+            with self.sock.makefile("rb") as answer:
+                status_line = answer.readline()
         except (OSError, ssl.SSLError):
             return None
         finally:
