@@ -13,15 +13,19 @@ import argparse
 import itertools
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from edge_agent.sync import wire
-from tests.host.ingest_process import IngestProcess, batch_body
-from tests.sync_support import make_cert
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the tests' ingest process and certificates
+
+from edge_agent.sync import wire  # noqa: E402
+from tests.host.ingest_process import IngestProcess, batch_body  # noqa: E402
+from tests.sync_support import make_cert  # noqa: E402
 
 
 def _push_all(host: IngestProcess, credential: str, args: argparse.Namespace) -> float:
