@@ -12,6 +12,7 @@ import click
 from edge_agent.cli._common import echo_json, json_option, settings_from
 from edge_agent.cli.host_serve import serve
 from edge_agent.cli.host_skills import report, skills
+from edge_agent.cli.host_train import check_jobs, job_options, train_all_skills
 
 
 def _host_dir() -> Path:
@@ -319,6 +320,7 @@ def _target(text: str) -> Any:
               help="also write an .onnx_adapter (default: if a --profile runs onnx)")  # fmt: skip
 @click.option("--cluster/--no-cluster", default=True, show_default=True,
               help="cluster the requests (their centroids travel with the adapter)")  # fmt: skip
+@job_options
 @json_option
 def train(
     *,
@@ -338,6 +340,7 @@ def train(
     onnx_adapter: bool | None,
     cluster: bool,
     as_json: bool,
+    jobs: dict[str, Any],
     **overrides: Any,
 ) -> None:
     """Curate → fine-tune a LoRA → export to GGUF → gate it through llama.cpp, per skill."""
@@ -347,18 +350,24 @@ def train(
     per_skill = from_store or skill is not None or all_skills
     _check_sources(rows=rows, interactions=interactions, per_skill=per_skill, skill=skill,
                    all_skills=all_skills, eval_on=eval_on, incumbent=incumbent)  # fmt: skip
+    check_jobs(jobs, all_skills)
     config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     onnx = _targets_onnx(profiles) if onnx_adapter is None else onnx_adapter
+    if all_skills:  # a job per skill with new data, in this process or on Ray
+        from edge_agent.host.flywheel import MIN_TRAIN
+
+        return train_all_skills(jobs, min_train=min_train or MIN_TRAIN, out=out, model=model,
+                                margin=margin, publish_it=publish_it, profiles=profiles,
+                                onnx=onnx, cluster=cluster, as_json=as_json,
+                                config=config)  # fmt: skip
     if per_skill:
         from edge_agent.cli.host_skills import train_skills
         from edge_agent.host.curate import LEGACY_SKILL
-        from edge_agent.host.flywheel import MIN_TRAIN
 
-        names = None if all_skills else [skill or LEGACY_SKILL]
-        train_skills(names, min_train=(min_train or MIN_TRAIN) if all_skills else 1,
-                     eval_on=eval_on, out=out, model=model, incumbent=incumbent, margin=margin,
-                     publish_it=publish_it, profiles=profiles, onnx=onnx, cluster=cluster,
-                     as_json=as_json, config=config)  # fmt: skip
+        train_skills([skill or LEGACY_SKILL], min_train=1, eval_on=eval_on, out=out,
+                     model=model, incumbent=incumbent, margin=margin, publish_it=publish_it,
+                     profiles=profiles, onnx=onnx, cluster=cluster, as_json=as_json,
+                     config=config)  # fmt: skip
         return
     curated = gather(rows=rows, interactions=interactions, eval_on=eval_on)
     model_path = _model_path(model)

@@ -147,7 +147,7 @@ def _turn(plan: Any, model_path: Path, **options: Any) -> dict[str, Any]:
         progress=not as_json, n_ctx=settings_from().context_size or 4096,
         onnx_adapter=options["onnx"],
     )  # fmt: skip
-    result.summary["incumbent_release"] = release
+    result.summary |= {"incumbent_release": release, "data_snapshot": plan.snapshot.to_dict()}
     if clustering is not None:
         result.summary["clusters"] = cluster_overview(clustering)
     if options["publish_it"] and result.promoted:

@@ -28,17 +28,46 @@ from edge_agent.host.skill_data import (
 from edge_agent.settings import Settings
 
 if TYPE_CHECKING:
+    from edge_agent.adapters.release import AdapterRelease
     from edge_agent.host.publish import AdapterRepository
 
-__all__ = ["MIN_TRAIN", "SkillPlan", "incumbent_for", "plan_skill", "plan_skills"]
+__all__ = [
+    "MIN_TRAIN",
+    "DataSnapshot",
+    "SkillPlan",
+    "incumbent_for",
+    "new_data_since",
+    "plan_skill",
+    "plan_skills",
+]
 
 MIN_TRAIN = 10  # `--all` skips a skill with fewer training rows than this
+
+
+@dataclass(frozen=True)
+class DataSnapshot:
+    """What a skill's labelled rows were when it was planned: how many, and when the newest
+    was recorded. A release keeps its training data's (``gate["data_snapshot"]``), so
+    `--all` can tell whether a skill has new data since then (`new_data_since`)."""
+
+    rows: int = 0
+    newest: float = 0.0  # recorded_at of the newest labelled row (0: none)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "newest": self.newest}
+
+    @classmethod
+    def of(cls, data: SkillData, turns: Sequence[StoredTurn]) -> DataSnapshot:
+        labelled = {r.id for r in data.records}
+        times = [t.recorded_at for t in turns if t.interaction.id in labelled]
+        return cls(len(data.records), max(times, default=0.0))
 
 
 @dataclass
 class SkillPlan:
     name: str
     data: SkillData
+    snapshot: DataSnapshot = field(default_factory=DataSnapshot)
     curated: Curated | None = None  # None: no tools to write its examples against
     task: SkillTask | None = None
     skipped: str | None = None  # why it cannot be trained now (None: it can)
@@ -101,7 +130,7 @@ def _plan(
     min_train: int,
 ) -> SkillPlan:
     data = skill_data(name, turns, store, settings)
-    plan = SkillPlan(name, data)
+    plan = SkillPlan(name, data, DataSnapshot.of(data, turns))
     if data.toolset is None:
         plan.skipped = "no tool schemas: its turns logged none and this host does not know it"
         return plan
@@ -139,3 +168,15 @@ def incumbent_for(
     if release.base_identity != identity_of(read_header(model_path)).as_dict():
         return None, None  # trained for another base: the bare base is this one's incumbent
     return repository.adapter_file(release), release.name
+
+
+def new_data_since(plan: SkillPlan, release: AdapterRelease | None) -> bool:
+    """Whether `plan` holds labelled rows its skill's `release` was not trained on: more rows,
+    or a newer one, than the release's data snapshot. A release without one (published
+    before snapshots were kept) or no release at all: yes. Rows removed since (`host
+    forget`, retention) alone are no new data."""
+    old = (release.gate.get("data_snapshot") if release is not None else None) or None
+    if not isinstance(old, dict):
+        return True
+    then = DataSnapshot(int(old.get("rows", 0)), float(old.get("newest", 0.0)))
+    return plan.snapshot.rows > then.rows or plan.snapshot.newest > then.newest

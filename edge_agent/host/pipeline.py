@@ -259,6 +259,11 @@ def _summary(
     }  # fmt: skip
 
 
+# what a release keeps of its turn's summary: the gate's verdict and the data snapshot the
+# adapter was trained on (`flywheel.new_data_since`)
+_RELEASE_GATE = ("candidate", "incumbent", "reason", "data_snapshot")
+
+
 def canary_set(curated: Curated, size: int = 8) -> list[CanaryCall]:
     """A few labelled validation requests (never the eval set) the device re-checks."""
     records = sorted(curated.validation, key=lambda r: r.id)[:size]
@@ -291,7 +296,7 @@ def publish_turn(
         name=f"{skill}-v{version}", skill=skill, version=version,
         base_identity=identity_of(read_header(model_path)).as_dict(),
         target_profiles=list(profiles), canary=canary_set(curated),
-        gate={k: v for k, v in turn.summary.items() if k in ("candidate", "incumbent", "reason")},
+        gate={k: v for k, v in turn.summary.items() if k in _RELEASE_GATE},
         **(clusters.release_fields() if clusters else {}),
     )  # fmt: skip
     repository.publish(turn.adapter, release)
