@@ -39,7 +39,14 @@ sys.path.insert(0, str(ROOT))  # the tests' fault proxy, PostgreSQL helper and t
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from fleet_sim_device import Batch, Pusher, Tally, device_records, enroll_all, prepare  # noqa: E402
-from fleet_sim_stack import HostProcess, ProxyProcess, check_store, start_postgres  # noqa: E402
+from fleet_sim_stack import (  # noqa: E402
+    CpuClock,
+    HostProcess,
+    ProxyProcess,
+    check_store,
+    postmaster_pid,
+    start_postgres,
+)
 
 from edge_agent.host.tls import self_signed  # noqa: E402
 from edge_agent.sync import Backoff  # noqa: E402
@@ -185,9 +192,13 @@ def run_one(fleet: Fleet, store: str, workers: int) -> dict[str, Any]:
             proxy = ProxyProcess(host.port, cert, fault_weights(args.fault_rate))
         backoff = Backoff(args.backoff_base, args.backoff_cap)
         pusher = Pusher(proxy.url if proxy else host.url, Tally(), backoff, args.fault_rate)
-        started = time.perf_counter()
+        pids = {"devices": os.getpid(), "proxy": proxy.proc.pid if proxy else None,
+                "workers": host.proc.pid if host.proc else None,
+                "postgresql": postmaster_pid(fleet.pg) if url else None}  # fmt: skip
+        cpu, started = CpuClock(pids, alone=["devices"]), time.perf_counter()
         asyncio.run(push_all(pusher, enrollments, batches, args.concurrency))
         seconds = time.perf_counter() - started
+        cpu_s = cpu.elapsed()
         host_5xx = host.errors_5xx()
     finally:
         faults = proxy.stop() if proxy else {}
@@ -198,7 +209,7 @@ def run_one(fleet: Fleet, store: str, workers: int) -> dict[str, Any]:
                host_5xx=host_5xx, acknowledged=acknowledged)  # fmt: skip
     row.update(lost=check.lost, duplicated=check.duplicated, stored=check.stored,
                unacknowledged=check.unacknowledged, faults=faults)  # fmt: skip
-    row["home"], row["database_url"] = str(host.home), url
+    row["cpu_s"], row["home"], row["database_url"] = cpu_s, str(host.home), url
     print(f"  {_line(row)}", flush=True)
     return row
 
@@ -238,6 +249,20 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     head = "| " + " | ".join(t for t, _ in COLUMNS) + " |"
     rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
     lines = ["| " + " | ".join(str(r[k]) for _, k in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule, *lines])
+
+
+def cpu_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Where the CPU went while the devices pushed: seconds per part, beside the wall time."""
+    parts = ("devices", "proxy", "workers", "postgresql")
+    head = "| store | workers | wall s | " + " | ".join(f"CPU s {p}" for p in parts) + " |"
+    rule = "|" + "|".join("---" for _ in range(3 + len(parts))) + "|"
+    lines = [
+        f"| {r['store']} | {r['workers']} | {r['seconds']} | "
+        + " | ".join(str(r["cpu_s"].get(p, "-")) for p in parts)
+        + " |"
+        for r in rows
+    ]
     return "\n".join([head, rule, *lines])
 
 
@@ -286,12 +311,13 @@ def write(out: Path, args: argparse.Namespace, rows: list[dict[str, Any]], notes
         f"({', '.join(FAULTS)}; as many acknowledged batches re-sent with their key)"
     )
     text = "\n\n".join(["# Fleet simulator (scripts/fleet_sim.py)", setup,
-                        f"CPU budget: {cpu_budget(args)}", table(rows), *notes])  # fmt: skip
+                        f"CPU budget: {cpu_budget(args)}", table(rows),
+                        "While the devices pushed:", cpu_table(rows), *notes])  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
+    out.with_name(out.name + ".md").write_text(text + "\n")
     public = [{k: v for k, v in r.items() if k not in ("home", "database_url")} for r in rows]
     summary = {"setup": setup, "cpu_budget": cpu_budget(args), "rows": public, "notes": notes}
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    out.with_name(out.name + ".json").write_text(json.dumps(summary, indent=2) + "\n")
     return text
 
 

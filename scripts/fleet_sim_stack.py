@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -193,3 +193,47 @@ def check_store(target: str, acknowledged: Mapping[str, set[str]]) -> Check:
         duplicated=sum(int(n) - 1 for _, _, n in rows),
         unacknowledged=len(stored - acked),
     )
+
+
+class CpuClock:
+    """CPU seconds (user + system) each part of the simulation used between two readings:
+    a process and its descendants (the workers under `host serve`, the backends under
+    PostgreSQL's postmaster), or, for the names in `alone`, the process by itself (the
+    devices' process is the parent of the others)."""
+
+    def __init__(self, parts: Mapping[str, int | None], alone: Sequence[str] = ()) -> None:
+        self.parts = {name: pid for name, pid in parts.items() if pid is not None}
+        self.alone = set(alone)
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        import psutil
+
+        used = {}
+        for name, pid in self.parts.items():
+            with contextlib.suppress(psutil.Error):
+                top = psutil.Process(pid)
+                tree = [top] if name in self.alone else [top, *top.children(recursive=True)]
+                used[name] = sum(_cpu(p) for p in tree)
+        return used
+
+    def elapsed(self) -> dict[str, float]:
+        now = self._read()
+        return {name: round(now[name] - self.start.get(name, 0.0), 1) for name in now}
+
+
+def _cpu(process: Any) -> float:
+    import psutil
+
+    try:
+        times = process.cpu_times()
+    except psutil.Error:  # it exited meanwhile
+        return 0.0
+    return float(times.user + times.system)
+
+
+def postmaster_pid(pg: Any) -> int | None:
+    """The PostgreSQL server's main process (its data folder's postmaster.pid)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return int((pg.data / "postmaster.pid").read_text().split()[0])
+    return None
