@@ -195,6 +195,7 @@ def run_one(fleet: Fleet, store: str, workers: int) -> dict[str, Any]:
         pids = {"devices": os.getpid(), "proxy": proxy.proc.pid if proxy else None,
                 "workers": host.proc.pid if host.proc else None,
                 "postgresql": postmaster_pid(fleet.pg) if url else None}  # fmt: skip
+        load = os.getloadavg()[0]  # other work on the box: the numbers are shared with it
         cpu, started = CpuClock(pids, alone=["devices"]), time.perf_counter()
         asyncio.run(push_all(pusher, enrollments, batches, args.concurrency))
         seconds = time.perf_counter() - started
@@ -209,7 +210,8 @@ def run_one(fleet: Fleet, store: str, workers: int) -> dict[str, Any]:
                host_5xx=host_5xx, acknowledged=acknowledged)  # fmt: skip
     row.update(lost=check.lost, duplicated=check.duplicated, stored=check.stored,
                unacknowledged=check.unacknowledged, faults=faults)  # fmt: skip
-    row["cpu_s"], row["home"], row["database_url"] = cpu_s, str(host.home), url
+    row["cpu_s"], row["load_before"] = cpu_s, round(load, 1)
+    row["home"], row["database_url"] = str(host.home), url
     print(f"  {_line(row)}", flush=True)
     return row
 
@@ -255,10 +257,11 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 def cpu_table(rows: Sequence[dict[str, Any]]) -> str:
     """Where the CPU went while the devices pushed: seconds per part, beside the wall time."""
     parts = ("devices", "proxy", "workers", "postgresql")
-    head = "| store | workers | wall s | " + " | ".join(f"CPU s {p}" for p in parts) + " |"
-    rule = "|" + "|".join("---" for _ in range(3 + len(parts))) + "|"
+    head = "| store | workers | load avg before | wall s | "
+    head += " | ".join(f"CPU s {p}" for p in parts) + " |"
+    rule = "|" + "|".join("---" for _ in range(4 + len(parts))) + "|"
     lines = [
-        f"| {r['store']} | {r['workers']} | {r['seconds']} | "
+        f"| {r['store']} | {r['workers']} | {r['load_before']} | {r['seconds']} | "
         + " | ".join(str(r["cpu_s"].get(p, "-")) for p in parts)
         + " |"
         for r in rows
@@ -287,6 +290,7 @@ def train(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> str:
         return "training skipped: no PostgreSQL run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
     env.update(EDGE_AGENT_HOME=pg["home"], EDGE_AGENT_HOST_DATABASE_URL=pg["database_url"])
+    env.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster: no token in ~/.ray
     argv = [sys.executable, "-m", "edge_agent", "host", "train", "--all", "--ray", "local",
             "--out", str(Path(pg["home"]) / "flywheel"), *shlex.split(args.train_args)]  # fmt: skip
     help_text = subprocess.run(
