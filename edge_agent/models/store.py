@@ -70,13 +70,17 @@ class ModelStore:
             path = Path(src.path or "").expanduser()
         elif src.kind == "package_assemble":
             path = self.root / (src.file or "")
+        elif src.kind == "package_requantize":
+            path = self.root / f"{entry.name}.gguf"
         else:
             path = self._hf_cached(entry)
         return path if path and (path.is_file() or is_onnx_folder(path)) else None
 
     def is_available(self, entry: CatalogEntry) -> bool:
         src = entry.source
-        if src.kind == "package_assemble" and _package_dir(src.package or ""):
+        if src.kind in ("package_assemble", "package_requantize") and _package_dir(
+            src.package or ""
+        ):
             return True
         return self.local_path(entry) is not None
 
@@ -105,6 +109,8 @@ class ModelStore:
         src = entry.source
         if src.kind == "package_assemble" and self.local_path(entry) is None:
             self._assemble(entry)
+        if src.kind == "package_requantize" and self.local_path(entry) is None:
+            self._requantize(entry)
         path = self.local_path(entry)
         if path is None:
             raise ModelNotFoundError(_missing_message(entry))
@@ -174,6 +180,28 @@ class ModelStore:
             raise ModelNotFoundError(_missing_message(entry)) from None
         self.root.mkdir(parents=True, exist_ok=True)
         module.assemble(output_path=self.root / (src.file or ""))
+
+    def _requantize(self, entry: CatalogEntry) -> None:
+        """Build the entry from its packaged source, checked first; the result's hash is
+        pinned here (trust on first build, like a first hub pull) and verified after."""
+        from edge_agent.models.requantize import requantize_gguf
+
+        src = entry.source
+        base = _package_dir(src.package or "")
+        source = base / (src.file or "") if base else None
+        if source is None or not source.is_file():
+            raise ModelNotFoundError(_missing_message(entry))
+        if src.sha256 and sha256_file(source) != src.sha256:
+            raise InvalidModelFileError(
+                f"{source} is not the file {entry.name} is built from (sha256 differs); "
+                f"reinstall the {src.package} package"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = requantize_gguf(source, self.root / f"{entry.name}.gguf", entry.quantization,
+                               from_quantized=True)  # fmt: skip
+        pins = self._read_json("pins.json")
+        pins[entry.name] = sha256_file(path)
+        self._write_json("pins.json", pins)
 
     def _hf_cached(self, entry: CatalogEntry) -> Path | None:
         src = entry.source
