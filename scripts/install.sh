@@ -67,4 +67,4 @@ target="."
 echo "edge-agent installed in .venv (llama.cpp flags: ${cmake_args:-default})"
 
 # The integration tests' real Home Assistant, in its own virtualenv (cached): tests/homeassistant/
-if [[ "$extras" == "test" ]]; then scripts/install_hass.sh; fi
+if [[ "$extras" == "test" ]]; then scripts/install_hass.sh; scripts/install_postgres.sh; fi
