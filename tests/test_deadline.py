@@ -14,32 +14,11 @@ from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.errors import AgentError, TurnTimeoutError
 from edge_agent.tools import Toolset, tool
 from edge_agent.types import AgentResult, Effect
+from tests.deadline_support import FakeClock, SlowModel
 from tests.demo_tools import STATE, set_light
 
 KITCHEN_40 = '{"name": "set_light", "arguments": {"name": "kitchen", "brightness": 40}}'
 OUT_OF_RANGE = '{"name": "set_light", "arguments": {"name": "kitchen", "brightness": 400}}'
-
-
-class FakeClock:
-    """The turn's clock (Agent(clock=...)): seconds pass only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SlowModel(ScriptedBackend):
-    """ScriptedBackend whose every generation takes ``seconds`` on the fake clock."""
-
-    def __init__(self, responses: list[str], clock: FakeClock, seconds: float) -> None:
-        super().__init__(responses)
-        self.clock, self.seconds = clock, seconds
-
-    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
-        self.clock.now += self.seconds
-        yield from super().generate(request)
 
 
 class StoppedAtDeadline(Backend):
@@ -56,7 +35,7 @@ class StoppedAtDeadline(Backend):
         yield Done("", finish_reason="deadline")
 
 
-CLOCK = FakeClock()
+CLOCK = FakeClock(1000.0)
 RUNS: list[str] = []
 
 

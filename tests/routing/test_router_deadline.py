@@ -9,39 +9,17 @@ import pytest
 
 from edge_agent.agent import Agent, AgentConfig
 from edge_agent.anonymize import Anonymizer
-from edge_agent.backends.base import Chunk, GenerationRequest
-from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.errors import TurnTimeoutError
 from edge_agent.routing.remote import RemoteClient, RemoteConfig
 from edge_agent.routing.router import Router
 from edge_agent.tools import Toolset
 from edge_agent.types import AgentResult, Interaction, Message
+from tests.deadline_support import FakeClock, SlowModel
 from tests.demo_tools import STATE, set_light
 from tests.teacher_support import StandInTeacher, stand_in_teacher
 
 DEMO = Toolset("demo", [set_light], description="demo")
 LOCAL = '{"name": "set_light", "arguments": {"name": "kitchen", "brightness": 40}}'
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SlowModel(ScriptedBackend):
-    """The local model (ScriptedBackend, the test seam); each generation takes ``seconds``
-    on the agent's clock."""
-
-    def __init__(self, responses: list[str], clock: FakeClock, seconds: float) -> None:
-        super().__init__(responses)
-        self.clock, self.seconds = clock, seconds
-
-    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
-        self.clock.now += self.seconds
-        yield from super().generate(request)
 
 
 class MemoryLog:

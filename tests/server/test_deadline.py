@@ -11,42 +11,20 @@ import openai
 import pytest
 
 from edge_agent.agent import Agent, AgentConfig
-from edge_agent.backends.base import Chunk, GenerationRequest
-from edge_agent.backends.fake import ScriptedBackend
 from edge_agent.server.app import create_app, serve_in_thread
 from edge_agent.tools import Toolset
+from tests.deadline_support import FakeClock, SlowModel
 from tests.demo_tools import STATE, set_light
 
 DEMO = Toolset("demo", [set_light], description="lights")
 OUT_OF_RANGE = '{"name": "set_light", "arguments": {"name": "kitchen", "brightness": 400}}'
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SlowModel(ScriptedBackend):
-    """Each generation takes ten seconds on the agent's clock: the 15 s deadline passes
-    after the second."""
-
-    def __init__(self, responses: list[str], clock: FakeClock) -> None:
-        super().__init__(responses)
-        self.clock = clock
-
-    def generate(self, request: GenerationRequest) -> Iterator[Chunk]:
-        self.clock.now += 10
-        yield from super().generate(request)
-
-
 @pytest.fixture
 def url() -> Iterator[str]:
     STATE.clear()
     clock = FakeClock()
-    model = SlowModel([OUT_OF_RANGE] * 2 + ['{"answer": "hello"}'], clock)
+    model = SlowModel([OUT_OF_RANGE] * 2 + ['{"answer": "hello"}'], clock, seconds=10)
     config = AgentConfig(max_steps=4, repair_attempts=4, turn_deadline_s=15)
     agents = {"demo": Agent(model, DEMO, config=config, clock=clock)}
     with serve_in_thread(create_app(model, toolsets=agents, model_name="base")) as base:
