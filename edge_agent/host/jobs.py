@@ -164,8 +164,8 @@ class RayRunner:
         if ray.is_initialized():  # the caller's own Ray (a test's, a notebook's)
             return self
         try:
-            if self.address == "local":
-                ray.init(num_cpus=self.local_cpus, include_dashboard=False,
+            if self.address == "local":  # a new one, even beside a running cluster
+                ray.init(address="local", num_cpus=self.local_cpus, include_dashboard=False,
                          log_to_driver=False)  # fmt: skip
             else:
                 ray.init(address=self.address, log_to_driver=False)

@@ -64,7 +64,7 @@ def on_ray(home: Path, model: Path, config: TrainConfig, tag: str) -> dict[str, 
     import ray
 
     started = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     init = time.perf_counter() - started
     with RayRunner("local", JobResources(cpus=1, retries=0)) as runner:
         cold = run(home, model, runner, config, f"{tag}-cold")

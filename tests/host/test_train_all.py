@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,7 +59,7 @@ def ray_cluster() -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway cluster: no token in ~/.ray
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         yield
         ray.shutdown()
 
@@ -273,6 +275,19 @@ def test_a_skill_without_new_data_is_skipped(edge_home: Path, model: Path, tmp_p
     assert lines[1].startswith("published thermostat: thermostat-v2: ")
     latest = repository(edge_home).latest("thermostat")
     assert latest is not None and latest.gate["data_snapshot"]["rows"] == 41
+
+
+def test_ray_local_starts_a_cluster_here_and_stops_it(edge_home: Path, model: Path) -> None:
+    """`--ray local` in a fresh process: a Ray of its own (1 CPU), shut down at the end."""
+    env = os.environ | {"RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from edge_agent.cli import main; main()", "host", "train",
+         "--all", "--ray", "local", "--ray-cpus", "1", "--model", str(model)],
+        capture_output=True, text=True, timeout=300, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Started a local Ray instance" in done.stderr
+    assert done.stdout == "nothing to train: no device has synced a turn here yet\n"
 
 
 # --- bad input --------------------------------------------------------------------------------
