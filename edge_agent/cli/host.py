@@ -289,7 +289,8 @@ def _target(text: str) -> Any:
     "--skill", default=None, help="train this skill from the store (implies --from-store)"
 )
 @click.option("--all", "all_skills", is_flag=True,
-              help="train every skill in the store with enough data, each on its own")  # fmt: skip
+              help="a job per skill with enough data and new rows since its latest release "
+                   "(--ray: as Ray tasks)")  # fmt: skip
 @click.option("--min-train", type=int, default=None,
               help="--all skips a skill with fewer training rows (default 10)")  # fmt: skip
 @click.option("--rows", type=click.Choice(["split"]), default=None,
