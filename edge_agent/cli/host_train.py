@@ -16,9 +16,9 @@ JOB_KEYS = ("ray_address", "ray_cpus", "job_cpus", "job_gpus", "job_memory_gb", 
 
 _OPTIONS = (
     click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
-                 help="with --all, run each skill's job as a Ray task: a cluster's address "
-                      "(ray://HOST:10001 or HOST:6379), auto (the cluster this machine is "
-                      "in) or local (start one here); needs the fleet extra"),
+                 help="with --all, run each skill's job as a Ray task: the head's HOST:6379 "
+                      "(ray://HOST:10001 needs ray[client]), auto (the cluster this machine "
+                      "is in) or local (start one here); needs the fleet extra"),
     click.option("--ray-cpus", type=click.IntRange(min=1), default=None,
                  help="CPUs of a --ray local cluster (default: all of them)"),
     click.option("--job-cpus", type=click.FloatRange(min=0.5), default=1.0, show_default=True,

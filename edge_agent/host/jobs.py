@@ -172,7 +172,7 @@ class RayRunner:
         except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError, ...
             raise JobClusterError(
                 f"cannot reach a Ray cluster at {self.address!r}: {_one_line(exc)} "
-                "(give ray://HOST:10001, HOST:6379, auto or local)"
+                "(give HOST:6379, auto or local; ray://HOST:10001 needs ray[client])"
             ) from exc
         self._started = True
         return self
@@ -224,7 +224,7 @@ def _require_reachable(address: str, timeout_s: float = 5.0) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise JobClusterError(
-            f"--ray {address!r} is no address: give ray://HOST:10001, HOST:6379, auto or local"
+            f"--ray {address!r} is no address: give HOST:6379 (the head's port), auto or local"
         )
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
