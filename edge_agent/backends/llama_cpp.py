@@ -532,7 +532,7 @@ def _load_with_kv(path: Path, kv_cache_type: str, **options: Any) -> tuple[llama
     except BackendError:
         if kv_cache_type == "f16":
             raise
-    logger.warning("%s: no %s KV cache for this model; using f16", path.name, kv_cache_type)
+    logger.info("%s: no %s KV cache for this model; using f16", path.name, kv_cache_type)
     f16 = _kv_type("f16")
     return _load_llama(path, type_k=f16, type_v=f16, **options), "f16"
 

@@ -1,6 +1,7 @@
 """A quantized KV cache (q8_0) loads and generates with flash attention, and a profile asking
 for it without flash attention is refused before anything loads."""
 
+import logging
 import re
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def test_a_q8_0_cache_is_estimated_at_about_half_of_f16() -> None:
 
 def test_a_model_whose_cache_cannot_be_q8_0_starts_with_f16(tmp_path, tiny_model, caplog) -> None:
     """The shared tiny model's 16-wide heads cannot hold q8_0 blocks: the device still starts."""
+    caplog.set_level(logging.INFO, logger="edge_agent.backends.llama_cpp")
     folder = profile_dir(tmp_path, "q8_0", True)
     settings = load_settings(
         model=str(tiny_model.gguf_path), profile="kv-test", profiles_dir=folder, threads=1,
