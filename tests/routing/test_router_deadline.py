@@ -13,22 +13,13 @@ from edge_agent.errors import TurnTimeoutError
 from edge_agent.routing.remote import RemoteClient, RemoteConfig
 from edge_agent.routing.router import Router
 from edge_agent.tools import Toolset
-from edge_agent.types import AgentResult, Interaction, Message
 from tests.deadline_support import FakeClock, SlowModel
 from tests.demo_tools import STATE, set_light
+from tests.routing.routing_support import MemoryLog
 from tests.teacher_support import StandInTeacher, stand_in_teacher
 
 DEMO = Toolset("demo", [set_light], description="demo")
 LOCAL = '{"name": "set_light", "arguments": {"name": "kitchen", "brightness": 40}}'
-
-
-class MemoryLog:
-    def __init__(self) -> None:
-        self.items: list[Interaction] = []
-
-    def record(self, result: AgentResult, *, messages: list[Message], tools: object = None) -> str:
-        self.items.append(Interaction(result=result.model_copy(deep=True), messages=messages))
-        return result.id
 
 
 @pytest.fixture
