@@ -42,6 +42,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--first-layer", type=int, default=CONFIG.first_layer)
     ap.add_argument("--max-steps", type=int, default=None, help="stop early (speed probe)")
     ap.add_argument("--no-ha", action="store_true", help="synthetic rows only")
+    ap.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="GGUF to train on (the weights the devices run, e.g. a requantized "
+        "Q4_0); default: the catalog's default model",
+    )
     return ap.parse_args()
 
 
@@ -59,7 +66,7 @@ def main() -> int:
     started = time.perf_counter()
     data = records(args.synth, args.seed, not args.no_ha)
     data_s = time.perf_counter() - started
-    model_path = ModelStore(args.out / "models").ensure(load_catalog().default())
+    model_path = args.base or ModelStore(args.out / "models").ensure(load_catalog().default())
     tokenizer = Tokenizer(model_path)
     try:
         examples = build_examples(data, home_toolset(), tokenizer)
@@ -73,7 +80,8 @@ def main() -> int:
     adapter = export_adapter(trained.adapter_dir, model_path, args.out / "candidate.gguf")
     tokens = sum(len(e.input_ids) for e in examples) * min(args.epochs, 1.0)
     summary = {
-        "adapter": str(adapter), "rows": len(examples), "synth": args.synth, "seed": args.seed,
+        "adapter": str(adapter), "base": str(model_path), "rows": len(examples),
+        "synth": args.synth, "seed": args.seed,
         "ha_train": not args.no_ha, "config": config.to_dict(), "steps": trained.steps,
         "data_minutes": round(data_s / 60, 2), "train_minutes": round(trained.seconds / 60, 2),
         "cache_minutes": round(trained.cache_seconds / 60, 2),
