@@ -153,7 +153,13 @@ class ModelStore:
                 f"{path} has sha256 {actual[:12]}…, expected {expected[:12]}… for "
                 f"{entry.name}: the file is corrupt or was replaced; reinstall or re-pull it"
             )
-        memo[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": actual}
+        self._remember_verified(path, actual)
+
+    def _remember_verified(self, path: Path, sha256: str) -> None:
+        """The file's hash checked, until its size or mtime changes (no re-hash per start)."""
+        stat = path.stat()
+        memo = self._read_json("verified.json")
+        memo[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
         self._write_json("verified.json", memo)
 
     def _pin_from_hub(self, entry: CatalogEntry, path: Path) -> None:
@@ -199,9 +205,11 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         path = requantize_gguf(source, self.root / f"{entry.name}.gguf", entry.quantization,
                                from_quantized=True)  # fmt: skip
+        built = sha256_file(path)
         pins = self._read_json("pins.json")
-        pins[entry.name] = sha256_file(path)
+        pins[entry.name] = built
         self._write_json("pins.json", pins)
+        self._remember_verified(path, built)  # just hashed: `verify` need not read it again
 
     def _hf_cached(self, entry: CatalogEntry) -> Path | None:
         src = entry.source

@@ -297,11 +297,9 @@ def open_side(args: argparse.Namespace, label: str, threads: int, probe: Probe) 
 def _before_profile() -> Path:
     """generic-x86-64 as it was: KV cache in f16, flash attention off."""
     import re
+    from importlib import resources
 
-    from edge_agent.models.profile import load_profile
-
-    text = (Path(load_profile.__code__.co_filename).parents[2] / "device_profiles"
-            / "generic-x86-64.toml").read_text()  # fmt: skip
+    text = (resources.files("device_profiles") / "generic-x86-64.toml").read_text()
     text = re.sub(r'kv_cache_type = "\w+"', 'kv_cache_type = "f16"', text)
     text = re.sub(r"flash_attention = \w+", "flash_attention = false", text)
     text = text.replace('name = "generic-x86-64"', 'name = "before"')
