@@ -44,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--kv-cache-type", default="q8_0", help="as CPU profiles ship (f16: before)")
     ap.add_argument("--out", type=Path, default=None)
     return ap.parse_args()
 
@@ -73,7 +74,8 @@ def main() -> int:
         return 2
     model_path = ModelStore(Path("/tmp/bench-home-models")).ensure(load_catalog().default())
     results: dict[str, Any] = {"adapter": str(adapter) if adapter else None, "sets": {}}
-    with LlamaCppBackend(model_path, n_ctx=4096, n_threads=args.threads) as backend:
+    kv = {"kv_cache_type": args.kv_cache_type, "flash_attn": args.kv_cache_type != "f16"}
+    with LlamaCppBackend(model_path, n_ctx=4096, n_threads=args.threads, **kv) as backend:
         name = None
         if adapter is not None:
             name = "candidate"
